@@ -1,0 +1,3 @@
+from patchvae.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""Checkpoints: weights, optimiser and RNG state, configs and metadata, written atomically.
+
+The model config is stored as plain JSON-able data, so a checkpoint rebuilds its model with no
+code edits: ``load_model(path)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchvae.errors import DataError
+from patchvae.io import atomic_path
+from patchvae.models.config import VAEConfig
+from patchvae.models.vae import VAE, build_model
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (must hold ``model_config`` and ``model_state``) atomically."""
+    for key in ("model_config", "model_state"):
+        if key not in payload:
+            raise ValueError(f"checkpoint payload lacks {key!r}")
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise DataError(path, f"not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(path, "not a patchvae checkpoint of a known format")
+    return payload
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+    """Rebuild the model a checkpoint holds, weights loaded, in eval mode.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> from patchvae.models import VAEConfig, build_model
+    >>> model = build_model(VAEConfig())
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
+    >>> _ = save_checkpoint(p, {"model_config": model.config.model_dump(mode="json"),
+    ...                         "model_state": model.state_dict()})
+    >>> load_model(p).config == model.config
+    True
+    """
+    payload = load_checkpoint(path, map_location)
+    model = build_model(VAEConfig.model_validate(payload["model_config"]))
+    model.load_state_dict(payload["model_state"])
+    model.to(map_location)
+    model.eval()
+    return model

@@ -1,0 +1,98 @@
+"""Typed, validated run settings (pydantic), loadable from and saved to YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from patchvae.errors import ConfigError
+from patchvae.models.config import VAEConfig
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings. Defaults are those of the 2016 Keras example (RMSprop)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
+    learning_rate: float = Field(default=1e-3, gt=0)
+    # RMSprop: Keras' rho is PyTorch's alpha; Keras adds epsilon outside the square root too.
+    rho: float = Field(default=0.9, gt=0, lt=1)
+    epsilon: float = Field(default=1e-7, gt=0)
+    batch_size: PositiveInt = 100
+    epochs: PositiveInt = 50
+    seed: int = Field(default=0, ge=0)
+    device: Device = "auto"
+
+
+class MnistStudyConfig(BaseModel):
+    """Everything a ``patchvae mnist`` run depends on; saved as ``settings.yaml`` in the run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: str | None = None  # None: the download cache (``--download``) or the bundled sample
+    use_bundled_sample: bool = False
+    digits: list[int] = Field(default_factory=lambda: [7, 9])
+    preset: str | None = "keras2016"
+    model: VAEConfig = Field(default_factory=VAEConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("digits")
+    @classmethod
+    def _check_digits(cls, digits: list[int]) -> list[int]:
+        bad = [d for d in digits if not 0 <= d <= 9]
+        if bad:
+            raise ValueError(f"digits must lie in 0-9, got {bad}")
+        if len(set(digits)) < 2:
+            raise ValueError(f"give at least two different digits, got {digits}")
+        return sorted(set(digits))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line naming each bad setting, what it got and what it expects."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        message = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        parts.append(
+            f"{where}: {message} (got {got!r})" if not isinstance(got, dict) else f"{where}: {message}"
+        )
+    return "; ".join(parts)
+
+
+def build_config(cls: type[M], values: dict[str, Any]) -> M:
+    """Validate ``values`` into ``cls``, turning a validation error into a :class:`ConfigError`."""
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {validation_message(exc)}") from None
+
+
+def load_yaml_config(cls: type[M], path: str | Path) -> M:
+    """Read a YAML settings file into ``cls``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: settings file not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid settings: {validation_message(exc)}") from None
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Data sources: MNIST IDX files (and, later, medical volumes)."""

@@ -1,0 +1,29 @@
+"""One exception hierarchy for the project.
+
+The command line turns any :class:`PatchvaeError` into one clear line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PatchvaeError(Exception):
+    """Base class of every error patchvae raises on purpose."""
+
+
+class DataError(PatchvaeError):
+    """Input data is missing, unreadable or malformed."""
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+class ConfigError(PatchvaeError):
+    """A setting has a value patchvae cannot use."""
+
+
+class RunDirError(PatchvaeError):
+    """The output folder cannot be used for this run (it holds another run, or is not a run)."""

@@ -1,0 +1,38 @@
+"""Typed, validated model settings, saved beside the weights so a checkpoint rebuilds itself."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+
+class VAEConfig(BaseModel):
+    """Settings of one VAE.
+
+    ``input_shape`` is (channels, height, width), channel first. The loss is the negative ELBO:
+    reconstruction summed over pixels plus ``beta`` times the KL divergence summed over latent
+    dimensions, averaged over the batch (the 2016 Keras example's ``784 * mean BCE + KL``).
+
+    Example
+    -------
+    >>> VAEConfig(latent_dim=2).hidden_dims
+    [256]
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["mlp"] = "mlp"
+    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
+    hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [256], min_length=1)
+    latent_dim: PositiveInt = 2
+    activation: Literal["relu", "elu", "tanh"] = "relu"
+    reconstruction_loss: Literal["bce", "mse"] = "bce"
+    beta: float = Field(default=1.0, ge=0.0)
+    # Keras initialises Dense layers Glorot-uniform with zero biases; PyTorch differs.
+    init: Literal["glorot_uniform", "torch_default"] = "glorot_uniform"
+
+    @property
+    def input_dim(self) -> int:
+        channels, height, width = self.input_shape
+        return channels * height * width

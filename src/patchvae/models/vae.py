@@ -1,0 +1,122 @@
+"""The VAE family: a shared interface and the MLP member of the 2016 Keras example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from patchvae.models.config import VAEConfig
+from patchvae.models.losses import gaussian_kl, reconstruction_loss
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+
+
+@dataclass
+class VAEOutput:
+    """Named outputs of a forward pass. Per-sample terms have shape (batch,)."""
+
+    recon_x: torch.Tensor  # sigmoid of the decoder's logits, same shape as the input
+    logits: torch.Tensor
+    z: torch.Tensor  # the latent sample that was decoded
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    recon_loss: torch.Tensor  # per sample, summed over pixels
+    reg_loss: torch.Tensor  # per sample KL, summed over latent dimensions (before beta)
+    loss: torch.Tensor  # scalar: mean over the batch of recon_loss + beta * reg_loss
+
+
+class VAE(nn.Module):
+    """Base class: subclasses define ``encode`` and ``decode_logits``."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters (mu, logvar), each (batch, latent_dim)."""
+        raise NotImplementedError
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder logits, shape (batch, *input_shape)."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoded images in [0, 1], shape (batch, *input_shape)."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
+    ) -> VAEOutput:
+        """Encode, draw z = mu + sigma * eps with eps ~ N(0, I) (or z = mu), decode, score."""
+        mu, logvar = self.encode(x)
+        if sample:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + torch.exp(0.5 * logvar) * eps
+        else:
+            z = mu
+        logits = self.decode_logits(z)
+        recon = reconstruction_loss(logits, x, self.config.reconstruction_loss)
+        kl = gaussian_kl(mu, logvar)
+        loss = (recon + self.config.beta * kl).mean()
+        return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar, recon, kl, loss)
+
+
+class MLPVAE(VAE):
+    """Fully connected VAE: flatten, hidden layers, (mu, logvar); mirror for the decoder.
+
+    With ``hidden_dims=[256]`` and ``latent_dim=2`` on 28 x 28 inputs this is the network of the
+    2016 Keras example (784-256-2, ReLU hidden, sigmoid output).
+    """
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__(config)
+        act = _ACTIVATIONS[config.activation]
+        widths = [config.input_dim, *config.hidden_dims]
+        encoder: list[nn.Module] = [nn.Flatten()]
+        for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
+            encoder += [nn.Linear(width_in, width_out), act()]
+        self.encoder = nn.Sequential(*encoder)
+        self.to_mu = nn.Linear(widths[-1], config.latent_dim)
+        self.to_logvar = nn.Linear(widths[-1], config.latent_dim)
+        back = [config.latent_dim, *reversed(config.hidden_dims)]
+        decoder: list[nn.Module] = []
+        for width_in, width_out in zip(back[:-1], back[1:], strict=True):
+            decoder += [nn.Linear(width_in, width_out), act()]
+        decoder.append(nn.Linear(back[-1], config.input_dim))
+        self.decoder = nn.Sequential(*decoder)
+        if config.init == "glorot_uniform":
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(x)
+        return self.to_mu(hidden), self.to_logvar(hidden)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).view(-1, *self.config.input_shape)
+
+
+_ARCHITECTURES: dict[str, type[VAE]] = {"mlp": MLPVAE}
+
+
+def build_model(config: VAEConfig) -> VAE:
+    """Build the VAE that ``config.architecture`` names.
+
+    Example
+    -------
+    >>> model = build_model(VAEConfig())
+    >>> sum(p.numel() for p in model.parameters())
+    404244
+    """
+    return _ARCHITECTURES[config.architecture](config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,62 @@
+"""Device choice, seeding and the versions every artefact records."""
+
+from __future__ import annotations
+
+import platform
+import random
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from patchvae.errors import ConfigError
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto`` takes CUDA when present, else the CPU; ``cuda`` fails clearly without a GPU.
+
+    On the CPU, denormal floats are flushed to zero: without it the keras2016 network trains
+    markedly slower once its small weights drift into the denormal range.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda', got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available")
+    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    from patchvae import __version__
+
+    return {
+        "patchvae": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def provenance(device: torch.device | None = None) -> dict[str, Any]:
+    """What made an artefact: versions, time, machine, device."""
+    info: dict[str, Any] = {
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+    }
+    if device is not None:
+        info["device"] = str(device)
+        if device.type == "cuda":
+            info["device_name"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,227 @@
+"""Training loop: seeded, resumable, any batch size, CPU or CUDA, with a progress bar.
+
+Data are in-memory tensors (N, C, H, W) in [0, 1]; every batch is drawn from a seeded
+permutation and the last, smaller batch of an epoch is kept, so any batch size works with any
+dataset size. After each epoch a checkpoint is written atomically; ``resume=True`` continues
+from it with the same weights, optimiser state and random streams, so an interrupted and
+resumed run gives the losses of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from patchvae.checkpoint import load_checkpoint, save_checkpoint
+from patchvae.config import TrainConfig
+from patchvae.errors import ConfigError
+from patchvae.models.config import VAEConfig
+from patchvae.models.vae import VAE, build_model
+from patchvae.runtime import provenance, seed_everything, select_device
+
+# Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
+_SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the trained model and its per-epoch history."""
+
+    model: VAE
+    history: list[dict[str, float]]
+    train_seconds: float
+    device: torch.device
+    resumed_from_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=config.learning_rate, alpha=config.rho, eps=config.epsilon
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.learning_rate, eps=config.epsilon)
+    return torch.optim.SGD(params, lr=config.learning_rate)
+
+
+@torch.no_grad()
+def evaluate(
+    model: VAE,
+    x: torch.Tensor,
+    batch_size: int,
+    seed: int | None = None,
+    sample: bool = True,
+) -> dict[str, float]:
+    """Mean per-sample loss, reconstruction and KL of ``model`` on ``x``.
+
+    With ``sample=True`` the latent is drawn as in training, from a generator seeded with
+    ``seed`` (so the figure is repeatable); with ``sample=False`` the posterior mean is decoded.
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(0 if seed is None else seed)
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    for start in range(0, x.shape[0], batch_size):
+        batch = x[start : start + batch_size].to(device)
+        out = model(batch, generator=generator, sample=sample)
+        per_sample = out.recon_loss + model.config.beta * out.reg_loss
+        totals += torch.stack([per_sample.sum(), out.recon_loss.sum(), out.reg_loss.sum()]).double()
+    model.train(was_training)
+    loss, recon, kl = (totals / max(x.shape[0], 1)).tolist()
+    return {"loss": loss, "recon": recon, "kl": kl}
+
+
+def fit(
+    model_config: VAEConfig,
+    train_config: TrainConfig,
+    x_train: torch.Tensor,
+    x_val: torch.Tensor | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a VAE built from ``model_config`` on ``x_train`` for ``train_config.epochs``.
+
+    Parameters
+    ----------
+    model_config, train_config
+        Model and optimisation settings (both saved in the checkpoint).
+    x_train, x_val
+        Float tensors (N, C, H, W) in [0, 1]; ``x_val`` is scored after every epoch.
+    checkpoint_path
+        Where the checkpoint goes after every epoch (atomically); ``None`` keeps none.
+    resume
+        Continue from ``checkpoint_path`` (same settings; ``epochs`` may be raised).
+    progress
+        Show a progress bar with the running loss.
+    metadata
+        Extra JSON-able facts stored in the checkpoint (data sources, the split, ...).
+
+    Returns
+    -------
+    TrainResult with the model (eval mode) and the history: one dict per epoch with
+    ``train_loss``, ``train_recon``, ``train_kl``, ``val_*`` (when ``x_val`` is given), ``seconds``.
+    """
+    if tuple(x_train.shape[1:]) != tuple(model_config.input_shape):
+        raise ConfigError(
+            f"input_shape: model expects {tuple(model_config.input_shape)}, "
+            f"data are {tuple(x_train.shape[1:])}"
+        )
+    if x_train.shape[0] == 0:
+        raise ConfigError("training data: no samples to train on")
+    device = select_device(train_config.device)
+    seed_everything(train_config.seed)
+    model = build_model(model_config).to(device)
+    optimizer = make_optimizer(model.parameters(), train_config)
+    shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
+    noise_gen = torch.Generator(device=device).manual_seed(train_config.seed + _NOISE_STREAM)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if resume:
+        if checkpoint_path is None:
+            raise ConfigError("resume: no checkpoint path given")
+        state = load_checkpoint(checkpoint_path, map_location=device)
+        _check_resumable(state, model_config, train_config)
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        shuffle_gen.set_state(state["shuffle_rng"].cpu())
+        if state.get("noise_device") == device.type:
+            noise_gen.set_state(state["noise_rng"].cpu())
+        else:  # CPU and CUDA generators do not share a state format: start a new stream
+            noise_gen.manual_seed(train_config.seed + _NOISE_STREAM + 1000 * int(state["epoch"]))
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+    x_train = x_train.to(device)
+    n_train = x_train.shape[0]
+    batch_size = train_config.batch_size
+    steps_per_epoch = -(-n_train // batch_size)
+    bar = tqdm(
+        total=steps_per_epoch * train_config.epochs,
+        initial=steps_per_epoch * start_epoch,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    model.train()
+    for epoch in range(start_epoch, train_config.epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(n_train, generator=shuffle_gen).to(device)
+        totals = torch.zeros(3, dtype=torch.float64, device=device)
+        for step, first in enumerate(range(0, n_train, batch_size)):
+            batch = x_train[order[first : first + batch_size]]
+            out = model(batch, generator=noise_gen)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                totals += torch.stack(
+                    [out.loss * batch.shape[0], out.recon_loss.sum(), out.reg_loss.sum()]
+                ).double()
+            bar.update(1)
+            if progress and (step % 20 == 0 or first + batch_size >= n_train):
+                seen = min(first + batch_size, n_train)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
+        train_loss, train_recon, train_kl = (totals / n_train).tolist()
+        record = {
+            "epoch": float(epoch + 1),
+            "train_loss": train_loss,
+            "train_recon": train_recon,
+            "train_kl": train_kl,
+        }
+        if x_val is not None and x_val.shape[0] > 0:
+            val = evaluate(model, x_val, batch_size, seed=train_config.seed + _EVAL_STREAM)
+            record.update({f"val_{k}": v for k, v in val.items()})
+            bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.2f}", val=f"{val['loss']:.2f}")
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+        if checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "model_config": model_config.model_dump(mode="json"),
+                    "train_config": train_config.model_dump(mode="json"),
+                    "model_state": model.state_dict(),
+                    "optimizer_state": optimizer.state_dict(),
+                    "shuffle_rng": shuffle_gen.get_state(),
+                    "noise_rng": noise_gen.get_state(),
+                    "noise_device": device.type,
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "metadata": {**(metadata or {}), **provenance(device)},
+                },
+            )
+    bar.close()
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=history,
+        train_seconds=sum(h["seconds"] for h in history),
+        device=device,
+        resumed_from_epoch=start_epoch,
+    )
+
+
+def _check_resumable(state: dict[str, Any], model_config: VAEConfig, train_config: TrainConfig) -> None:
+    if state.get("model_config") != model_config.model_dump(mode="json"):
+        raise ConfigError("resume: the checkpoint was made with other model settings")
+    saved = dict(state.get("train_config") or {})
+    asked = train_config.model_dump(mode="json")
+    # The number of epochs may grow; where the run goes (device) may change.
+    for key in ("epochs", "device"):
+        saved.pop(key, None)
+        asked.pop(key, None)
+    if saved != asked:
+        raise ConfigError("resume: the checkpoint was made with other training settings")
+    if int(state["epoch"]) > train_config.epochs:
+        raise ConfigError(
+            f"epochs: the checkpoint already holds {state['epoch']} epochs, more than {train_config.epochs}"
+        )

@@ -1,0 +1,41 @@
+"""Build the MNIST sample bundled in the package from the official files.
+
+Keeps the first N_TRAIN_PER_DIGIT train images and the first N_TEST_PER_DIGIT test images of
+each of the digits 7 and 9, in the official order, and writes them as IDX files (gzip -9, no
+timestamp) so that the package reads them with the same code as the full data set.
+
+    python tools/make_mnist_sample.py ../shared/data/mnist src/patchvae/data/sample/mnist
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from patchvae.data.idx import encode_idx
+from patchvae.data.mnist import FILE_STEMS, load_mnist_split
+
+DIGITS = (7, 9)
+PER_DIGIT = {"train": 1500, "test": 250}
+
+
+def main(source: str, target: str) -> None:
+    out = Path(target)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, per_digit in PER_DIGIT.items():
+        data = load_mnist_split(source, split)
+        keep = np.concatenate([np.flatnonzero(data.labels == d)[:per_digit] for d in DIGITS])
+        keep.sort()  # official order
+        for kind, array in (("images", data.images[keep]), ("labels", data.labels[keep])):
+            blob = encode_idx(array.astype(np.uint8))
+            (out / f"{FILE_STEMS[(split, kind)]}.gz").write_bytes(
+                gzip.compress(blob, compresslevel=9, mtime=0)
+            )
+        print(f"{split}: {len(keep)} images ({per_digit} per digit of {DIGITS})")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
