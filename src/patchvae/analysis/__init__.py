@@ -1,0 +1,1 @@
+"""Analysis of latent spaces: clustering metrics, projections."""

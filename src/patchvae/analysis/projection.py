@@ -1,0 +1,46 @@
+"""Two-dimensional views of a latent space for the pictures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+
+@dataclass
+class Projection2D:
+    """Maps latents to the plane: identity for 2-D latents, else PCA fitted on reference data."""
+
+    method: str  # "identity" or "pca"
+    axis_labels: tuple[str, str]
+    mean: np.ndarray  # (latent_dim,)
+    components: np.ndarray  # (2, latent_dim): rows span the plane
+
+    def transform(self, latent: np.ndarray) -> np.ndarray:
+        return (latent - self.mean) @ self.components.T if self.method == "pca" else latent[:, :2]
+
+    def inverse(self, coords: np.ndarray) -> np.ndarray:
+        """Latent points for plane coordinates (other PCA components at the mean)."""
+        return coords @ self.components + self.mean if self.method == "pca" else coords
+
+    @property
+    def description(self) -> str:
+        if self.method == "identity":
+            return "latent dimensions 1 and 2"
+        return f"first two PCA components of the latent ({self.axis_labels[0]}, {self.axis_labels[1]})"
+
+
+def fit_projection(reference: np.ndarray, seed: int = 0) -> Projection2D:
+    """Identity for 2-D latents; otherwise PCA fitted on ``reference`` (e.g. train latents)."""
+    dim = reference.shape[1]
+    if dim == 2:
+        return Projection2D("identity", ("z1", "z2"), np.zeros(2), np.eye(2))
+    if dim < 2:
+        padded = np.zeros((2, dim))
+        padded[0, 0] = 1.0
+        return Projection2D("pca", ("z1", "(none)"), np.zeros(dim), padded)
+    pca = PCA(n_components=2, random_state=seed).fit(reference)
+    ratio = pca.explained_variance_ratio_
+    labels = (f"PC1 ({ratio[0]:.0%} var.)", f"PC2 ({ratio[1]:.0%} var.)")
+    return Projection2D("pca", labels, pca.mean_, pca.components_)

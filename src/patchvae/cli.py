@@ -1,0 +1,211 @@
+"""The ``patchvae`` command: one sub-command per stage, plus ``demo``.
+
+Thin by design: it parses, validates, calls library functions and prints. Any
+:class:`~patchvae.errors.PatchvaeError` becomes one line on stderr and exit status 2
+(``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from patchvae.config import MnistStudyConfig, build_config, load_yaml_config
+from patchvae.errors import PatchvaeError, RunDirError
+from patchvae.io import write_json_atomic
+from patchvae.presets import PRESETS, get_preset
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Variational autoencoders for unlabelled medical image patches.",
+)
+_state = {"debug": False}
+DEMO_MARKER = "patchvae-demo.json"
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+def _mnist_config(
+    base: MnistStudyConfig | None,
+    preset: str | None,
+    overrides: dict[str, dict[str, Any]],
+    top: dict[str, Any],
+) -> MnistStudyConfig:
+    """Settings from a settings file or a preset, then the options given on the command line."""
+    if base is not None:
+        values = base.model_dump(mode="json")
+    else:
+        model, train = get_preset(preset or "keras2016")
+        values = {"preset": preset or "keras2016", "model": model.model_dump(), "train": train.model_dump()}
+    for section, items in overrides.items():
+        given = {k: v for k, v in items.items() if v is not None}
+        values[section] = {**values.get(section, {}), **given}
+        if given and section == "model":
+            values["preset"] = None  # no longer the preset's network
+    values.update({k: v for k, v in top.items() if v is not None})
+    return build_config(MnistStudyConfig, values)
+
+
+@app.command()
+def mnist(
+    out: Path = typer.Option(..., "--out", help="Run folder to create (or to --resume)."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Folder with the official MNIST IDX files (gzip or not)."
+    ),
+    download: bool = typer.Option(
+        False, "--download", help="Fetch the official files once into the cache (needs network)."
+    ),
+    sample: bool = typer.Option(False, "--sample", help="Use the MNIST sample bundled with patchvae."),
+    digits: list[int] | None = typer.Option(None, "--digits", help="Digits to keep (default 7 9)."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="settings.yaml of an earlier run (options given here override it)."
+    ),
+    preset: str | None = typer.Option(None, "--preset", help=f"One of: {', '.join(PRESETS)}."),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    latent_dim: int | None = typer.Option(None, "--latent-dim"),
+    hidden_dim: list[int] | None = typer.Option(
+        None, "--hidden-dim", help="Hidden layer width; repeat for several layers."
+    ),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="rmsprop, adam or sgd."),
+    learning_rate: float | None = typer.Option(None, "--lr"),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a VAE on MNIST digits and analyse its latent space on the test split."""
+    base = load_yaml_config(MnistStudyConfig, config_file) if config_file else None
+    if base is not None and preset is not None:
+        raise typer.BadParameter("give --config or --preset, not both")
+    config = _mnist_config(
+        base,
+        preset,
+        {
+            "model": {"latent_dim": latent_dim, "hidden_dims": hidden_dim or None},
+            "train": {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": optimizer,
+                "learning_rate": learning_rate,
+                "seed": seed,
+                "device": device,
+            },
+        },
+        {
+            "digits": digits or None,
+            "data_dir": str(data_dir) if data_dir else None,
+            "use_bundled_sample": True if sample else None,
+        },
+    )
+    metrics = _run_mnist(config, out, resume, download, not quiet)
+    typer.echo(f"wrote {out}/ (metrics.json, latent.png, manifold.png, reconstructions.png)")
+    _print_metrics(metrics)
+
+
+def _run_mnist(
+    config: MnistStudyConfig, out: Path, resume: bool, download: bool, progress: bool
+) -> dict[str, Any]:
+    from patchvae.studies.mnist import run_mnist_study  # torch import deferred past parsing
+
+    return run_mnist_study(config, out, resume=resume, download=download, progress=progress)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    keys = ("kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss")
+    typer.echo("  " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+    typer.echo(
+        f"  epochs={metrics['epochs']} train={metrics['n_train']} test={metrics['n_test']} "
+        f"train_seconds={metrics['train_seconds']:.1f} device={metrics['device']}"
+    )
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("patchvae-demo"), "--out", help="Folder for the demo's runs."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Fewer epochs for a quicker look."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run the study on the data bundled with patchvae: no download, no data needed."""
+    _prepare_demo_dir(out)
+    config = _mnist_config(None, "keras2016", {"train": {"epochs": epochs}}, {"use_bundled_sample": True})
+    typer.echo("MNIST 7 vs 9 (bundled sample), keras2016 network:")
+    metrics = _run_mnist(config, out / "mnist", False, False, not quiet)
+    _print_metrics(metrics)
+    write_json_atomic(out / DEMO_MARKER, {"parts": ["mnist"]})
+    typer.echo(f"demo done: figures and metrics in {out}/mnist/")
+
+
+def _prepare_demo_dir(out: Path) -> None:
+    """A folder from an earlier demo is replaced; any other non-empty folder is left alone."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).is_file():
+            raise RunDirError(f"{out}: is not empty and holds no earlier demo; choose another --out")
+        shutil.rmtree(out)
+
+
+def expand_multi_value_options(argv: list[str], options: tuple[str, ...] = ("--digits",)) -> list[str]:
+    """Turn ``--digits 7 9`` into ``--digits 7 --digits 9``: click options take one value each.
+
+    Example
+    -------
+    >>> expand_multi_value_options(["mnist", "--digits", "7", "9", "--out", "r"])
+    ['mnist', '--digits', '7', '--digits', '9', '--out', 'r']
+    """
+    expanded: list[str] = []
+    pending: str | None = None  # the multi-value option whose values are being read
+    taken = 0
+    for token in argv:
+        if pending is not None and not token.startswith("--"):
+            expanded += [pending, token]
+            taken += 1
+            continue
+        if pending is not None and taken == 0:
+            expanded.append(pending)  # no value: click reports it
+        pending = None
+        if token in options:
+            pending, taken = token, 0
+            continue
+        expanded.append(token)
+    if pending is not None and taken == 0:
+        expanded.append(pending)
+    return expanded
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="patchvae", standalone_mode=False)
+    except PatchvaeError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"patchvae: error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("patchvae: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("patchvae: interrupted; finished epochs are in the checkpoint (--resume)", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _state["debug"]:
+            raise
+        typer.echo(f"patchvae: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
+        sys.exit(1)

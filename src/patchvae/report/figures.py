@@ -1,0 +1,132 @@
+"""Static figures: latent scatter, decoded manifold, reconstructions, loss curves.
+
+Each figure is written atomically (temporary name, then rename) as PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
+from patchvae.io import atomic_path  # noqa: E402
+
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_latent_scatter(
+    coords: np.ndarray,
+    labels: np.ndarray,
+    path: str | Path,
+    title: str,
+    axis_labels: Sequence[str] = ("z1", "z2"),
+    label_names: dict[int, str] | None = None,
+) -> Path:
+    """Scatter of 2-D latent coordinates, one colour per label, classes drawn in random order
+    so that no class hides another."""
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(coords.shape[0])
+    classes = np.unique(labels)
+    colour_of = {c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(classes)}
+    ax.scatter(
+        coords[order, 0],
+        coords[order, 1],
+        c=[colour_of[c] for c in labels[order]],
+        s=6,
+        alpha=0.6,
+        linewidths=0,
+    )
+    for c in classes:
+        name = (label_names or {}).get(int(c), str(c))
+        count = int((labels == c).sum())
+        ax.scatter([], [], c=colour_of[c], s=30, label=f"{name} (n={count})")
+    ax.legend(loc="best", markerscale=1.2, frameon=True)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.2)
+    return save_figure(fig, path)
+
+
+def manifold_grid(n: int = 15, quantile_range: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
+    """Grid values through the inverse normal CDF, as in the 2016 Keras example: evenly spaced
+    quantiles of N(0, 1), so the grid is dense where the prior has its mass."""
+    return norm.ppf(np.linspace(quantile_range[0], quantile_range[1], n))
+
+
+def plot_manifold(
+    decode: Callable[[np.ndarray], np.ndarray],
+    path: str | Path,
+    title: str,
+    n: int = 15,
+    scale: tuple[float, float] = (1.0, 1.0),
+    axis_labels: Sequence[str] = ("z1", "z2"),
+) -> Path:
+    """Decode a ``n x n`` grid over the plane and tile the images.
+
+    ``decode`` maps (k, 2) plane coordinates to (k, C, H, W) images in [0, 1]; ``scale``
+    stretches the N(0, 1) quantile grid along each axis (1 for a standard-normal latent).
+    """
+    values = manifold_grid(n)
+    xs, ys = values * scale[0], values * scale[1]
+    # Rows run top to bottom from high to low y, as a plot's axis does.
+    coords = np.array([[x, y] for y in ys[::-1] for x in xs], dtype=np.float32)
+    images = decode(coords)
+    channels, height, width = images.shape[1:]
+    tiles = images[:, 0] if channels == 1 else images.mean(axis=1)
+    canvas = tiles.reshape(n, n, height, width).transpose(0, 2, 1, 3).reshape(n * height, n * width)
+    fig, ax = plt.subplots(figsize=(7, 7))
+    extent = (xs[0], xs[-1], ys[0], ys[-1])
+    ax.imshow(canvas, cmap="Greys_r", extent=extent, aspect="auto", vmin=0, vmax=1)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_reconstructions(
+    originals: np.ndarray, reconstructions: np.ndarray, path: str | Path, title: str
+) -> Path:
+    """Originals (top row) above their reconstructions (bottom row); arrays (k, C, H, W)."""
+    k = originals.shape[0]
+    fig, axes = plt.subplots(2, k, figsize=(1.1 * k, 2.6), squeeze=False)
+    for i in range(k):
+        for row, source in enumerate((originals, reconstructions)):
+            ax = axes[row, i]
+            ax.imshow(source[i].mean(axis=0), cmap="Greys_r", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    axes[1, 0].set_ylabel("decoded\nmean", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_loss_curves(history: list[dict[str, float]], path: str | Path, title: str) -> Path:
+    """Train and validation loss per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train", marker=".")
+    if history and "val_loss" in history[0]:
+        ax.plot(epochs, [h["val_loss"] for h in history], label="validation", marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per sample (negative ELBO)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
