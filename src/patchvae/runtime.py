@@ -43,8 +43,8 @@ def versions() -> dict[str, str]:
     return {
         "patchvae": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
     }
 
 

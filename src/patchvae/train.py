@@ -40,6 +40,18 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches: a seeded permutation of range(n) cut into ``batch_size`` pieces; the
+    last piece keeps the remainder, so every sample is seen once whatever ``batch_size`` is.
+
+    Example
+    -------
+    >>> [len(b) for b in batch_indices(37, 10, torch.Generator().manual_seed(0))]
+    [10, 10, 10, 7]
+    """
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(
@@ -154,10 +166,11 @@ def fit(
     model.train()
     for epoch in range(start_epoch, train_config.epochs):
         t0 = time.perf_counter()
-        order = torch.randperm(n_train, generator=shuffle_gen).to(device)
         totals = torch.zeros(3, dtype=torch.float64, device=device)
-        for step, first in enumerate(range(0, n_train, batch_size)):
-            batch = x_train[order[first : first + batch_size]]
+        seen = 0
+        for step, index in enumerate(batch_indices(n_train, batch_size, shuffle_gen)):
+            batch = x_train[index.to(device)]
+            seen += batch.shape[0]
             out = model(batch, generator=noise_gen)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -167,8 +180,7 @@ def fit(
                     [out.loss * batch.shape[0], out.recon_loss.sum(), out.reg_loss.sum()]
                 ).double()
             bar.update(1)
-            if progress and (step % 20 == 0 or first + batch_size >= n_train):
-                seen = min(first + batch_size, n_train)
+            if progress and (step % 20 == 0 or seen == n_train):
                 bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
         train_loss, train_recon, train_kl = (totals / n_train).tolist()
         record = {

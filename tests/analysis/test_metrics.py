@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from patchvae.analysis.metrics import clustering_scores, hungarian_accuracy, logreg_accuracy
+from patchvae.analysis.projection import fit_projection
+
+
+def test_hungarian_accuracy_hand_values() -> None:
+    # cluster 1 -> 7 (two right), cluster 0 -> 9 (one right): 3 of 4
+    assert hungarian_accuracy(np.array([7, 7, 9, 9]), np.array([1, 1, 0, 1])) == 0.75
+    # labels swapped entirely is still perfect
+    assert hungarian_accuracy(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0])) == 1.0
+    # three clusters for two classes: the best one-to-one map leaves one cluster unmatched
+    assert hungarian_accuracy(np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 2, 1, 1, 1])) == pytest.approx(5 / 6)
+
+
+def test_hungarian_accuracy_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        hungarian_accuracy(np.array([0, 1]), np.array([0]))
+
+
+def blobs(n: int, gap: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([7, 9], n)
+    points = rng.normal(size=(2 * n, 2)) + np.where(labels[:, None] == 7, -gap, gap)
+    return points, labels
+
+
+def test_clustering_scores_separated_and_mixed() -> None:
+    train, _ = blobs(100, 5.0, 0)
+    test, test_labels = blobs(50, 5.0, 1)
+    scores = clustering_scores(train, test, test_labels, n_clusters=2)
+    assert scores["kmeans_accuracy"] == 1.0 and scores["nmi"] == pytest.approx(1.0)
+    assert scores["ari"] == pytest.approx(1.0) and scores["silhouette"] > 0.7
+    mixed_train, _ = blobs(100, 0.0, 2)
+    mixed, mixed_labels = blobs(50, 0.0, 3)
+    scores = clustering_scores(mixed_train, mixed, mixed_labels, n_clusters=2)
+    assert scores["kmeans_accuracy"] < 0.7 and scores["nmi"] < 0.1
+
+
+def test_ari_is_sklearn_value_on_predictions() -> None:
+    train, _ = blobs(100, 1.0, 0)
+    test, labels = blobs(50, 1.0, 1)
+    scores = clustering_scores(train, test, labels, n_clusters=2, seed=0)
+    from sklearn.cluster import KMeans
+
+    predicted = KMeans(2, n_init=10, random_state=0).fit(train).predict(test)
+    assert scores["ari"] == pytest.approx(adjusted_rand_score(labels, predicted))
+
+
+def test_logreg_accuracy() -> None:
+    train, train_labels = blobs(100, 5.0, 0)
+    test, test_labels = blobs(50, 5.0, 1)
+    assert logreg_accuracy(train, train_labels, test, test_labels) == 1.0
+
+
+def test_projection_identity_for_2d_and_pca_above() -> None:
+    rng = np.random.default_rng(0)
+    two = rng.normal(size=(20, 2))
+    assert fit_projection(two).method == "identity"
+    np.testing.assert_array_equal(fit_projection(two).transform(two), two)
+    # 5-D data living in a plane: PCA recovers it, inverse maps back exactly
+    plane = rng.normal(size=(200, 2)) @ rng.normal(size=(2, 5)) + 3.0
+    projection = fit_projection(plane)
+    assert projection.method == "pca" and "PC1" in projection.axis_labels[0]
+    np.testing.assert_allclose(projection.inverse(projection.transform(plane)), plane, atol=1e-8)

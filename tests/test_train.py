@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from patchvae.checkpoint import load_checkpoint, load_model
+from patchvae.config import TrainConfig
+from patchvae.errors import ConfigError, DataError
+from patchvae.models import VAEConfig
+from patchvae.train import batch_indices, fit
+
+SMALL = VAEConfig(input_shape=(1, 6, 6), hidden_dims=[16], latent_dim=2)
+
+
+def data(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, 6, 6, generator=torch.Generator().manual_seed(seed))
+
+
+def losses(result) -> list[float]:  # type: ignore[no-untyped-def]
+    return [h["train_loss"] for h in result.history]
+
+
+def test_batches_cover_every_sample_once_whatever_the_batch_size() -> None:
+    for n, bs in ((37, 10), (37, 37), (37, 500), (100, 1), (100, 100)):
+        batches = batch_indices(n, bs, torch.Generator().manual_seed(0))
+        assert sorted(torch.cat(batches).tolist()) == list(range(n))
+        assert [len(b) for b in batches] == [bs] * (n // bs) + ([n % bs] if n % bs else [])
+
+
+def test_batch_size_that_does_not_divide_n_trains() -> None:
+    x = data(37)
+    for bs in (10, 36, 500):
+        r = fit(SMALL, TrainConfig(epochs=2, batch_size=bs, device="cpu"), x, progress=False)
+        assert len(r.history) == 2 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in r.history)
+
+
+def test_loss_falls() -> None:
+    result = fit(SMALL, TrainConfig(epochs=8, batch_size=8, optimizer="adam", device="cpu"), data(64), progress=False)
+    assert losses(result)[-1] < losses(result)[0]
+
+
+def test_same_seed_same_losses_other_seed_other_losses() -> None:
+    x, xv = data(50), data(20, seed=1)
+    runs = [
+        fit(SMALL, TrainConfig(epochs=3, batch_size=16, seed=s, device="cpu"), x, xv, progress=False)
+        for s in (5, 5, 6)
+    ]
+    assert losses(runs[0]) == losses(runs[1])
+    assert [h["val_loss"] for h in runs[0].history] == [h["val_loss"] for h in runs[1].history]
+    assert losses(runs[0]) != losses(runs[2])
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    result = fit(SMALL, TrainConfig(epochs=2, batch_size=16, device="cpu"), data(40), checkpoint_path=ckpt, progress=False)
+    model = load_model(ckpt)
+    assert model.config == SMALL
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+    saved = load_checkpoint(ckpt)
+    assert saved["epoch"] == 2 and saved["train_config"]["batch_size"] == 16
+    assert "versions" in saved["metadata"]
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    x, xv = data(45), data(10, seed=2)
+    straight = fit(SMALL, TrainConfig(epochs=4, batch_size=8, device="cpu"), x, xv, progress=False)
+    ckpt = tmp_path / "c.pt"
+    fit(SMALL, TrainConfig(epochs=2, batch_size=8, device="cpu"), x, xv, checkpoint_path=ckpt, progress=False)
+    resumed = fit(
+        SMALL, TrainConfig(epochs=4, batch_size=8, device="cpu"), x, xv, checkpoint_path=ckpt, resume=True, progress=False
+    )
+    assert resumed.resumed_from_epoch == 2
+    assert losses(resumed) == losses(straight)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value)
+
+
+def test_resume_refuses_other_settings(tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    fit(SMALL, TrainConfig(epochs=1, batch_size=8, device="cpu"), data(20), checkpoint_path=ckpt, progress=False)
+    with pytest.raises(ConfigError, match="other training settings"):
+        fit(SMALL, TrainConfig(epochs=2, batch_size=4, device="cpu"), data(20), checkpoint_path=ckpt, resume=True, progress=False)
+    other = VAEConfig(input_shape=(1, 6, 6), hidden_dims=[8], latent_dim=2)
+    with pytest.raises(ConfigError, match="other model settings"):
+        fit(other, TrainConfig(epochs=2, batch_size=8, device="cpu"), data(20), checkpoint_path=ckpt, resume=True, progress=False)
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="c.pt: not a readable checkpoint"):
+        load_model(ckpt)
+
+
+def test_data_shape_must_match_model() -> None:
+    with pytest.raises(ConfigError, match="model expects"):
+        fit(SMALL, TrainConfig(epochs=1, device="cpu"), torch.rand(4, 1, 5, 5), progress=False)
+
+
+def test_cuda_request_without_gpu_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        fit(SMALL, TrainConfig(epochs=1, device="cuda"), data(4), progress=False)
