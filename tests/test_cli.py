@@ -25,16 +25,41 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
-def test_mnist_end_to_end_on_bundled_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mnist_end_to_end_on_bundled_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     code, stdout, err = run_cli(
-        ["mnist", "--sample", "--digits", "7", "9", "--epochs", "2", "--batch-size", "128", "--quiet", "--out", str(out)],
+        [
+            "mnist",
+            "--sample",
+            "--digits",
+            "7",
+            "9",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "128",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
         capsys,
     )
     assert code == 0, err
     assert "kmeans_accuracy=" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss", "epochs", "seed", "train_seconds"):
+    for key in (
+        "kmeans_accuracy",
+        "nmi",
+        "ari",
+        "silhouette",
+        "logreg_accuracy",
+        "test_loss",
+        "epochs",
+        "seed",
+        "train_seconds",
+    ):
         assert key in metrics
     assert metrics["epochs"] == 2 and metrics["n_train"] == 3000 and metrics["n_test"] == 500
     assert 0.4 <= metrics["kmeans_accuracy"] <= 1.0 and 50 < metrics["test_loss"] < 550
@@ -46,21 +71,44 @@ def test_mnist_end_to_end_on_bundled_sample(tmp_path: Path, capsys: pytest.Captu
 
     # the settings file re-runs the same thing: same seed, same losses
     again = tmp_path / "again"
-    code, _, err = run_cli(["mnist", "--config", str(out / "settings.yaml"), "--quiet", "--out", str(again)], capsys)
+    code, _, err = run_cli(
+        ["mnist", "--config", str(out / "settings.yaml"), "--quiet", "--out", str(again)], capsys
+    )
     assert code == 0, err
-    assert json.loads((again / "metrics.json").read_text())["history"][-1]["train_loss"] == metrics["history"][-1]["train_loss"]
+    assert (
+        json.loads((again / "metrics.json").read_text())["history"][-1]["train_loss"]
+        == metrics["history"][-1]["train_loss"]
+    )
 
     # resume to more epochs continues the same run
-    code, _, err = run_cli(["mnist", "--config", str(out / "settings.yaml"), "--epochs", "3", "--resume", "--quiet", "--out", str(out)], capsys)
+    code, _, err = run_cli(
+        [
+            "mnist",
+            "--config",
+            str(out / "settings.yaml"),
+            "--epochs",
+            "3",
+            "--resume",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["epochs"] == 3
     assert resumed["history"][:2] == metrics["history"]
 
 
-def test_latent_above_two_dims_is_projected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_latent_above_two_dims_is_projected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    code, _, err = run_cli(["mnist", "--sample", "--latent-dim", "5", "--epochs", "1", "--quiet", "--out", str(out)], capsys)
+    code, _, err = run_cli(
+        ["mnist", "--sample", "--latent-dim", "5", "--epochs", "1", "--quiet", "--out", str(out)],
+        capsys,
+    )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert "PCA" in metrics["projection"] and metrics["latent_dim"] == 5
@@ -70,7 +118,7 @@ def test_latent_above_two_dims_is_projected(tmp_path: Path, capsys: pytest.Captu
 def test_demo_replaces_its_own_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     for _ in range(2):
-        code, stdout, err = run_cli(["demo", "--epochs", "1", "--quiet", "--out", str(out)], capsys)
+        code, _, err = run_cli(["demo", "--epochs", "1", "--quiet", "--out", str(out)], capsys)
         assert code == 0, err
         assert (out / "mnist" / "metrics.json").is_file()
     other = tmp_path / "other"
@@ -100,7 +148,12 @@ def test_bad_input_one_line_nonzero_nothing_written(
 ) -> None:
     notidx = tmp_path / "notidx"
     notidx.mkdir()
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (notidx / stem).write_text("this is not an IDX file\n")
     args = [a.format(tmp=tmp_path, notidx=notidx) for a in args]
     out = tmp_path / "run"
@@ -111,19 +164,49 @@ def test_bad_input_one_line_nonzero_nothing_written(
     assert not out.exists()
 
 
-def test_output_folder_holding_another_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_folder_holding_another_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    assert run_cli(["mnist", "--sample", "--epochs", "1", "--quiet", "--out", str(out)], capsys)[0] == 0
+    assert (
+        run_cli(["mnist", "--sample", "--epochs", "1", "--quiet", "--out", str(out)], capsys)[0]
+        == 0
+    )
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    code, _, err = run_cli(["mnist", "--sample", "--epochs", "2", "--quiet", "--out", str(out)], capsys)
+    code, _, err = run_cli(
+        ["mnist", "--sample", "--epochs", "2", "--quiet", "--out", str(out)], capsys
+    )
     assert code == 2 and "holds another run" in err
-    code, _, err = run_cli(["mnist", "--sample", "--epochs", "2", "--seed", "9", "--resume", "--quiet", "--out", str(out)], capsys)
+    code, _, err = run_cli(
+        [
+            "mnist",
+            "--sample",
+            "--epochs",
+            "2",
+            "--seed",
+            "9",
+            "--resume",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 2 and "cannot resume with other settings (train.seed 0 -> 9)" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_console_script_prints_no_traceback_and_debug_does(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "patchvae", "mnist", "--data-dir", str(tmp_path / "x"), "--out", str(tmp_path / "r")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "patchvae",
+        "mnist",
+        "--data-dir",
+        str(tmp_path / "x"),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     plain = subprocess.run(cmd, capture_output=True, text=True)
     assert plain.returncode == 2
     assert plain.stderr.strip() == f"patchvae: error: {tmp_path / 'x'}: MNIST data folder not found"

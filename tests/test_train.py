@@ -33,18 +33,27 @@ def test_batch_size_that_does_not_divide_n_trains() -> None:
     x = data(37)
     for bs in (10, 36, 500):
         r = fit(SMALL, TrainConfig(epochs=2, batch_size=bs, device="cpu"), x, progress=False)
-        assert len(r.history) == 2 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in r.history)
+        assert len(r.history) == 2 and all(
+            torch.isfinite(torch.tensor(h["train_loss"])) for h in r.history
+        )
 
 
 def test_loss_falls() -> None:
-    result = fit(SMALL, TrainConfig(epochs=8, batch_size=8, optimizer="adam", device="cpu"), data(64), progress=False)
+    result = fit(
+        SMALL,
+        TrainConfig(epochs=8, batch_size=8, optimizer="adam", device="cpu"),
+        data(64),
+        progress=False,
+    )
     assert losses(result)[-1] < losses(result)[0]
 
 
 def test_same_seed_same_losses_other_seed_other_losses() -> None:
     x, xv = data(50), data(20, seed=1)
     runs = [
-        fit(SMALL, TrainConfig(epochs=3, batch_size=16, seed=s, device="cpu"), x, xv, progress=False)
+        fit(
+            SMALL, TrainConfig(epochs=3, batch_size=16, seed=s, device="cpu"), x, xv, progress=False
+        )
         for s in (5, 5, 6)
     ]
     assert losses(runs[0]) == losses(runs[1])
@@ -54,7 +63,13 @@ def test_same_seed_same_losses_other_seed_other_losses() -> None:
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     ckpt = tmp_path / "c.pt"
-    result = fit(SMALL, TrainConfig(epochs=2, batch_size=16, device="cpu"), data(40), checkpoint_path=ckpt, progress=False)
+    result = fit(
+        SMALL,
+        TrainConfig(epochs=2, batch_size=16, device="cpu"),
+        data(40),
+        checkpoint_path=ckpt,
+        progress=False,
+    )
     model = load_model(ckpt)
     assert model.config == SMALL
     for key, value in result.model.state_dict().items():
@@ -69,9 +84,22 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     x, xv = data(45), data(10, seed=2)
     straight = fit(SMALL, TrainConfig(epochs=4, batch_size=8, device="cpu"), x, xv, progress=False)
     ckpt = tmp_path / "c.pt"
-    fit(SMALL, TrainConfig(epochs=2, batch_size=8, device="cpu"), x, xv, checkpoint_path=ckpt, progress=False)
+    fit(
+        SMALL,
+        TrainConfig(epochs=2, batch_size=8, device="cpu"),
+        x,
+        xv,
+        checkpoint_path=ckpt,
+        progress=False,
+    )
     resumed = fit(
-        SMALL, TrainConfig(epochs=4, batch_size=8, device="cpu"), x, xv, checkpoint_path=ckpt, resume=True, progress=False
+        SMALL,
+        TrainConfig(epochs=4, batch_size=8, device="cpu"),
+        x,
+        xv,
+        checkpoint_path=ckpt,
+        resume=True,
+        progress=False,
     )
     assert resumed.resumed_from_epoch == 2
     assert losses(resumed) == losses(straight)
@@ -81,18 +109,38 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     ckpt = tmp_path / "c.pt"
-    fit(SMALL, TrainConfig(epochs=1, batch_size=8, device="cpu"), data(20), checkpoint_path=ckpt, progress=False)
+    fit(
+        SMALL,
+        TrainConfig(epochs=1, batch_size=8, device="cpu"),
+        data(20),
+        checkpoint_path=ckpt,
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="other training settings"):
-        fit(SMALL, TrainConfig(epochs=2, batch_size=4, device="cpu"), data(20), checkpoint_path=ckpt, resume=True, progress=False)
+        fit(
+            SMALL,
+            TrainConfig(epochs=2, batch_size=4, device="cpu"),
+            data(20),
+            checkpoint_path=ckpt,
+            resume=True,
+            progress=False,
+        )
     other = VAEConfig(input_shape=(1, 6, 6), hidden_dims=[8], latent_dim=2)
     with pytest.raises(ConfigError, match="other model settings"):
-        fit(other, TrainConfig(epochs=2, batch_size=8, device="cpu"), data(20), checkpoint_path=ckpt, resume=True, progress=False)
+        fit(
+            other,
+            TrainConfig(epochs=2, batch_size=8, device="cpu"),
+            data(20),
+            checkpoint_path=ckpt,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     ckpt = tmp_path / "c.pt"
     ckpt.write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="c.pt: not a readable checkpoint"):
+    with pytest.raises(DataError, match=r"c\.pt: not a readable checkpoint"):
         load_model(ckpt)
 
 

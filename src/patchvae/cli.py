@@ -47,7 +47,11 @@ def _mnist_config(
         values = base.model_dump(mode="json")
     else:
         model, train = get_preset(preset or "keras2016")
-        values = {"preset": preset or "keras2016", "model": model.model_dump(), "train": train.model_dump()}
+        values = {
+            "preset": preset or "keras2016",
+            "model": model.model_dump(),
+            "train": train.model_dump(),
+        }
     for section, items in overrides.items():
         given = {k: v for k, v in items.items() if v is not None}
         values[section] = {**values.get(section, {}), **given}
@@ -66,7 +70,9 @@ def mnist(
     download: bool = typer.Option(
         False, "--download", help="Fetch the official files once into the cache (needs network)."
     ),
-    sample: bool = typer.Option(False, "--sample", help="Use the MNIST sample bundled with patchvae."),
+    sample: bool = typer.Option(
+        False, "--sample", help="Use the MNIST sample bundled with patchvae."
+    ),
     digits: list[int] | None = typer.Option(None, "--digits", help="Digits to keep (default 7 9)."),
     config_file: Path | None = typer.Option(
         None, "--config", help="settings.yaml of an earlier run (options given here override it)."
@@ -139,7 +145,9 @@ def demo(
 ) -> None:
     """Run the study on the data bundled with patchvae: no download, no data needed."""
     _prepare_demo_dir(out)
-    config = _mnist_config(None, "keras2016", {"train": {"epochs": epochs}}, {"use_bundled_sample": True})
+    config = _mnist_config(
+        None, "keras2016", {"train": {"epochs": epochs}}, {"use_bundled_sample": True}
+    )
     typer.echo("MNIST 7 vs 9 (bundled sample), keras2016 network:")
     metrics = _run_mnist(config, out / "mnist", False, False, not quiet)
     _print_metrics(metrics)
@@ -151,11 +159,15 @@ def _prepare_demo_dir(out: Path) -> None:
     """A folder from an earlier demo is replaced; any other non-empty folder is left alone."""
     if out.exists() and any(out.iterdir()):
         if not (out / DEMO_MARKER).is_file():
-            raise RunDirError(f"{out}: is not empty and holds no earlier demo; choose another --out")
+            raise RunDirError(
+                f"{out}: is not empty and holds no earlier demo; choose another --out"
+            )
         shutil.rmtree(out)
 
 
-def expand_multi_value_options(argv: list[str], options: tuple[str, ...] = ("--digits",)) -> list[str]:
+def expand_multi_value_options(
+    argv: list[str], options: tuple[str, ...] = ("--digits",)
+) -> list[str]:
     """Turn ``--digits 7 9`` into ``--digits 7 --digits 9``: click options take one value each.
 
     Example
@@ -187,25 +199,17 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="patchvae", standalone_mode=False)
+        # standalone mode: typer reports usage errors itself (exit 2) and exits with the status
+        app(args=args, prog_name="patchvae")
     except PatchvaeError as exc:
         if _state["debug"]:
             raise
         typer.echo(f"patchvae: error: {exc}", err=True)
         sys.exit(2)
-    except typer.Abort:
-        typer.echo("patchvae: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("patchvae: interrupted; finished epochs are in the checkpoint (--resume)", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"patchvae: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
+        typer.echo(
+            f"patchvae: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
+        )
         sys.exit(1)

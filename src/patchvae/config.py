@@ -64,7 +64,9 @@ def validation_message(exc: ValidationError) -> str:
         message = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         parts.append(
-            f"{where}: {message} (got {got!r})" if not isinstance(got, dict) else f"{where}: {message}"
+            f"{where}: {message} (got {got!r})"
+            if not isinstance(got, dict)
+            else f"{where}: {message}"
         )
     return "; ".join(parts)
 

@@ -21,7 +21,12 @@ PRESETS: dict[str, tuple[VAEConfig, TrainConfig]] = {
             init="glorot_uniform",
         ),
         TrainConfig(
-            optimizer="rmsprop", learning_rate=1e-3, rho=0.9, epsilon=1e-7, batch_size=100, epochs=50
+            optimizer="rmsprop",
+            learning_rate=1e-3,
+            rho=0.9,
+            epsilon=1e-7,
+            batch_size=100,
+            epochs=50,
         ),
     ),
 }

@@ -53,7 +53,9 @@ def prepare_run_dir(out: str | Path, settings: BaseModel, resume: bool) -> Path:
 def _check_resume(out: Path, settings: BaseModel) -> None:
     settings_path = out / SETTINGS_FILE
     if not settings_path.is_file() or not (out / CHECKPOINT_FILE).is_file():
-        raise RunDirError(f"{out}: no run to resume here (needs {SETTINGS_FILE} and {CHECKPOINT_FILE})")
+        raise RunDirError(
+            f"{out}: no run to resume here (needs {SETTINGS_FILE} and {CHECKPOINT_FILE})"
+        )
     try:
         saved = yaml.safe_load(settings_path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
@@ -61,7 +63,9 @@ def _check_resume(out: Path, settings: BaseModel) -> None:
     old = _flatten(saved if isinstance(saved, dict) else {})
     new = _flatten(settings.model_dump(mode="json"))
     changed = sorted(
-        key for key in set(old) | set(new) if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key)
+        key
+        for key in set(old) | set(new)
+        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key)
     )
     if changed:
         detail = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)

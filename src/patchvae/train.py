@@ -222,7 +222,9 @@ def fit(
     )
 
 
-def _check_resumable(state: dict[str, Any], model_config: VAEConfig, train_config: TrainConfig) -> None:
+def _check_resumable(
+    state: dict[str, Any], model_config: VAEConfig, train_config: TrainConfig
+) -> None:
     if state.get("model_config") != model_config.model_dump(mode="json"):
         raise ConfigError("resume: the checkpoint was made with other model settings")
     saved = dict(state.get("train_config") or {})
@@ -235,5 +237,6 @@ def _check_resumable(state: dict[str, Any], model_config: VAEConfig, train_confi
         raise ConfigError("resume: the checkpoint was made with other training settings")
     if int(state["epoch"]) > train_config.epochs:
         raise ConfigError(
-            f"epochs: the checkpoint already holds {state['epoch']} epochs, more than {train_config.epochs}"
+            f"epochs: the checkpoint already holds {state['epoch']} epochs, "
+            f"more than {train_config.epochs}"
         )

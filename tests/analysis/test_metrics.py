@@ -14,7 +14,9 @@ def test_hungarian_accuracy_hand_values() -> None:
     # labels swapped entirely is still perfect
     assert hungarian_accuracy(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0])) == 1.0
     # three clusters for two classes: the best one-to-one map leaves one cluster unmatched
-    assert hungarian_accuracy(np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 2, 1, 1, 1])) == pytest.approx(5 / 6)
+    assert hungarian_accuracy(
+        np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 2, 1, 1, 1])
+    ) == pytest.approx(5 / 6)
 
 
 def test_hungarian_accuracy_rejects_bad_input() -> None:

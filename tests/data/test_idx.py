@@ -52,7 +52,9 @@ def test_truncated_plain_file_names_file_and_sizes(tmp_path: Path) -> None:
     good = gzip.decompress((bundled_mnist_dir() / "t10k-labels-idx1-ubyte.gz").read_bytes())
     path = tmp_path / "labels"
     path.write_bytes(good[:-10])
-    with pytest.raises(DataError, match=r"labels: truncated IDX file: .*needs 500 data bytes, found 490"):
+    with pytest.raises(
+        DataError, match=r"labels: truncated IDX file: .*needs 500 data bytes, found 490"
+    ):
         read_idx(path)
 
 
@@ -68,7 +70,7 @@ def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
     raw = (bundled_mnist_dir() / "t10k-images-idx3-ubyte.gz").read_bytes()
     path = tmp_path / "images.gz"
     path.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DataError, match="images.gz: corrupt or truncated gzip"):
+    with pytest.raises(DataError, match=r"images\.gz: corrupt or truncated gzip"):
         read_idx(path)
 
 

@@ -65,7 +65,9 @@ def test_labels_outside_digits(mnist_copy: Path) -> None:
 def test_wrong_image_shape(mnist_copy: Path) -> None:
     images = np.zeros((500, 32, 32), np.uint8)
     (mnist_copy / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(images)))
-    with pytest.raises(DataError, match=r"expected N x 28 x 28 unsigned bytes, found \(500, 32, 32\)"):
+    with pytest.raises(
+        DataError, match=r"expected N x 28 x 28 unsigned bytes, found \(500, 32, 32\)"
+    ):
         load_mnist_split(mnist_copy, "test")
 
 

@@ -21,7 +21,11 @@ class TestBuild:
             2 * 256 + 256
         ) + (256 * 784 + 784)
         assert (train_config.batch_size, train_config.epochs) == (100, 50)
-        assert (train_config.learning_rate, train_config.rho, train_config.epsilon) == (1e-3, 0.9, 1e-7)
+        assert (train_config.learning_rate, train_config.rho, train_config.epsilon) == (
+            1e-3,
+            0.9,
+            1e-7,
+        )
 
     def test_glorot_init_with_zero_biases(self) -> None:
         model = build_model(VAEConfig())

@@ -28,7 +28,9 @@ class Projection2D:
     def description(self) -> str:
         if self.method == "identity":
             return "latent dimensions 1 and 2"
-        return f"first two PCA components of the latent ({self.axis_labels[0]}, {self.axis_labels[1]})"
+        return (
+            f"first two PCA components of the latent ({self.axis_labels[0]}, {self.axis_labels[1]})"
+        )
 
 
 def fit_projection(reference: np.ndarray, seed: int = 0) -> Projection2D:

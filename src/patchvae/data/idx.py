@@ -82,11 +82,14 @@ def parse_idx(payload: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     found = len(payload) - header_len
     if found < expected:
         raise DataError(
-            path, f"truncated IDX file: header {tuple(dims)} needs {expected} data bytes, found {found}"
+            path,
+            f"truncated IDX file: header {tuple(dims)} needs {expected} data bytes, found {found}",
         )
     if found > expected:
         raise DataError(
-            path, f"malformed IDX file: {found - expected} bytes after the data the header {tuple(dims)} declares"
+            path,
+            f"malformed IDX file: {found - expected} bytes after the data "
+            f"the header {tuple(dims)} declares",
         )
     array = np.frombuffer(payload, dtype=dtype, offset=header_len).reshape(dims)
     return array.astype(dtype.newbyteorder("="), copy=True)

@@ -117,7 +117,8 @@ def load_mnist_split(folder: str | Path, split: str) -> MnistSplit:
         raise DataError(label_path, f"expected N unsigned-byte labels, found {labels.shape}")
     if labels.shape[0] != images.shape[0]:
         raise DataError(
-            label_path, f"{labels.shape[0]} labels for {images.shape[0]} images in {image_path.name}"
+            label_path,
+            f"{labels.shape[0]} labels for {images.shape[0]} images in {image_path.name}",
         )
     if labels.size and labels.max() > 9:
         raise DataError(label_path, f"label {int(labels.max())} is not a digit 0-9")
@@ -125,9 +126,7 @@ def load_mnist_split(folder: str | Path, split: str) -> MnistSplit:
     return MnistSplit(split, images, labels.astype(np.int64), sources)
 
 
-def load_mnist(
-    folder: str | Path, digits: Sequence[int] = (7, 9)
-) -> tuple[MnistSplit, MnistSplit]:
+def load_mnist(folder: str | Path, digits: Sequence[int] = (7, 9)) -> tuple[MnistSplit, MnistSplit]:
     """Load the official train and test splits from ``folder``, keeping only ``digits``.
 
     Example

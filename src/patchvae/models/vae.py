@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -78,14 +79,14 @@ class MLPVAE(VAE):
         act = _ACTIVATIONS[config.activation]
         widths = [config.input_dim, *config.hidden_dims]
         encoder: list[nn.Module] = [nn.Flatten()]
-        for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
+        for width_in, width_out in pairwise(widths):
             encoder += [nn.Linear(width_in, width_out), act()]
         self.encoder = nn.Sequential(*encoder)
         self.to_mu = nn.Linear(widths[-1], config.latent_dim)
         self.to_logvar = nn.Linear(widths[-1], config.latent_dim)
         back = [config.latent_dim, *reversed(config.hidden_dims)]
         decoder: list[nn.Module] = []
-        for width_in, width_out in zip(back[:-1], back[1:], strict=True):
+        for width_in, width_out in pairwise(back):
             decoder += [nn.Linear(width_in, width_out), act()]
         decoder.append(nn.Linear(back[-1], config.input_dim))
         self.decoder = nn.Sequential(*decoder)

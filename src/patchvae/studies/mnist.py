@@ -112,7 +112,9 @@ def run_mnist_study(
         "parameters": count_parameters(model),
         "device": str(result.device),
     }
-    metrics["projection"] = _write_figures(model, out, train_latent, test_latent, test, x_test, config)
+    metrics["projection"] = _write_figures(
+        model, out, train_latent, test_latent, test, x_test, config
+    )
     plot_loss_curves(result.history, out / "loss.png", "Loss per sample (validation: test split)")
     write_json_atomic(
         out / "metrics.json",
