@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"patchvae: error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo(
+            "patchvae: interrupted; finished epochs are in the checkpoint (--resume)", err=True
+        )
+        sys.exit(130)
     except Exception as exc:
         if _state["debug"]:
             raise

@@ -162,6 +162,7 @@ def fit(
         disable=not progress,
         unit="step",
         dynamic_ncols=True,
+        mininterval=0.5,
     )
     model.train()
     for epoch in range(start_epoch, train_config.epochs):
