@@ -98,3 +98,35 @@ def load_yaml_config(cls: type[M], path: str | Path) -> M:
 
 def to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+class ExtractConfig(BaseModel):
+    """Settings of ``patchvae extract``: from volumes to a patch store. Saved in the store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layout: Literal["auto", "isles2015", "isles2022", "csv"] = "auto"
+    root: str = "."
+    modalities: list[str] = Field(default_factory=lambda: ["DWI"], min_length=1)
+    patch_size: PositiveInt = 28
+    stride: PositiveInt | None = None  # None: the patch size (non-overlapping grid)
+    spacing: float | None = Field(default=None, gt=0)  # isotropic resampling, mm
+    n4: bool = False
+    brain_mask: Literal["auto", "nonzero", "otsu"] = "auto"  # used when no brain-mask file
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    min_brain: float = Field(default=0.5, ge=0, le=1)
+    lesion_threshold: float = Field(default=0.0, ge=0, lt=1)  # label = lesion fraction > this
+    workers: PositiveInt = 1
+    on_error: Literal["fail", "skip"] = "fail"
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"need 0 <= low < high <= 100, got {value}")
+        return value
+
+    @property
+    def grid_stride(self) -> int:
+        return self.stride or self.patch_size

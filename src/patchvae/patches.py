@@ -1,0 +1,105 @@
+"""Axial patches on a regular grid, with lesion labels and provenance.
+
+A patch is ``size x size`` voxels of one axial slice of the canonical (LPS) volume. Its
+provenance is (case_id, slice, row, col): the slice index ``k`` and the voxel indices of its
+top-left corner in the (z, y, x) array, so ``volume[:, k, row:row+size, col:col+size]`` is the
+patch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from patchvae.preprocess import NormalisedCase
+
+
+@dataclass
+class PatchBatch:
+    """The patches kept from one case, with one row of provenance per patch."""
+
+    case_id: str
+    pixels: np.ndarray  # (n, channels, size, size) float32
+    slice: np.ndarray  # (n,) int32, axial slice index k
+    row: np.ndarray  # (n,) int32, top row (y) of the patch
+    col: np.ndarray  # (n,) int32, left column (x) of the patch
+    brain_fraction: np.ndarray  # (n,) float32
+    lesion_fraction: np.ndarray  # (n,) float32, NaN when the case has no lesion mask
+    label: np.ndarray  # (n,) int8: 1 lesion, 0 healthy, -1 unknown (no mask)
+    grid_patches: int  # patches on the grid before the brain-fraction filter
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def grid_starts(length: int, size: int, stride: int) -> np.ndarray:
+    """Start indices of the patches along one axis: 0, stride, ... while the patch fits.
+
+    Example
+    -------
+    >>> grid_starts(112, 28, 28).tolist()
+    [0, 28, 56, 84]
+    """
+    if length < size:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, length - size + 1, stride)
+
+
+def _windows(array: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """View (..., z, n_rows, n_cols, size, size) of the grid's windows; no copy."""
+    return sliding_window_view(array, (size, size), axis=(-2, -1))[..., ::stride, ::stride, :, :]
+
+
+def extract_patches(
+    case: NormalisedCase,
+    size: int = 28,
+    stride: int | None = None,
+    min_brain: float = 0.5,
+    lesion_threshold: float = 0.0,
+) -> PatchBatch:
+    """Cut every axial slice of ``case`` into a grid of patches and keep those with at least
+    ``min_brain`` brain fraction. Labels: lesion fraction > ``lesion_threshold`` (default: any
+    lesion voxel, as in the reference study).
+    """
+    stride = stride or size
+    brain_windows = _windows(case.brain, size, stride)  # (z, nr, nc, s, s)
+    brain_fraction = brain_windows.mean(axis=(-2, -1), dtype=np.float64)
+    grid_patches = int(brain_fraction.size)
+    k, r, c = np.nonzero(brain_fraction >= min_brain - 1e-12)
+    pixels = _windows(case.image, size, stride)[:, k, r, c]  # (channels, n, s, s), a copy
+    pixels = np.ascontiguousarray(pixels.transpose(1, 0, 2, 3), dtype=np.float32)
+    if case.lesion is not None:
+        lesion_fraction = _windows(case.lesion, size, stride)[k, r, c].mean(axis=(-2, -1), dtype=np.float64)
+        label = (lesion_fraction > lesion_threshold).astype(np.int8)
+    else:
+        lesion_fraction = np.full(k.shape, np.nan)
+        label = np.full(k.shape, -1, dtype=np.int8)
+    return PatchBatch(
+        case_id=case.case_id,
+        pixels=pixels,
+        slice=k.astype(np.int32),
+        row=(r * stride).astype(np.int32),
+        col=(c * stride).astype(np.int32),
+        brain_fraction=brain_fraction[k, r, c].astype(np.float32),
+        lesion_fraction=lesion_fraction.astype(np.float32),
+        label=label,
+        grid_patches=grid_patches,
+    )
+
+
+def reassemble(
+    pixels: np.ndarray, slices: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put patches (n, C, s, s) back into a (C, z, y, x) volume; also return the covered mask.
+
+    Where patches overlap (stride < size) the later one wins: they hold the same voxels.
+    """
+    volume = np.zeros(shape, dtype=np.float32)
+    covered = np.zeros(shape[1:], dtype=bool)
+    size = pixels.shape[-1]
+    for patch, k, r, c in zip(pixels, slices, rows, cols, strict=True):
+        volume[:, k, r : r + size, c : c + size] = patch
+        covered[k, r : r + size, c : c + size] = True
+    return volume, covered

@@ -1,0 +1,230 @@
+"""Read, check, reorient, resample and normalise one case's volumes with SimpleITK.
+
+Every volume is brought to one canonical orientation, LPS (ITK's own: the first voxel axis runs
+to the patient's left, the second to posterior, the third to superior), so that an axial slice
+is ``array[k]`` of the (z, y, x) numpy array whatever the file's direction matrix, shown in the
+radiological convention (patient's right on the image's left, anterior at the top).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import CaseFiles
+from patchvae.errors import DataError
+
+CANONICAL_ORIENTATION = "LPS"
+GRID_TOLERANCE = 1e-3  # relative for spacing, absolute for direction cosines; origin: 1% of a voxel
+
+
+@dataclass
+class NormalisedCase:
+    """One case after preprocessing, in canonical orientation, arrays (z, y, x)."""
+
+    case_id: str
+    image: np.ndarray  # (channels, z, y, x) float32 in [0, 1], 0 outside the brain
+    brain: np.ndarray  # (z, y, x) bool
+    lesion: np.ndarray | None  # (z, y, x) bool, or None without a mask
+    spacing: tuple[float, float, float]  # (x, y, z) mm, after resampling
+    params: dict[str, Any] = field(default_factory=dict)  # every normalisation parameter
+
+
+def read_volume(path: str | Path) -> sitk.Image:
+    """Read one 3-D, single-component volume; any other content is a one-line DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = _first_itk_reason(str(exc))
+        raise DataError(path, f"cannot be read as an image ({reason})") from None
+    if image.GetDimension() != 3:
+        size = "x".join(str(s) for s in image.GetSize())
+        hint = "; give one 3-D volume per channel" if image.GetDimension() > 3 else ""
+        raise DataError(path, f"expected a 3-D volume, found a {image.GetDimension()}-D image ({size}){hint}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(path, f"expected one value per voxel, found {image.GetNumberOfComponentsPerPixel()}")
+    return image
+
+
+def _first_itk_reason(message: str) -> str:
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for line in lines:
+        if "ERROR" in line.upper() or "exception" in line.lower():
+            continue
+        return line[:160]
+    return (lines[-1] if lines else "unknown reason")[:160]
+
+
+def check_same_grid(reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path) -> None:
+    """Same size, spacing, origin and direction (within tolerance), else a DataError naming both."""
+    ref_spacing = np.array(reference.GetSpacing())
+    problems = []
+    if reference.GetSize() != other.GetSize():
+        problems.append(f"size {other.GetSize()} vs {reference.GetSize()}")
+    elif not np.allclose(other.GetSpacing(), ref_spacing, rtol=GRID_TOLERANCE, atol=0):
+        problems.append(f"spacing {_fmt(other.GetSpacing())} vs {_fmt(reference.GetSpacing())}")
+    elif not np.allclose(other.GetOrigin(), reference.GetOrigin(), atol=1e-2 * ref_spacing.min()):
+        problems.append(f"origin {_fmt(other.GetOrigin())} vs {_fmt(reference.GetOrigin())}")
+    elif not np.allclose(other.GetDirection(), reference.GetDirection(), atol=GRID_TOLERANCE):
+        problems.append("direction matrices differ")
+    if problems:
+        raise DataError(
+            other_path, f"not on the grid of {reference_path}: {problems[0]} (resample or register it first)"
+        )
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def reorient(image: sitk.Image) -> sitk.Image:
+    """Permute and flip the voxel axes to the canonical orientation (no interpolation)."""
+    return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+
+
+def resample_isotropic(image: sitk.Image, spacing: float, is_mask: bool = False) -> sitk.Image:
+    """Resample to ``spacing`` mm in every axis, covering the same field of view.
+
+    Images use linear interpolation; masks are resampled linearly as fractions and cut at 0.5,
+    which keeps their shape better than nearest-neighbour.
+    """
+    old_spacing = np.array(image.GetSpacing())
+    old_size = np.array(image.GetSize())
+    new_size = np.maximum(1, np.round(old_size * old_spacing / spacing)).astype(int)
+    source = sitk.Cast(image, sitk.sitkFloat32)
+    resampled = sitk.Resample(
+        source,
+        [int(s) for s in new_size],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        image.GetOrigin(),
+        (spacing,) * 3,
+        image.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
+    if is_mask:
+        return sitk.Cast(resampled >= 0.5, sitk.sitkUInt8)
+    return resampled
+
+
+def derive_brain_mask(array: np.ndarray, method: str = "auto") -> tuple[np.ndarray, str]:
+    """Brain mask from the intensities of the first channel (z, y, x).
+
+    ``nonzero``: every voxel that is not exactly 0 (skull-stripped data, zero background).
+    ``otsu``: above Otsu's threshold, holes filled (background not zero).
+    ``auto``: ``nonzero`` when at least 5% of the voxels are exactly 0, else ``otsu``.
+    """
+    if method == "auto":
+        method = "nonzero" if np.mean(array == 0) >= 0.05 else "otsu"
+    if method == "nonzero":
+        return array != 0, method
+    if method == "otsu":
+        image = sitk.GetImageFromArray(array.astype(np.float32))
+        otsu = sitk.OtsuThresholdImageFilter()
+        otsu.SetInsideValue(0)
+        otsu.SetOutsideValue(1)
+        mask = sitk.GetArrayFromImage(otsu.Execute(image)).astype(bool)
+        return ndimage.binary_fill_holes(mask), method
+    raise ValueError(f"brain mask method must be auto, nonzero or otsu, got {method!r}")
+
+
+def n4_correct(image: sitk.Image, brain: np.ndarray, shrink: int = 4) -> sitk.Image:
+    """N4 bias-field correction inside the brain, fitted on a shrunk copy for speed and applied
+    at full resolution."""
+    mask = sitk.GetImageFromArray(brain.astype(np.uint8))
+    mask.CopyInformation(image)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    small_image = sitk.Shrink(image, [shrink] * 3)
+    small_mask = sitk.Shrink(mask, [shrink] * 3)
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.Execute(small_image, small_mask)
+    log_bias = corrector.GetLogBiasFieldAsImage(image)
+    return image / sitk.Exp(log_bias)
+
+
+def scale_to_unit(
+    array: np.ndarray, brain: np.ndarray, percentiles: tuple[float, float], path: Path
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Clip at intensity percentiles inside the brain and scale to [0, 1]; background 0."""
+    inside = array[brain]
+    low, high = (float(v) for v in np.percentile(inside, percentiles))
+    if not high > low:
+        raise DataError(path, f"intensity is constant ({low:g}) inside the brain mask; cannot scale it")
+    scaled = np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    scaled[~brain] = 0.0
+    return scaled, {"clip_low": low, "clip_high": high}
+
+
+def check_finite(array: np.ndarray, path: Path) -> None:
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise DataError(
+            path, f"{bad} voxel(s) are NaN or infinite; patchvae refuses them rather than guess values (fix the file)"
+        )
+
+
+def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
+    """Read, check, reorient, (resample), mask, (N4-correct) and scale one case.
+
+    Raises :class:`DataError` naming the file for anything that cannot be used.
+    """
+    first_name, first_path = next(iter(case.channels.items()))
+    images = {name: read_volume(path) for name, path in case.channels.items()}
+    masks = {
+        kind: (path, read_volume(path))
+        for kind, path in (("lesion", case.lesion_mask), ("brain", case.brain_mask))
+        if path is not None
+    }
+    reference = images[first_name]
+    for name, image in images.items():
+        check_finite(sitk.GetArrayViewFromImage(image), case.channels[name])
+        if name != first_name:
+            check_same_grid(reference, image, first_path, case.channels[name])
+    for path, mask in masks.values():
+        check_same_grid(reference, mask, first_path, path)
+
+    def canonical(image: sitk.Image, is_mask: bool) -> sitk.Image:
+        image = reorient(image)
+        if settings.spacing is not None:
+            image = resample_isotropic(image, settings.spacing, is_mask)
+        return image
+
+    channel_images = [canonical(images[name], False) for name in case.channels]
+    arrays = [sitk.GetArrayFromImage(im).astype(np.float32) for im in channel_images]
+    params: dict[str, Any] = {"orientation": CANONICAL_ORIENTATION, "spacing_mm": list(channel_images[0].GetSpacing())}
+    if "brain" in masks:
+        brain = sitk.GetArrayFromImage(canonical(masks["brain"][1], True)) > 0
+        params["brain_mask"] = "file"
+    else:
+        brain, method = derive_brain_mask(arrays[0], settings.brain_mask)
+        params["brain_mask"] = method
+    if not brain.any():
+        raise DataError(masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty")
+    lesion = None
+    if "lesion" in masks:
+        lesion = sitk.GetArrayFromImage(canonical(masks["lesion"][1], True)) > 0
+    size = settings.patch_size
+    if arrays[0].shape[1] < size or arrays[0].shape[2] < size:
+        raise DataError(
+            first_path, f"axial slices of {arrays[0].shape[2]}x{arrays[0].shape[1]} voxels are smaller than one {size}x{size} patch"
+        )
+    channels = []
+    params["channels"] = {}
+    for name, image, array in zip(case.channels, channel_images, arrays, strict=True):
+        if settings.n4:
+            array = sitk.GetArrayFromImage(n4_correct(image, brain)).astype(np.float32)
+        scaled, scale_params = scale_to_unit(array, brain, settings.clip_percentiles, case.channels[name])
+        channels.append(scaled)
+        params["channels"][name] = {**scale_params, "n4": settings.n4}
+    spacing = tuple(float(v) for v in channel_images[0].GetSpacing())
+    return NormalisedCase(case.case_id, np.stack(channels), brain, lesion, (spacing[0], spacing[1], spacing[2]), params)
