@@ -138,6 +138,114 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 
 
 @app.command()
+def extract(
+    root: Path = typer.Option(
+        ..., "--root", help="Dataset folder (or the manifest .csv for --layout csv)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Patch store file to write (.h5)."),
+    layout: str = typer.Option("auto", "--layout", help="auto, isles2015, isles2022 or csv."),
+    modality: list[str] | None = typer.Option(
+        None,
+        "--modality",
+        help="Sequence(s) to keep (default DWI); several give multi-channel patches.",
+    ),
+    patch_size: int = typer.Option(28, "--patch-size"),
+    stride: int | None = typer.Option(
+        None, "--stride", help="Grid step (default: the patch size)."
+    ),
+    spacing: float | None = typer.Option(
+        None, "--spacing", help="Resample to this isotropic spacing (mm)."
+    ),
+    n4: bool = typer.Option(False, "--n4", help="N4 bias-field correction before scaling."),
+    brain_mask: str = typer.Option(
+        "auto", "--brain-mask", help="When no brain-mask file: auto, nonzero or otsu."
+    ),
+    min_brain: float = typer.Option(
+        0.5, "--min-brain", help="Keep patches with at least this brain fraction."
+    ),
+    lesion_threshold: float = typer.Option(
+        0.0,
+        "--lesion-threshold",
+        help="Label 1 when the lesion fraction exceeds this (0: any voxel).",
+    ),
+    workers: int = typer.Option(1, "--workers"),
+    on_error: str = typer.Option(
+        "fail", "--on-error", help="fail (default) or skip a case that cannot be used."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing store file."),
+) -> None:
+    """Preprocess volumes and cut them into a patch store (HDF5)."""
+    from patchvae.config import ExtractConfig
+    from patchvae.errors import DataError
+    from patchvae.extract import CaseResult, extract_dataset
+
+    settings = build_config(
+        ExtractConfig,
+        {
+            "layout": layout,
+            "root": str(root),
+            "modalities": modality or ["DWI"],
+            "patch_size": patch_size,
+            "stride": stride,
+            "spacing": spacing,
+            "n4": n4,
+            "brain_mask": brain_mask,
+            "min_brain": min_brain,
+            "lesion_threshold": lesion_threshold,
+            "workers": workers,
+            "on_error": on_error,
+        },
+    )
+    if out.exists() and not force:
+        raise DataError(out, "already exists; pass --force to replace it, or choose another --out")
+
+    def report(result: CaseResult) -> None:
+        if result.error is not None:
+            typer.echo(
+                f"  {result.case_id}: {'SKIPPED' if settings.on_error == 'skip' else 'FAILED'}: {result.error}"
+            )
+        elif result.batch is not None:
+            b = result.batch
+            typer.echo(
+                f"  {result.case_id}: {len(b)} patches kept of {b.grid_patches} on the grid, "
+                f"{int((b.label == 1).sum())} with lesion"
+            )
+
+    summary = extract_dataset(settings, out, on_case=report)
+    typer.echo(
+        f"wrote {out}: {summary.patches} patches, {summary.lesion_patches} with lesion, "
+        f"from {len(summary.written)} case(s); {len(summary.skipped)} skipped"
+    )
+    for case_id, reason in summary.skipped:
+        typer.echo(f"  skipped {case_id}: {reason}")
+
+
+@app.command()
+def inspect(store: Path = typer.Argument(..., help="A patch store written by extract.")) -> None:
+    """Print what a patch store holds."""
+    from patchvae.store import PatchStore
+
+    opened = PatchStore(store)
+    table = opened.table()
+    typer.echo(
+        f"{store}: {opened.n_patches} patches of {len(opened.channels)} channel(s) "
+        f"{opened.channels}, {opened.patch_size}x{opened.patch_size}"
+    )
+    labelled = table[table.label >= 0]
+    typer.echo(f"  lesion patches: {int((labelled.label == 1).sum())} of {len(labelled)} labelled")
+    typer.echo("  cases:")
+    for case in opened.cases:
+        typer.echo(
+            f"    {case['case_id']}: {case['patches']} patches ({case['lesion_patches']} lesion) of "
+            f"{case['grid_patches']} on the grid; volume z,y,x {case['shape_zyx']} at "
+            f"{', '.join(f'{v:g}' for v in case['spacing_xyz_mm'])} mm"
+        )
+    settings = ", ".join(f"{k}={v}" for k, v in opened.settings.items())
+    typer.echo(f"  settings: {settings}")
+    typer.echo(f"  versions: {opened.provenance.get('versions')}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("patchvae-demo"), "--out", help="Folder for the demo's runs."),
     epochs: int | None = typer.Option(None, "--epochs", help="Fewer epochs for a quicker look."),

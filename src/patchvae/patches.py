@@ -71,7 +71,9 @@ def extract_patches(
     pixels = _windows(case.image, size, stride)[:, k, r, c]  # (channels, n, s, s), a copy
     pixels = np.ascontiguousarray(pixels.transpose(1, 0, 2, 3), dtype=np.float32)
     if case.lesion is not None:
-        lesion_fraction = _windows(case.lesion, size, stride)[k, r, c].mean(axis=(-2, -1), dtype=np.float64)
+        lesion_fraction = _windows(case.lesion, size, stride)[k, r, c].mean(
+            axis=(-2, -1), dtype=np.float64
+        )
         label = (lesion_fraction > lesion_threshold).astype(np.int8)
     else:
         lesion_fraction = np.full(k.shape, np.nan)
@@ -90,7 +92,11 @@ def extract_patches(
 
 
 def reassemble(
-    pixels: np.ndarray, slices: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, ...]
+    pixels: np.ndarray,
+    slices: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    shape: tuple[int, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Put patches (n, C, s, s) back into a (C, z, y, x) volume; also return the covered mask.
 

@@ -49,9 +49,13 @@ def read_volume(path: str | Path) -> sitk.Image:
     if image.GetDimension() != 3:
         size = "x".join(str(s) for s in image.GetSize())
         hint = "; give one 3-D volume per channel" if image.GetDimension() > 3 else ""
-        raise DataError(path, f"expected a 3-D volume, found a {image.GetDimension()}-D image ({size}){hint}")
+        raise DataError(
+            path, f"expected a 3-D volume, found a {image.GetDimension()}-D image ({size}){hint}"
+        )
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(path, f"expected one value per voxel, found {image.GetNumberOfComponentsPerPixel()}")
+        raise DataError(
+            path, f"expected one value per voxel, found {image.GetNumberOfComponentsPerPixel()}"
+        )
     return image
 
 
@@ -64,7 +68,9 @@ def _first_itk_reason(message: str) -> str:
     return (lines[-1] if lines else "unknown reason")[:160]
 
 
-def check_same_grid(reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path) -> None:
+def check_same_grid(
+    reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path
+) -> None:
     """Same size, spacing, origin and direction (within tolerance), else a DataError naming both."""
     ref_spacing = np.array(reference.GetSpacing())
     problems = []
@@ -78,7 +84,8 @@ def check_same_grid(reference: sitk.Image, other: sitk.Image, reference_path: Pa
         problems.append("direction matrices differ")
     if problems:
         raise DataError(
-            other_path, f"not on the grid of {reference_path}: {problems[0]} (resample or register it first)"
+            other_path,
+            f"not on the grid of {reference_path}: {problems[0]} (resample or register it first)",
         )
 
 
@@ -159,7 +166,9 @@ def scale_to_unit(
     inside = array[brain]
     low, high = (float(v) for v in np.percentile(inside, percentiles))
     if not high > low:
-        raise DataError(path, f"intensity is constant ({low:g}) inside the brain mask; cannot scale it")
+        raise DataError(
+            path, f"intensity is constant ({low:g}) inside the brain mask; cannot scale it"
+        )
     scaled = np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32)
     scaled[~brain] = 0.0
     return scaled, {"clip_low": low, "clip_high": high}
@@ -169,7 +178,8 @@ def check_finite(array: np.ndarray, path: Path) -> None:
     bad = int(np.count_nonzero(~np.isfinite(array)))
     if bad:
         raise DataError(
-            path, f"{bad} voxel(s) are NaN or infinite; patchvae refuses them rather than guess values (fix the file)"
+            path,
+            f"{bad} voxel(s) are NaN or infinite; patchvae refuses them rather than guess values (fix the file)",
         )
 
 
@@ -201,7 +211,10 @@ def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
 
     channel_images = [canonical(images[name], False) for name in case.channels]
     arrays = [sitk.GetArrayFromImage(im).astype(np.float32) for im in channel_images]
-    params: dict[str, Any] = {"orientation": CANONICAL_ORIENTATION, "spacing_mm": list(channel_images[0].GetSpacing())}
+    params: dict[str, Any] = {
+        "orientation": CANONICAL_ORIENTATION,
+        "spacing_mm": list(channel_images[0].GetSpacing()),
+    }
     if "brain" in masks:
         brain = sitk.GetArrayFromImage(canonical(masks["brain"][1], True)) > 0
         params["brain_mask"] = "file"
@@ -209,22 +222,34 @@ def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
         brain, method = derive_brain_mask(arrays[0], settings.brain_mask)
         params["brain_mask"] = method
     if not brain.any():
-        raise DataError(masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty")
+        raise DataError(
+            masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty"
+        )
     lesion = None
     if "lesion" in masks:
         lesion = sitk.GetArrayFromImage(canonical(masks["lesion"][1], True)) > 0
     size = settings.patch_size
     if arrays[0].shape[1] < size or arrays[0].shape[2] < size:
         raise DataError(
-            first_path, f"axial slices of {arrays[0].shape[2]}x{arrays[0].shape[1]} voxels are smaller than one {size}x{size} patch"
+            first_path,
+            f"axial slices of {arrays[0].shape[2]}x{arrays[0].shape[1]} voxels are smaller than one {size}x{size} patch",
         )
     channels = []
     params["channels"] = {}
     for name, image, array in zip(case.channels, channel_images, arrays, strict=True):
         if settings.n4:
             array = sitk.GetArrayFromImage(n4_correct(image, brain)).astype(np.float32)
-        scaled, scale_params = scale_to_unit(array, brain, settings.clip_percentiles, case.channels[name])
+        scaled, scale_params = scale_to_unit(
+            array, brain, settings.clip_percentiles, case.channels[name]
+        )
         channels.append(scaled)
         params["channels"][name] = {**scale_params, "n4": settings.n4}
     spacing = tuple(float(v) for v in channel_images[0].GetSpacing())
-    return NormalisedCase(case.case_id, np.stack(channels), brain, lesion, (spacing[0], spacing[1], spacing[2]), params)
+    return NormalisedCase(
+        case.case_id,
+        np.stack(channels),
+        brain,
+        lesion,
+        (spacing[0], spacing[1], spacing[2]),
+        params,
+    )

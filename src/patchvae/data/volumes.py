@@ -48,7 +48,9 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def discover_cases(root: str | Path, layout: str = "auto", modalities: list[str] | None = None) -> list[CaseFiles]:
+def discover_cases(
+    root: str | Path, layout: str = "auto", modalities: list[str] | None = None
+) -> list[CaseFiles]:
     """Find the cases under ``root`` in the given layout, with the asked modalities (default DWI).
 
     Raises :class:`DataError` when the root is missing, the layout is not recognised, or no
@@ -81,7 +83,10 @@ def detect_layout(root: Path) -> str:
         return "isles2022"
     if root.is_dir() and any(root.glob("*/VSD.Brain*")):
         return "isles2015"
-    raise DataError(root, "layout auto: neither ISLES 2022 (rawdata/) nor ISLES 2015 (VSD.Brain folders) nor a .csv manifest")
+    raise DataError(
+        root,
+        "layout auto: neither ISLES 2022 (rawdata/) nor ISLES 2015 (VSD.Brain folders) nor a .csv manifest",
+    )
 
 
 def _single_image(folder: Path, what: str) -> Path:
@@ -94,7 +99,9 @@ def _single_image(folder: Path, what: str) -> Path:
 def _isles2015(root: Path, modalities: list[str]) -> list[CaseFiles]:
     cases = []
     for case_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        sequence_dirs = [p for p in case_dir.iterdir() if p.is_dir() and p.name.startswith("VSD.Brain")]
+        sequence_dirs = [
+            p for p in case_dir.iterdir() if p.is_dir() and p.name.startswith("VSD.Brain")
+        ]
         if not sequence_dirs:
             continue
         channels = {}
@@ -102,7 +109,9 @@ def _isles2015(root: Path, modalities: list[str]) -> list[CaseFiles]:
             pattern = re.compile(rf"\.MR_{re.escape(modality)}\.", re.IGNORECASE)
             matches = [p for p in sequence_dirs if pattern.search(p.name + ".")]
             if len(matches) != 1:
-                raise DataError(case_dir, f"expected one MR_{modality} folder, found {len(matches)}")
+                raise DataError(
+                    case_dir, f"expected one MR_{modality} folder, found {len(matches)}"
+                )
             channels[modality] = _single_image(matches[0], f"MR_{modality}")
         masks = [p for p in sequence_dirs if re.search(r"\.OT\.", p.name + ".")]
         lesion = _single_image(masks[0], "OT lesion mask") if masks else None
@@ -119,7 +128,9 @@ def _isles2022(root: Path, modalities: list[str]) -> list[CaseFiles]:
         for modality in modalities:
             found = sorted(session.rglob(f"*_{modality.lower()}.nii*"))
             if len(found) != 1:
-                raise DataError(session, f"expected one *_{modality.lower()}.nii[.gz] file, found {len(found)}")
+                raise DataError(
+                    session, f"expected one *_{modality.lower()}.nii[.gz] file, found {len(found)}"
+                )
             channels[modality] = found[0]
         masks = sorted((root / "derivatives" / subject / session.name).glob("*_msk.nii*"))
         cases.append(CaseFiles(case_id, channels, masks[0] if masks else None))

@@ -1,0 +1,144 @@
+"""From a dataset folder to a patch store: discover, preprocess, cut, write, case by case.
+
+Cases are processed one at a time (or by ``workers`` processes, at most that many in flight),
+so memory is bounded by a few volumes, never the dataset. The store is written under a
+temporary name and renamed only when every case is done; with ``on_error="skip"`` a case that
+fails is reported and left out, and nothing is written if no case is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import CaseFiles, discover_cases
+from patchvae.errors import DataError
+from patchvae.patches import PatchBatch, extract_patches
+from patchvae.preprocess import load_case
+from patchvae.runtime import versions
+from patchvae.store import PatchStoreWriter, file_sha256
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    batch: PatchBatch | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class ExtractSummary:
+    store: Path | None
+    written: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]  # (case_id, reason)
+
+    @property
+    def patches(self) -> int:
+        return sum(c["patches"] for c in self.written)
+
+    @property
+    def lesion_patches(self) -> int:
+        return sum(c["lesion_patches"] for c in self.written)
+
+
+def process_case(case: CaseFiles, settings: ExtractConfig) -> CaseResult:
+    """Preprocess and cut one case; a DataError becomes the result's ``error``."""
+    try:
+        normalised = load_case(case, settings)
+        batch = extract_patches(
+            normalised,
+            settings.patch_size,
+            settings.grid_stride,
+            settings.min_brain,
+            settings.lesion_threshold,
+        )
+    except DataError as exc:
+        return CaseResult(case.case_id, error=str(exc))
+    sources = {
+        name: {"path": str(path), "sha256": file_sha256(path)}
+        for name, path in (
+            *case.channels.items(),
+            ("lesion_mask", case.lesion_mask),
+            ("brain_mask", case.brain_mask),
+        )
+        if path is not None
+    }
+    info = {
+        "shape_zyx": list(normalised.brain.shape),
+        "spacing_xyz_mm": list(normalised.spacing),
+        "brain_voxels": int(normalised.brain.sum()),
+        "lesion_voxels": None if normalised.lesion is None else int(normalised.lesion.sum()),
+        "preprocessing": normalised.params,
+        "sources": sources,
+    }
+    return CaseResult(case.case_id, batch, info)
+
+
+def _results(cases: list[CaseFiles], settings: ExtractConfig) -> Iterator[CaseResult]:
+    """Results in case order; with workers, at most ``workers`` cases in flight."""
+    if settings.workers == 1:
+        for case in cases:
+            yield process_case(case, settings)
+        return
+    with ProcessPoolExecutor(max_workers=settings.workers) as pool:
+        pending: list[Future[CaseResult]] = []
+        queue = iter(cases)
+        for case in queue:
+            pending.append(pool.submit(process_case, case, settings))
+            if len(pending) >= settings.workers:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def extract_dataset(
+    settings: ExtractConfig,
+    out: str | Path,
+    on_case: Callable[[CaseResult], None] | None = None,
+) -> ExtractSummary:
+    """Discover the cases of ``settings.root`` and write the patch store ``out``.
+
+    ``on_case`` is called with each case's result as it completes (for progress lines).
+    """
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise DataError(out, "is a folder; --out must name the store file to write")
+    cases = discover_cases(settings.root, settings.layout, settings.modalities)
+    provenance = {"versions": {**versions(), **_library_versions()}, "n_cases_found": len(cases)}
+    written: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    writer = PatchStoreWriter(
+        out, settings.modalities, settings.patch_size, settings.model_dump(mode="json"), provenance
+    )
+    try:
+        for result in _results(cases, settings):
+            if on_case is not None:
+                on_case(result)
+            if result.error is not None:
+                if settings.on_error == "fail":
+                    raise DataError(None, result.error)
+                skipped.append((result.case_id, result.error))
+                continue
+            assert result.batch is not None
+            written.append(writer.append(result.batch, result.info))
+        if not written:
+            raise DataError(
+                Path(settings.root), f"no case left to write: all {len(skipped)} case(s) failed"
+            )
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return ExtractSummary(out, written, skipped)
+
+
+def _library_versions() -> dict[str, str]:
+    import h5py
+    import SimpleITK as sitk
+
+    return {"SimpleITK": str(sitk.__version__), "h5py": h5py.__version__}
