@@ -202,7 +202,8 @@ def extract(
     def report(result: CaseResult) -> None:
         if result.error is not None:
             typer.echo(
-                f"  {result.case_id}: {'SKIPPED' if settings.on_error == 'skip' else 'FAILED'}: {result.error}"
+                f"  {result.case_id}: {'SKIPPED' if settings.on_error == 'skip' else 'FAILED'}: "
+                f"{result.error}"
             )
         elif result.batch is not None:
             b = result.batch
@@ -236,7 +237,8 @@ def inspect(store: Path = typer.Argument(..., help="A patch store written by ext
     typer.echo("  cases:")
     for case in opened.cases:
         typer.echo(
-            f"    {case['case_id']}: {case['patches']} patches ({case['lesion_patches']} lesion) of "
+            f"    {case['case_id']}: {case['patches']} patches "
+            f"({case['lesion_patches']} lesion) of "
             f"{case['grid_patches']} on the grid; volume z,y,x {case['shape_zyx']} at "
             f"{', '.join(f'{v:g}' for v in case['spacing_xyz_mm'])} mm"
         )

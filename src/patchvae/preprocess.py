@@ -8,10 +8,12 @@ radiological convention (patient's right on the image's left, anterior at the to
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -19,6 +21,9 @@ from scipy import ndimage
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import CaseFiles
 from patchvae.errors import DataError
+
+# ITK prints warnings (e.g. about NIfTI header fields) straight to stderr; our errors say enough.
+sitk.ProcessObject_SetGlobalWarningDisplay(False)
 
 CANONICAL_ORIENTATION = "LPS"
 GRID_TOLERANCE = 1e-3  # relative for spacing, absolute for direction cosines; origin: 1% of a voxel
@@ -41,6 +46,8 @@ def read_volume(path: str | Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_data(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -59,13 +66,25 @@ def read_volume(path: str | Path) -> sitk.Image:
     return image
 
 
+def _check_nifti_data(path: Path) -> None:
+    """ITK's NIfTI reader reads a truncated file without complaint (the rest left as zeros) and
+    turns NaN and infinite voxels into 0. nibabel reads the raw voxels so that both are caught."""
+    try:
+        data = np.asanyarray(nib.load(path).dataobj)
+    except Exception as exc:  # nibabel raises several types for damaged files
+        reason = str(exc).splitlines()[0].replace(str(path), "").strip(" :")
+        raise DataError(path, f"cannot be read as an image ({reason})") from None
+    if data.dtype.kind in "fc":
+        check_finite(data, path)
+
+
 def _first_itk_reason(message: str) -> str:
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    for line in lines:
-        if "ERROR" in line.upper() or "exception" in line.lower():
-            continue
-        return line[:160]
-    return (lines[-1] if lines else "unknown reason")[:160]
+    """The core of an ITK exception text: what the reader said, without file paths."""
+    for line in message.splitlines():
+        if "ITK ERROR" in line:
+            core = line.split("): ", 1)[-1].strip()
+            return re.sub(r"\s*/\S+", "", core)[:160] or "damaged or unknown format"
+    return "damaged or unknown format"
 
 
 def check_same_grid(
@@ -179,7 +198,8 @@ def check_finite(array: np.ndarray, path: Path) -> None:
     if bad:
         raise DataError(
             path,
-            f"{bad} voxel(s) are NaN or infinite; patchvae refuses them rather than guess values (fix the file)",
+            f"{bad} voxel(s) are NaN or infinite; patchvae refuses them "
+            "rather than guess values (fix the file)",
         )
 
 
@@ -232,7 +252,8 @@ def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
     if arrays[0].shape[1] < size or arrays[0].shape[2] < size:
         raise DataError(
             first_path,
-            f"axial slices of {arrays[0].shape[2]}x{arrays[0].shape[1]} voxels are smaller than one {size}x{size} patch",
+            f"axial slices of {arrays[0].shape[2]}x{arrays[0].shape[1]} voxels "
+            f"are smaller than one {size}x{size} patch",
         )
     channels = []
     params["channels"] = {}

@@ -85,7 +85,8 @@ def detect_layout(root: Path) -> str:
         return "isles2015"
     raise DataError(
         root,
-        "layout auto: neither ISLES 2022 (rawdata/) nor ISLES 2015 (VSD.Brain folders) nor a .csv manifest",
+        "layout auto: neither ISLES 2022 (rawdata/) nor ISLES 2015 (VSD.Brain folders) "
+        "nor a .csv manifest",
     )
 
 

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import CaseFiles
+from patchvae.errors import DataError
+from patchvae.patches import extract_patches
+from patchvae.preprocess import derive_brain_mask, load_case, read_volume
+from tests.volume_helpers import bundled_case_images
+
+
+def case_from(
+    tmp_path: Path, image: sitk.Image, mask: sitk.Image | None, name: str = "v"
+) -> CaseFiles:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(tmp_path / f"{name}.nii.gz"))
+    lesion = None
+    if mask is not None:
+        lesion = tmp_path / f"{name}_msk.nii.gz"
+        sitk.WriteImage(mask, str(lesion))
+    return CaseFiles(name, {"DWI": tmp_path / f"{name}.nii.gz"}, lesion)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda im: sitk.Flip(im, [True, False, False]),
+        lambda im: sitk.Flip(im, [False, True, True]),
+        lambda im: sitk.PermuteAxes(im, [1, 0, 2]),
+        lambda im: sitk.PermuteAxes(im, [2, 0, 1]),
+    ],
+    ids=["flip-x", "flip-yz", "swap-xy", "permute-zxy"],
+)
+def test_same_volume_any_direction_matrix_gives_same_patches(tmp_path: Path, transform) -> None:  # type: ignore[no-untyped-def]
+    dwi, mask = bundled_case_images()
+    settings = ExtractConfig()
+    reference = extract_patches(load_case(case_from(tmp_path / "a", dwi, mask), settings))
+    moved_image, moved_mask = transform(dwi), transform(mask)
+    # the voxel array really is stored differently, the anatomy is the same
+    assert (
+        moved_image.GetDirection() != dwi.GetDirection() or moved_image.GetSize() != dwi.GetSize()
+    )
+    other = extract_patches(load_case(case_from(tmp_path / "b", moved_image, moved_mask), settings))
+    np.testing.assert_array_equal(other.pixels, reference.pixels)
+    for column in ("slice", "row", "col", "label"):
+        np.testing.assert_array_equal(getattr(other, column), getattr(reference, column))
+
+
+def test_canonical_orientation_is_lps(tmp_path: Path) -> None:
+    dwi, mask = bundled_case_images()
+    case = load_case(case_from(tmp_path, dwi, mask), ExtractConfig())
+    assert case.params["orientation"] == "LPS"
+    assert case.image.shape == (1, 73, 112, 112) and case.image.dtype == np.float32
+    inside = case.image[0][case.brain]
+    assert inside.min() >= 0 and inside.max() == 1.0
+    assert np.all(case.image[0][~case.brain] == 0)
+    assert case.lesion is not None and int(case.lesion.sum()) == 523
+
+
+def test_resampling_to_isotropic_spacing(tmp_path: Path) -> None:
+    dwi, mask = bundled_case_images()
+    case = load_case(case_from(tmp_path, dwi, mask), ExtractConfig(spacing=1.0))
+    assert case.spacing == (1.0, 1.0, 1.0) and case.image.shape == (1, 146, 224, 224)
+    assert case.lesion is not None
+    # a lesion resampled to 8x smaller voxels holds about 8x the voxels
+    assert 0.7 * 8 * 523 < case.lesion.sum() < 1.3 * 8 * 523
+
+
+def test_percentile_parameters_are_recorded(tmp_path: Path) -> None:
+    dwi, mask = bundled_case_images()
+    case = load_case(case_from(tmp_path, dwi, mask), ExtractConfig(clip_percentiles=(1.0, 99.0)))
+    raw = sitk.GetArrayFromImage(dwi)
+    low, high = np.percentile(raw[raw != 0], [1.0, 99.0])
+    params = case.params["channels"]["DWI"]
+    assert params["clip_low"] == pytest.approx(low, rel=1e-5) and params[
+        "clip_high"
+    ] == pytest.approx(high, rel=1e-5)
+
+
+def test_otsu_brain_mask_when_background_is_not_zero() -> None:
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0.0, 0.05, size=(10, 40, 40)) - 1.0  # non-zero background
+    volume[:, 10:30, 10:30] += 3.0
+    mask, method = derive_brain_mask(volume, "auto")
+    assert method == "otsu"
+    assert mask[:, 10:30, 10:30].all() and mask.sum() == 10 * 20 * 20
+
+
+def test_n4_runs_and_keeps_range(tmp_path: Path) -> None:
+    dwi, mask = bundled_case_images()
+    case = load_case(case_from(tmp_path, dwi, mask), ExtractConfig(n4=True))
+    assert case.params["channels"]["DWI"]["n4"] is True
+    assert 0 <= case.image.min() and case.image.max() <= 1
+
+
+# --- bad inputs: each a DataError naming the file ---------------------------------------
+
+
+def test_mask_on_another_grid_names_both_files(tmp_path: Path) -> None:
+    dwi, mask = bundled_case_images()
+    shifted = sitk.Image(mask)
+    shifted.SetOrigin(tuple(o + 4.0 for o in mask.GetOrigin()))
+    case = case_from(tmp_path, dwi, shifted)
+    with pytest.raises(DataError, match=r"v_msk\.nii\.gz: not on the grid of .*v\.nii\.gz: origin"):
+        load_case(case, ExtractConfig())
+    small = sitk.Resample(
+        mask,
+        [56, 56, 36],
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        mask.GetOrigin(),
+        (4.0, 4.0, 4.0),
+    )
+    with pytest.raises(DataError, match="size"):
+        load_case(case_from(tmp_path / "s", dwi, small), ExtractConfig())
+
+
+def test_two_d_and_four_d_images(tmp_path: Path) -> None:
+    flat = sitk.GetImageFromArray(np.ones((40, 40), np.float32))
+    sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(DataError, match="expected a 3-D volume, found a 2-D image"):
+        read_volume(tmp_path / "flat.nii.gz")
+    series = sitk.JoinSeries([sitk.GetImageFromArray(np.ones((8, 40, 40), np.float32))] * 3)
+    sitk.WriteImage(series, str(tmp_path / "series.nii.gz"))
+    with pytest.raises(DataError, match="found a 4-D image .*one 3-D volume per channel"):
+        read_volume(tmp_path / "series.nii.gz")
+
+
+def test_corrupt_and_truncated_files(tmp_path: Path) -> None:
+    dwi, _ = bundled_case_images()
+    sitk.WriteImage(dwi, str(tmp_path / "good.nii.gz"))
+    raw = (tmp_path / "good.nii.gz").read_bytes()
+    (tmp_path / "truncated.nii.gz").write_bytes(raw[: len(raw) // 3])
+    (tmp_path / "garbage.nii.gz").write_bytes(b"\x1f\x8b" + bytes(range(256)) * 10)
+    (tmp_path / "text.nii").write_text("not an image at all\n" * 30)
+    for name in ("truncated.nii.gz", "garbage.nii.gz", "text.nii"):
+        with pytest.raises(DataError, match=f"{name}: cannot be read as an image"):
+            read_volume(tmp_path / name)
+    for suffix in (".nii", ".mha"):
+        sitk.WriteImage(dwi, str(tmp_path / f"plain{suffix}"))
+        raw = (tmp_path / f"plain{suffix}").read_bytes()
+        (tmp_path / f"cut{suffix}").write_bytes(raw[: len(raw) // 2])
+        with pytest.raises(DataError, match=rf"cut\{suffix}: cannot be read as an image"):
+            read_volume(tmp_path / f"cut{suffix}")
+    with pytest.raises(DataError, match="file not found"):
+        read_volume(tmp_path / "absent.nii.gz")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".nrrd"])
+def test_nan_and_inf_voxels_are_refused(tmp_path: Path, suffix: str) -> None:
+    # ITK reads NIfTI NaN/inf as 0; patchvae must still see and refuse them
+    dwi, mask = bundled_case_images()
+    array = sitk.GetArrayFromImage(dwi)
+    array[30, 50, 50] = np.nan
+    array[31, 50, 50] = np.inf
+    bad = sitk.GetImageFromArray(array)
+    bad.CopyInformation(dwi)
+    sitk.WriteImage(bad, str(tmp_path / f"bad{suffix}"))
+    case = CaseFiles("bad", {"DWI": tmp_path / f"bad{suffix}"})
+    with pytest.raises(DataError, match=r"bad\S*: 2 voxel\(s\) are NaN or infinite"):
+        load_case(case, ExtractConfig())
+
+
+def test_empty_brain_mask(tmp_path: Path) -> None:
+    dwi, mask = bundled_case_images()
+    empty = sitk.Image(mask) * 0
+    sitk.WriteImage(empty, str(tmp_path / "brain.nii.gz"))
+    case = case_from(tmp_path, dwi, mask)
+    case = CaseFiles(case.case_id, case.channels, case.lesion_mask, tmp_path / "brain.nii.gz")
+    with pytest.raises(DataError, match=r"brain\.nii\.gz: the brain mask is empty"):
+        load_case(case, ExtractConfig())
+
+
+def test_volume_smaller_than_a_patch(tmp_path: Path) -> None:
+    dwi, _ = bundled_case_images()
+    small = dwi[40:60, 40:60, :]
+    with pytest.raises(DataError, match="smaller than one 28x28 patch"):
+        load_case(case_from(tmp_path, small, None), ExtractConfig())
