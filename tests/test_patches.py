@@ -29,7 +29,7 @@ def test_provenance_puts_patches_back(bundled_case: NormalisedCase) -> None:
         volume, covered = reassemble(
             batch.pixels, batch.slice, batch.row, batch.col, bundled_case.image.shape
         )
-        z, y, x = bundled_case.brain.shape
+        _, y, x = bundled_case.brain.shape
         grid = np.zeros_like(covered)
         grid[:, : grid_starts(y, 28, stride)[-1] + 28, : grid_starts(x, 28, stride)[-1] + 28] = True
         assert np.array_equal(covered, grid)

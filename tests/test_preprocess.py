@@ -95,7 +95,7 @@ def test_n4_runs_and_keeps_range(tmp_path: Path) -> None:
     dwi, mask = bundled_case_images()
     case = load_case(case_from(tmp_path, dwi, mask), ExtractConfig(n4=True))
     assert case.params["channels"]["DWI"]["n4"] is True
-    assert 0 <= case.image.min() and case.image.max() <= 1
+    assert case.image.min() >= 0 and case.image.max() <= 1
 
 
 # --- bad inputs: each a DataError naming the file ---------------------------------------
@@ -127,7 +127,7 @@ def test_two_d_and_four_d_images(tmp_path: Path) -> None:
         read_volume(tmp_path / "flat.nii.gz")
     series = sitk.JoinSeries([sitk.GetImageFromArray(np.ones((8, 40, 40), np.float32))] * 3)
     sitk.WriteImage(series, str(tmp_path / "series.nii.gz"))
-    with pytest.raises(DataError, match="found a 4-D image .*one 3-D volume per channel"):
+    with pytest.raises(DataError, match=r"found a 4-D image .*one 3-D volume per channel"):
         read_volume(tmp_path / "series.nii.gz")
 
 
@@ -154,7 +154,7 @@ def test_corrupt_and_truncated_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".nrrd"])
 def test_nan_and_inf_voxels_are_refused(tmp_path: Path, suffix: str) -> None:
     # ITK reads NIfTI NaN/inf as 0; patchvae must still see and refuse them
-    dwi, mask = bundled_case_images()
+    dwi, _ = bundled_case_images()
     array = sitk.GetArrayFromImage(dwi)
     array[30, 50, 50] = np.nan
     array[31, 50, 50] = np.inf

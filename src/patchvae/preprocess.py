@@ -70,7 +70,7 @@ def _check_nifti_data(path: Path) -> None:
     """ITK's NIfTI reader reads a truncated file without complaint (the rest left as zeros) and
     turns NaN and infinite voxels into 0. nibabel reads the raw voxels so that both are caught."""
     try:
-        data = np.asanyarray(nib.load(path).dataobj)
+        data = np.asanyarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
     except Exception as exc:  # nibabel raises several types for damaged files
         reason = str(exc).splitlines()[0].replace(str(path), "").strip(" :")
         raise DataError(path, f"cannot be read as an image ({reason})") from None

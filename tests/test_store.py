@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import bundled_isles22_dir, discover_cases
+from patchvae.errors import DataError
+from patchvae.extract import extract_dataset
+from patchvae.patches import reassemble
+from patchvae.preprocess import load_case
+from patchvae.store import PatchDataset, PatchStore, PatchStoreWriter, file_sha256
+
+
+@pytest.fixture(scope="module")
+def bundled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("store") / "isles.h5"
+    extract_dataset(ExtractConfig(root=str(bundled_isles22_dir())), out)
+    return out
+
+
+def test_store_holds_patches_table_settings_and_sources(bundled_store: Path) -> None:
+    store = PatchStore(bundled_store)
+    assert store.n_patches == 179 and store.channels == ["DWI"] and store.patch_size == 28
+    table = store.table()
+    assert list(table.columns) == [
+        "case_id",
+        "slice",
+        "row",
+        "col",
+        "brain_fraction",
+        "lesion_fraction",
+        "label",
+    ]
+    assert (table.label == 1).sum() == 28 and set(table.case_id) == {"sub-strokecase0009_ses-0001"}
+    assert store.settings["patch_size"] == 28 and store.settings["min_brain"] == 0.5
+    (case,) = store.cases
+    dwi = case["sources"]["DWI"]
+    assert dwi["sha256"] == file_sha256(dwi["path"])
+    assert (
+        case["preprocessing"]["channels"]["DWI"]["clip_high"]
+        > case["preprocessing"]["channels"]["DWI"]["clip_low"]
+    )
+    assert "SimpleITK" in store.provenance["versions"]
+
+
+def test_store_round_trip_reproduces_normalised_volume(bundled_store: Path) -> None:
+    store = PatchStore(bundled_store)
+    table = store.table()
+    case = load_case(discover_cases(bundled_isles22_dir())[0], ExtractConfig())
+    volume, covered = reassemble(
+        store.patches(),
+        table.slice.to_numpy(),
+        table.row.to_numpy(),
+        table.col.to_numpy(),
+        case.image.shape,
+    )
+    np.testing.assert_array_equal(volume[:, covered], case.image[:, covered])
+    assert case.lesion is not None
+    for row in table.itertuples():
+        window = case.lesion[row.slice, row.row : row.row + 28, row.col : row.col + 28]
+        assert row.lesion_fraction == pytest.approx(window.mean())
+
+
+def test_patches_by_row_and_torch_dataset(bundled_store: Path) -> None:
+    store = PatchStore(bundled_store)
+    everything = store.patches()
+    rows = np.array([5, 2, 5, 100])
+    np.testing.assert_array_equal(store.patches(rows), everything[rows])
+    dataset = PatchDataset(store, rows=np.array([3, 7]))
+    patch, row = dataset[1]
+    assert len(dataset) == 2 and row == 7 and tuple(patch.shape) == (1, 28, 28)
+    np.testing.assert_array_equal(patch.numpy(), everything[7])
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "s.h5"
+    with pytest.raises(RuntimeError), PatchStoreWriter(out, ["DWI"], 28, {}):
+        raise RuntimeError("crash in the middle")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_store(tmp_path: Path) -> None:
+    (tmp_path / "x.h5").write_text("hello")
+    with pytest.raises(DataError, match="not a readable patch store"):
+        PatchStore(tmp_path / "x.h5")
+    with h5py.File(tmp_path / "y.h5", "w") as handle:
+        handle.create_dataset("patches", data=np.zeros((1, 1, 2, 2)))
+    with pytest.raises(DataError, match="not a patch store of format"):
+        PatchStore(tmp_path / "y.h5")
+
+
+def test_workers_give_the_same_store(tmp_path: Path, bundled_store: Path) -> None:
+    from tests.volume_helpers import write_isles2015
+
+    root = write_isles2015(tmp_path / "siss", ".nii.gz", n_cases=2)
+    one = extract_dataset(ExtractConfig(root=str(root)), tmp_path / "one.h5")
+    two = extract_dataset(ExtractConfig(root=str(root), workers=2), tmp_path / "two.h5")
+    assert [c["case_id"] for c in two.written] == ["1", "2"]
+    np.testing.assert_array_equal(PatchStore(one.store).patches(), PatchStore(two.store).patches())  # type: ignore[arg-type]
+    # the same real volume in the ISLES 2015 layout gives the patches of the bundled case
+    np.testing.assert_array_equal(
+        PatchStore(one.store).patches()[:179], PatchStore(bundled_store).patches()
+    )  # type: ignore[arg-type]
