@@ -8,11 +8,12 @@ import pytest
 
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import bundled_isles22_dir, discover_cases
+from patchvae.datasets import PatchDataset
 from patchvae.errors import DataError
 from patchvae.extract import extract_dataset
 from patchvae.patches import reassemble
 from patchvae.preprocess import load_case
-from patchvae.store import PatchDataset, PatchStore, PatchStoreWriter, file_sha256
+from patchvae.store import PatchStore, PatchStoreWriter, file_sha256
 
 
 @pytest.fixture(scope="module")

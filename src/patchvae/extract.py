@@ -100,16 +100,18 @@ def extract_dataset(
     settings: ExtractConfig,
     out: str | Path,
     on_case: Callable[[CaseResult], None] | None = None,
+    cases: list[CaseFiles] | None = None,
 ) -> ExtractSummary:
-    """Discover the cases of ``settings.root`` and write the patch store ``out``.
+    """Discover the cases of ``settings.root`` (or take ``cases``) and write the store ``out``.
 
     ``on_case`` is called with each case's result as it completes (for progress lines).
     """
     out = Path(out)
     if out.exists() and out.is_dir():
         raise DataError(out, "is a folder; --out must name the store file to write")
-    cases = discover_cases(settings.root, settings.layout, settings.modalities)
-    provenance = {"versions": {**versions(), **_library_versions()}, "n_cases_found": len(cases)}
+    if cases is None:
+        cases = discover_cases(settings.root, settings.layout, settings.modalities)
+    provenance = {"versions": versions("SimpleITK", "nibabel", "h5py"), "n_cases_found": len(cases)}
     written: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     writer = PatchStoreWriter(
@@ -135,10 +137,3 @@ def extract_dataset(
         raise
     writer.close()
     return ExtractSummary(out, written, skipped)
-
-
-def _library_versions() -> dict[str, str]:
-    import h5py
-    import SimpleITK as sitk
-
-    return {"SimpleITK": str(sitk.__version__), "h5py": h5py.__version__}

@@ -9,6 +9,9 @@ radiological convention (patient's right on the image's left, anterior at the to
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,25 +206,38 @@ def check_finite(array: np.ndarray, path: Path) -> None:
         )
 
 
-def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
+@contextmanager
+def _timed(timings: dict[str, float] | None, step: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
+
+
+def load_case(
+    case: CaseFiles, settings: ExtractConfig, timings: dict[str, float] | None = None
+) -> NormalisedCase:
     """Read, check, reorient, (resample), mask, (N4-correct) and scale one case.
 
-    Raises :class:`DataError` naming the file for anything that cannot be used.
+    Raises :class:`DataError` naming the file for anything that cannot be used. ``timings``,
+    when given, receives the seconds spent in each step (for ``benchmarks/extract.py``).
     """
     first_name, first_path = next(iter(case.channels.items()))
-    images = {name: read_volume(path) for name, path in case.channels.items()}
-    masks = {
-        kind: (path, read_volume(path))
-        for kind, path in (("lesion", case.lesion_mask), ("brain", case.brain_mask))
-        if path is not None
-    }
-    reference = images[first_name]
-    for name, image in images.items():
-        check_finite(sitk.GetArrayViewFromImage(image), case.channels[name])
-        if name != first_name:
-            check_same_grid(reference, image, first_path, case.channels[name])
-    for path, mask in masks.values():
-        check_same_grid(reference, mask, first_path, path)
+    with _timed(timings, "read"):
+        images = {name: read_volume(path) for name, path in case.channels.items()}
+        masks = {
+            kind: (path, read_volume(path))
+            for kind, path in (("lesion", case.lesion_mask), ("brain", case.brain_mask))
+            if path is not None
+        }
+    with _timed(timings, "check"):
+        reference = images[first_name]
+        for name, image in images.items():
+            check_finite(sitk.GetArrayViewFromImage(image), case.channels[name])
+            if name != first_name:
+                check_same_grid(reference, image, first_path, case.channels[name])
+        for path, mask in masks.values():
+            check_same_grid(reference, mask, first_path, path)
 
     def canonical(image: sitk.Image, is_mask: bool) -> sitk.Image:
         image = reorient(image)
@@ -229,25 +245,13 @@ def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
             image = resample_isotropic(image, settings.spacing, is_mask)
         return image
 
-    channel_images = [canonical(images[name], False) for name in case.channels]
-    arrays = [sitk.GetArrayFromImage(im).astype(np.float32) for im in channel_images]
-    params: dict[str, Any] = {
-        "orientation": CANONICAL_ORIENTATION,
-        "spacing_mm": list(channel_images[0].GetSpacing()),
-    }
-    if "brain" in masks:
-        brain = sitk.GetArrayFromImage(canonical(masks["brain"][1], True)) > 0
-        params["brain_mask"] = "file"
-    else:
-        brain, method = derive_brain_mask(arrays[0], settings.brain_mask)
-        params["brain_mask"] = method
-    if not brain.any():
-        raise DataError(
-            masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty"
-        )
-    lesion = None
-    if "lesion" in masks:
-        lesion = sitk.GetArrayFromImage(canonical(masks["lesion"][1], True)) > 0
+    with _timed(timings, "reorient_resample"):
+        channel_images = [canonical(images[name], False) for name in case.channels]
+        arrays = [sitk.GetArrayFromImage(im).astype(np.float32) for im in channel_images]
+        mask_arrays = {
+            kind: sitk.GetArrayFromImage(canonical(image, True)) > 0
+            for kind, (_, image) in masks.items()
+        }
     size = settings.patch_size
     if arrays[0].shape[1] < size or arrays[0].shape[2] < size:
         raise DataError(
@@ -255,14 +259,29 @@ def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
             f"axial slices of {arrays[0].shape[2]}x{arrays[0].shape[1]} voxels "
             f"are smaller than one {size}x{size} patch",
         )
+    params: dict[str, Any] = {
+        "orientation": CANONICAL_ORIENTATION,
+        "spacing_mm": list(channel_images[0].GetSpacing()),
+        "channels": {},
+    }
+    with _timed(timings, "brain_mask"):
+        if "brain" in mask_arrays:
+            brain, params["brain_mask"] = mask_arrays["brain"], "file"
+        else:
+            brain, params["brain_mask"] = derive_brain_mask(arrays[0], settings.brain_mask)
+    if not brain.any():
+        raise DataError(
+            masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty"
+        )
     channels = []
-    params["channels"] = {}
     for name, image, array in zip(case.channels, channel_images, arrays, strict=True):
         if settings.n4:
-            array = sitk.GetArrayFromImage(n4_correct(image, brain)).astype(np.float32)
-        scaled, scale_params = scale_to_unit(
-            array, brain, settings.clip_percentiles, case.channels[name]
-        )
+            with _timed(timings, "n4"):
+                array = sitk.GetArrayFromImage(n4_correct(image, brain)).astype(np.float32)
+        with _timed(timings, "scale"):
+            scaled, scale_params = scale_to_unit(
+                array, brain, settings.clip_percentiles, case.channels[name]
+            )
         channels.append(scaled)
         params["channels"][name] = {**scale_params, "n4": settings.n4}
     spacing = tuple(float(v) for v in channel_images[0].GetSpacing())
@@ -270,7 +289,7 @@ def load_case(case: CaseFiles, settings: ExtractConfig) -> NormalisedCase:
         case.case_id,
         np.stack(channels),
         brain,
-        lesion,
+        mask_arrays.get("lesion"),
         (spacing[0], spacing[1], spacing[2]),
         params,
     )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import platform
 import random
 from datetime import datetime, timezone
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from patchvae.errors import ConfigError
 
@@ -19,6 +22,8 @@ def select_device(requested: str = "auto") -> torch.device:
     On the CPU, denormal floats are flushed to zero: without it the keras2016 network trains
     markedly slower once its small weights drift into the denormal range.
     """
+    import torch  # deferred: extraction and inspection need no torch
+
     if requested not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda', got {requested!r}")
     if requested == "cuda" and not torch.cuda.is_available():
@@ -34,18 +39,27 @@ def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
+    import torch
+
     torch.manual_seed(seed)
 
 
-def versions() -> dict[str, str]:
-    from patchvae import __version__
+def versions(*packages: str) -> dict[str, str]:
+    """Versions of Python, patchvae, torch, numpy and ``packages``, read from the installed
+    distributions' metadata (nothing is imported).
 
-    return {
-        "patchvae": __version__,
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "numpy": str(np.__version__),
-    }
+    Example
+    -------
+    >>> sorted(versions("h5py"))
+    ['h5py', 'numpy', 'patchvae', 'python', 'torch']
+    """
+    found = {"python": platform.python_version()}
+    for name in ("patchvae", "torch", "numpy", *packages):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def provenance(device: torch.device | None = None) -> dict[str, Any]:
@@ -58,5 +72,7 @@ def provenance(device: torch.device | None = None) -> dict[str, Any]:
     if device is not None:
         info["device"] = str(device)
         if device.type == "cuda":
+            import torch
+
             info["device_name"] = torch.cuda.get_device_name(device)
     return info

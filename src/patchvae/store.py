@@ -27,8 +27,6 @@ from typing import Any
 import h5py
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
 from patchvae.errors import DataError
 from patchvae.patches import PatchBatch
@@ -202,18 +200,3 @@ class PatchStore:
 
     def case_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.cases)
-
-
-class PatchDataset(Dataset):
-    """A PyTorch dataset over a store (loaded into memory): item i is (patch tensor, row i)."""
-
-    def __init__(self, store: PatchStore | str | Path, rows: np.ndarray | None = None) -> None:
-        store = store if isinstance(store, PatchStore) else PatchStore(store)
-        self.rows = np.arange(store.n_patches) if rows is None else np.asarray(rows)
-        self.data = torch.from_numpy(store.patches(self.rows))
-
-    def __len__(self) -> int:
-        return int(self.rows.size)
-
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        return self.data[item], int(self.rows[item])

@@ -1,0 +1,145 @@
+"""Extraction cost: per-volume seconds of each step, the patch-grid step beside a memcpy of the
+same bytes (peer: the floor any patch cutter pays), and peak memory of a whole-dataset
+extraction against one volume's size.
+
+    python benchmarks/extract.py                                   # the bundled ISLES'22 case
+    python benchmarks/extract.py --root examples/brats2013.csv --modality FLAIR
+    python benchmarks/extract.py --root ../shared/data/isles22 --spacing 1
+
+Peak memory is measured in fresh child processes (their maximum resident set size): one that
+only imports patchvae (the floor), one that extracts the first case alone, and one that
+extracts every case. Bounded streaming shows as "all cases" close to "first case".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import bundled_isles22_dir, discover_cases
+from patchvae.patches import extract_patches
+from patchvae.preprocess import load_case
+
+_CHILD = """
+import json, sys
+from pathlib import Path
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import discover_cases
+from patchvae.extract import extract_dataset
+
+def status(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024  # KiB -> MiB
+settings = ExtractConfig.model_validate_json(sys.argv[1])
+cases = discover_cases(settings.root, settings.layout, settings.modalities)
+Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark after the imports
+before = status("VmRSS:")
+extract_dataset(settings, sys.argv[3], cases=cases[:1] if sys.argv[2] == "first" else cases)
+print(json.dumps({"rss_before": before, "peak": status("VmHWM:")}))
+"""
+
+
+def child_memory_mib(settings: ExtractConfig, which: str) -> dict[str, float]:
+    """RSS after imports and the peak RSS during extraction, in a fresh process (Linux)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _CHILD,
+                settings.model_dump_json(),
+                which,
+                str(Path(tmp) / "s.h5"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memcpy_seconds(nbytes: int, repeats: int = 5) -> float:
+    source = np.ones(max(nbytes // 4, 1), dtype=np.float32)
+    target = np.empty_like(source)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(target, source)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", default=str(bundled_isles22_dir()))
+    parser.add_argument("--layout", default="auto")
+    parser.add_argument("--modality", action="append", default=None)
+    parser.add_argument("--spacing", type=float, default=None)
+    parser.add_argument("--n4", action="store_true")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    args = parser.parse_args()
+    settings = ExtractConfig(
+        root=args.root,
+        layout=args.layout,
+        modalities=args.modality or ["DWI"],
+        spacing=args.spacing,
+        n4=args.n4,
+    )
+    cases = discover_cases(settings.root, settings.layout, settings.modalities)
+    steps = [
+        "read",
+        "check",
+        "reorient_resample",
+        "brain_mask",
+        *(["n4"] if args.n4 else []),
+        "scale",
+    ]
+    print(
+        f"{len(cases)} case(s) from {args.root}, channels {settings.modalities}, "
+        f"spacing {args.spacing}"
+    )
+    header = " ".join(f"{s:>17}" for s in [*steps, "patch_grid", "memcpy_same_bytes"])
+    print(f"{'case':<30} {'volume MiB':>10} {header}   (seconds)")
+    volume_mib = 0.0
+    for case in cases:
+        timings: dict[str, float] = {}
+        normalised = load_case(case, settings, timings)
+        t0 = time.perf_counter()
+        batch = extract_patches(
+            normalised, settings.patch_size, settings.grid_stride, settings.min_brain
+        )
+        timings["patch_grid"] = time.perf_counter() - t0
+        timings["memcpy_same_bytes"] = memcpy_seconds(batch.pixels.nbytes)
+        volume_mib = normalised.image.nbytes / 2**20
+        cells = " ".join(
+            f"{timings.get(s, 0.0):>17.4f}" for s in [*steps, "patch_grid", "memcpy_same_bytes"]
+        )
+        print(f"{case.case_id:<30} {volume_mib:>10.1f} {cells}")
+    if args.no_memory:
+        return
+    first = child_memory_mib(settings, "first")
+    everything = child_memory_mib(settings, "all")
+    print(f"one volume (float32, after preprocessing): {volume_mib:.1f} MiB")
+    print(f"RSS after imports: {everything['rss_before']:.0f} MiB")
+    for name, run in (("first case only", first), (f"all {len(cases)} cases", everything)):
+        above = run["peak"] - run["rss_before"]
+        print(
+            f"peak RSS, {name}: {run['peak']:.0f} MiB ({above:.0f} MiB above the imports, "
+            f"{above / max(volume_mib, 1e-9):.1f} x one volume)"
+        )
+
+
+if __name__ == "__main__":
+    main()
