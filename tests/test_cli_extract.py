@@ -79,6 +79,7 @@ def test_isles2015_mha_layout_stride_and_spacing(
         patches[:, 0], patches[:, 1]
     )  # the FLAIR folder holds the same volume
     assert set(store.table().row % 14) == {0}
+    assert store.settings["stride"] == 14 and store.settings["clip_percentiles"] == [0.5, 99.5]
 
 
 def test_skip_lists_bad_cases_and_keeps_good(
@@ -96,6 +97,14 @@ def test_skip_lists_bad_cases_and_keeps_good(
         "2: SKIPPED:" in stdout and "skipped 2:" in stdout and "from 1 case(s); 1 skipped" in stdout
     )
     assert [c["case_id"] for c in PatchStore(out).cases] == ["1"]
+    # nothing left after skipping: non-zero exit, no store
+    other = next((root / "1").glob("*MR_DWI*/*.nii.gz"))
+    other.write_bytes(other.read_bytes()[:1000])
+    empty = tmp_path / "e.h5"
+    code, _, err = run_cli(
+        ["extract", "--root", str(root), "--on-error", "skip", "--out", str(empty)], capsys
+    )
+    assert code == 2 and "no case left to write: all 2 case(s) failed" in err and not empty.exists()
     # fail (the default) stops at the bad case and writes nothing
     code, _, err = run_cli(
         ["extract", "--root", str(root), "--out", str(tmp_path / "q.h5")], capsys
@@ -174,6 +183,7 @@ def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     for args, message in (
         (["--patch-size", "0"], "patch_size"),
         (["--min-brain", "1.5"], "min_brain"),
+        (["--clip", "99", "1"], "clip_percentiles"),
         (["--on-error", "maybe"], "on_error"),
         (["--layout", "bids"], "layout"),
     ):

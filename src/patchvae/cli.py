@@ -160,6 +160,9 @@ def extract(
     brain_mask: str = typer.Option(
         "auto", "--brain-mask", help="When no brain-mask file: auto, nonzero or otsu."
     ),
+    clip: tuple[float, float] = typer.Option(
+        (0.5, 99.5), "--clip", help="Intensity percentiles inside the brain mapped to 0 and 1."
+    ),
     min_brain: float = typer.Option(
         0.5, "--min-brain", help="Keep patches with at least this brain fraction."
     ),
@@ -190,6 +193,7 @@ def extract(
             "spacing": spacing,
             "n4": n4,
             "brain_mask": brain_mask,
+            "clip_percentiles": clip,
             "min_brain": min_brain,
             "lesion_threshold": lesion_threshold,
             "workers": workers,
