@@ -66,6 +66,16 @@ def test_store_round_trip_reproduces_normalised_volume(bundled_store: Path) -> N
         assert row.lesion_fraction == pytest.approx(window.mean())
 
 
+def test_masks_under_each_patch(bundled_store: Path) -> None:
+    store = PatchStore(bundled_store)
+    table = store.table()
+    lesion, brain = store.masks("lesion"), store.masks("brain")
+    assert lesion.shape == brain.shape == (179, 28, 28)
+    np.testing.assert_allclose(lesion.mean(axis=(1, 2)), table.lesion_fraction, rtol=1e-6)
+    np.testing.assert_allclose(brain.mean(axis=(1, 2)), table.brain_fraction, rtol=1e-6)
+    assert int(lesion.sum()) <= 523  # only lesion voxels under kept patches
+
+
 def test_patches_by_row_and_torch_dataset(bundled_store: Path) -> None:
     store = PatchStore(bundled_store)
     everything = store.patches()

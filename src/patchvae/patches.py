@@ -28,6 +28,8 @@ class PatchBatch:
     brain_fraction: np.ndarray  # (n,) float32
     lesion_fraction: np.ndarray  # (n,) float32, NaN when the case has no lesion mask
     label: np.ndarray  # (n,) int8: 1 lesion, 0 healthy, -1 unknown (no mask)
+    brain_mask: np.ndarray  # (n, size, size) uint8: the brain mask under each patch
+    lesion_mask: np.ndarray  # (n, size, size) uint8: the lesion mask (zeros without a mask)
     grid_patches: int  # patches on the grid before the brain-fraction filter
 
     def __len__(self) -> int:
@@ -70,12 +72,13 @@ def extract_patches(
     k, r, c = np.nonzero(brain_fraction >= min_brain - 1e-12)
     pixels = _windows(case.image, size, stride)[:, k, r, c]  # (channels, n, s, s), a copy
     pixels = np.ascontiguousarray(pixels.transpose(1, 0, 2, 3), dtype=np.float32)
+    brain_mask = brain_windows[k, r, c].astype(np.uint8)
     if case.lesion is not None:
-        lesion_fraction = _windows(case.lesion, size, stride)[k, r, c].mean(
-            axis=(-2, -1), dtype=np.float64
-        )
+        lesion_mask = _windows(case.lesion, size, stride)[k, r, c].astype(np.uint8)
+        lesion_fraction = lesion_mask.mean(axis=(-2, -1), dtype=np.float64)
         label = (lesion_fraction > lesion_threshold).astype(np.int8)
     else:
+        lesion_mask = np.zeros_like(brain_mask)
         lesion_fraction = np.full(k.shape, np.nan)
         label = np.full(k.shape, -1, dtype=np.int8)
     return PatchBatch(
@@ -87,6 +90,8 @@ def extract_patches(
         brain_fraction=brain_fraction[k, r, c].astype(np.float32),
         lesion_fraction=lesion_fraction.astype(np.float32),
         label=label,
+        brain_mask=brain_mask,
+        lesion_mask=lesion_mask,
         grid_patches=grid_patches,
     )
 

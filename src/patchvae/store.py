@@ -4,6 +4,8 @@ versions and source files (path and SHA-256) that made them.
 Layout::
 
     /patches            float32 (n, channels, size, size)
+    /masks/brain        uint8 (n, size, size): the brain mask under each patch
+    /masks/lesion       uint8 (n, size, size): the lesion mask (zeros where a case has none)
     /index/<column>     one dataset per column: case_id, slice, row, col, brain_fraction,
                         lesion_fraction, label
     attrs               format, settings (JSON), channels, patch_size, provenance (JSON),
@@ -32,6 +34,7 @@ from patchvae.errors import DataError
 from patchvae.patches import PatchBatch
 
 STORE_FORMAT = "patchvae-patch-store/1"
+MASKS = ("brain", "lesion")
 INDEX_COLUMNS = ("slice", "row", "col", "brain_fraction", "lesion_fraction", "label")
 _INDEX_DTYPES = {
     "slice": "i4",
@@ -89,6 +92,16 @@ class PatchStoreWriter:
             chunks=(64, c, s, s),
             compression="lzf",
         )
+        masks = self._file.create_group("masks")
+        for name in MASKS:
+            masks.create_dataset(
+                name,
+                shape=(0, s, s),
+                maxshape=(None, s, s),
+                dtype="u1",
+                chunks=(64, s, s),
+                compression="lzf",
+            )
         index = self._file.create_group("index")
         index.create_dataset(
             "case_id", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,)
@@ -112,6 +125,10 @@ class PatchStoreWriter:
         patches = self._file["patches"]
         patches.resize(n_new, axis=0)
         patches[n_old:n_new] = batch.pixels
+        for name in MASKS:
+            dataset = self._file["masks"][name]
+            dataset.resize(n_new, axis=0)
+            dataset[n_old:n_new] = getattr(batch, f"{name}_mask")
         index = self._file["index"]
         index["case_id"].resize(n_new, axis=0)
         index["case_id"][n_old:n_new] = [batch.case_id] * len(batch)
@@ -197,6 +214,13 @@ class PatchStore:
                 unique, inverse = np.unique(rows, return_inverse=True)
                 out[:] = data[unique][inverse]
             return out
+
+    def masks(self, name: str) -> np.ndarray:
+        """The ``brain`` or ``lesion`` mask under every patch, (n, size, size) bool."""
+        if name not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {name!r}")
+        with h5py.File(self.path, "r") as handle:
+            return np.asarray(handle["masks"][name][:]).astype(bool)
 
     def case_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.cases)
