@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from patchvae.config import MnistStudyConfig, build_config, load_yaml_config
+from patchvae.config import M, MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
 from patchvae.errors import PatchvaeError, RunDirError
 from patchvae.io import write_json_atomic
 from patchvae.presets import PRESETS, get_preset
@@ -36,12 +36,13 @@ def _main(
     _state["debug"] = debug
 
 
-def _mnist_config(
-    base: MnistStudyConfig | None,
+def _study_config(
+    cls: type[M],
+    base: M | None,
     preset: str | None,
     overrides: dict[str, dict[str, Any]],
     top: dict[str, Any],
-) -> MnistStudyConfig:
+) -> M:
     """Settings from a settings file or a preset, then the options given on the command line."""
     if base is not None:
         values = base.model_dump(mode="json")
@@ -58,7 +59,7 @@ def _mnist_config(
         if given and section == "model":
             values["preset"] = None  # no longer the preset's network
     values.update({k: v for k, v in top.items() if v is not None})
-    return build_config(MnistStudyConfig, values)
+    return build_config(cls, values)
 
 
 @app.command()
@@ -95,7 +96,8 @@ def mnist(
     base = load_yaml_config(MnistStudyConfig, config_file) if config_file else None
     if base is not None and preset is not None:
         raise typer.BadParameter("give --config or --preset, not both")
-    config = _mnist_config(
+    config = _study_config(
+        MnistStudyConfig,
         base,
         preset,
         {
@@ -252,6 +254,98 @@ def inspect(store: Path = typer.Argument(..., help="A patch store written by ext
 
 
 @app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="Run folder to create (or to --resume)."),
+    patches: Path | None = typer.Option(None, "--patches", help="Patch store (from extract)."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="settings.yaml of an earlier run."
+    ),
+    preset: str | None = typer.Option(None, "--preset", help=f"One of: {', '.join(PRESETS)}."),
+    val_cases: list[str] | None = typer.Option(
+        None, "--val-cases", help="Cases held out for validation (names or a comma list)."
+    ),
+    val_fraction: float | None = typer.Option(
+        None,
+        "--val-fraction",
+        help="Fraction of cases held out (default 0.2); slabs of slices for one case.",
+    ),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    latent_dim: int | None = typer.Option(None, "--latent-dim"),
+    hidden_dim: list[int] | None = typer.Option(None, "--hidden-dim"),
+    optimizer: str | None = typer.Option(None, "--optimizer"),
+    learning_rate: float | None = typer.Option(None, "--lr"),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device"),
+    resume: bool = typer.Option(False, "--resume"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Train a VAE on a patch store, holding out whole cases (or slabs of slices of one case)."""
+    from patchvae.store import PatchStore
+    from patchvae.studies.patches import train_on_store
+
+    base = load_yaml_config(PatchTrainConfig, config_file) if config_file else None
+    if base is None and patches is None:
+        raise typer.BadParameter("give --patches STORE (or --config settings.yaml)")
+    store_path = Path(patches) if patches is not None else Path(base.patches)  # type: ignore[union-attr]
+    store = PatchStore(store_path)
+    cases = [c for item in val_cases or [] for c in item.split(",") if c]
+    config = _study_config(
+        PatchTrainConfig,
+        base,
+        preset,
+        {
+            "model": {
+                "latent_dim": latent_dim,
+                "hidden_dims": hidden_dim or None,
+                "input_shape": None
+                if base
+                else (len(store.channels), store.patch_size, store.patch_size),
+            },
+            "train": {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": optimizer,
+                "learning_rate": learning_rate,
+                "seed": seed,
+                "device": device,
+            },
+        },
+        {"patches": str(store_path), "val_cases": cases or None, "val_fraction": val_fraction},
+    )
+    record = train_on_store(config, out, resume=resume, progress=not quiet)
+    split = record["split"]
+    last = record["history"][-1]
+    typer.echo(
+        f"wrote {out}/: {split['n_train']} training patches ({', '.join(split['train_cases'])}), "
+        f"{split['n_val']} validation ({split['method']}: {', '.join(split['val_cases'])})"
+    )
+    typer.echo(
+        f"  epochs={record['epochs']} train_loss={last['train_loss']:.2f} "
+        f"val_loss={last.get('val_loss', float('nan')):.2f} "
+        f"train_seconds={record['train_seconds']:.1f}"
+    )
+
+
+@app.command()
+def embed(
+    run: Path = typer.Argument(..., help="Run folder from `patchvae train`."),
+    patches: Path = typer.Option(..., "--patches", help="Patch store to embed (any cases)."),
+    out: Path | None = typer.Option(None, "--out", help="Table to write: .csv or .parquet."),
+) -> None:
+    """Per patch: latent means and log-variances, reconstruction error, KL, ELBO, provenance."""
+    from patchvae.studies.patches import embed_store, write_table
+
+    target = out or run / f"embedding-{Path(patches).stem}.csv"
+    frame = embed_store(run, patches)
+    write_table(frame, target)
+    typer.echo(
+        f"wrote {target}: {len(frame)} patches, "
+        f"{int((~frame.seen_in_training).sum())} not seen in training"
+    )
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("patchvae-demo"), "--out", help="Folder for the demo's runs."),
     epochs: int | None = typer.Option(None, "--epochs", help="Fewer epochs for a quicker look."),
@@ -259,8 +353,12 @@ def demo(
 ) -> None:
     """Run the study on the data bundled with patchvae: no download, no data needed."""
     _prepare_demo_dir(out)
-    config = _mnist_config(
-        None, "keras2016", {"train": {"epochs": epochs}}, {"use_bundled_sample": True}
+    config = _study_config(
+        MnistStudyConfig,
+        None,
+        "keras2016",
+        {"train": {"epochs": epochs}},
+        {"use_bundled_sample": True},
     )
     typer.echo("MNIST 7 vs 9 (bundled sample), keras2016 network:")
     metrics = _run_mnist(config, out / "mnist", False, False, not quiet)

@@ -130,3 +130,16 @@ class ExtractConfig(BaseModel):
     @property
     def grid_stride(self) -> int:
         return self.stride or self.patch_size
+
+
+class PatchTrainConfig(BaseModel):
+    """Everything a ``patchvae train`` run on a patch store depends on (``settings.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    patches: str
+    val_cases: list[str] | None = None
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    preset: str | None = "keras2016"
+    model: VAEConfig = Field(default_factory=VAEConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)

@@ -55,3 +55,35 @@ def reconstruct(model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 1000
         for i in range(0, data.shape[0], batch_size)
     ]
     return torch.cat(outs).numpy() if outs else np.zeros_like(np.asarray(x))
+
+
+@dataclass
+class PatchScores:
+    """Per-sample posterior parameters and ELBO terms, decoding the posterior mean."""
+
+    mu: np.ndarray
+    logvar: np.ndarray
+    recon_error: np.ndarray  # reconstruction loss summed over pixels (the model's own kind)
+    kl: np.ndarray  # KL to the prior, summed over latent dimensions
+
+
+@torch.no_grad()
+def score_patches(model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 1000) -> PatchScores:
+    """Encode, decode the posterior mean and score every sample: deterministic per-patch scores."""
+    device = next(model.parameters()).device
+    data = torch.as_tensor(x)
+    was_training = model.training
+    model.eval()
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    for start in range(0, data.shape[0], batch_size):
+        out = model(data[start : start + batch_size].to(device), sample=False)
+        for bucket, value in zip(
+            parts, (out.mu, out.logvar, out.recon_loss, out.reg_loss), strict=True
+        ):
+            bucket.append(value.cpu().numpy())
+    model.train(was_training)
+    if not parts[0]:
+        dim = model.config.latent_dim
+        return PatchScores(np.zeros((0, dim)), np.zeros((0, dim)), np.zeros(0), np.zeros(0))
+    mu, logvar, recon, kl = (np.concatenate(p) for p in parts)
+    return PatchScores(mu, logvar, recon, kl)

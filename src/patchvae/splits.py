@@ -1,0 +1,104 @@
+"""Train/validation splits of a patch store: by case, never by patch.
+
+With two or more cases, whole cases go to validation (named, or a seeded fraction of them).
+With a single case there is no case to hold out; the split is then by slabs of contiguous axial
+slices, interleaved (every k-th slab), so validation patches never share a slice with training
+patches. Neighbouring slabs still look alike: a single-case split is weaker evidence than a
+held-out case, and the split record says which one was used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from patchvae.errors import ConfigError
+
+DEFAULT_SLAB = 8  # slices per slab in a single-case split
+
+
+@dataclass
+class Split:
+    method: str  # "val_cases", "case_fraction" or "slabs"
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    train_cases: list[str]
+    val_cases: list[str]
+    val_slices: dict[str, list[int]] | None = None  # slabs: case -> validation slice indices
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "train_cases": self.train_cases,
+            "val_cases": self.val_cases,
+            "val_slices": self.val_slices,
+            "n_train": int(self.train_rows.size),
+            "n_val": int(self.val_rows.size),
+        }
+
+    def seen_in_training(self, table: pd.DataFrame) -> np.ndarray:
+        """For any store's table: which patches were in the training part of this split."""
+        seen = table.case_id.isin(self.train_cases).to_numpy().copy()
+        for case, slices in (self.val_slices or {}).items():
+            seen &= ~((table.case_id == case) & table.slice.isin(slices)).to_numpy()
+        return seen
+
+
+def split_patches(
+    table: pd.DataFrame,
+    val_cases: list[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    slab: int = DEFAULT_SLAB,
+) -> Split:
+    """Split the rows of a store's table into training and validation, by case.
+
+    Example
+    -------
+    >>> t = pd.DataFrame({"case_id": ["a", "a", "b", "c"], "slice": [0, 1, 0, 0]})
+    >>> split_patches(t, val_cases=["b"]).val_rows.tolist()
+    [2]
+    """
+    cases = sorted(table.case_id.unique().tolist())
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction: expected a value between 0 and 1, got {val_fraction}")
+    if val_cases:
+        unknown = sorted(set(val_cases) - set(cases))
+        if unknown:
+            raise ConfigError(f"val_cases: {unknown} not in the store (cases: {cases})")
+        if set(val_cases) == set(cases):
+            raise ConfigError("val_cases: every case is held out; nothing is left to train on")
+        return _by_cases(table, cases, sorted(val_cases), "val_cases")
+    if len(cases) >= 2:
+        rng = np.random.default_rng(seed)
+        n_val = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
+        chosen = sorted(rng.choice(cases, size=n_val, replace=False).tolist())
+        return _by_cases(table, cases, chosen, "case_fraction")
+    return _by_slabs(table, cases[0], val_fraction, slab)
+
+
+def _by_cases(table: pd.DataFrame, cases: list[str], val: list[str], method: str) -> Split:
+    is_val = table.case_id.isin(val).to_numpy()
+    train = [c for c in cases if c not in val]
+    return Split(method, np.flatnonzero(~is_val), np.flatnonzero(is_val), train, val)
+
+
+def _by_slabs(table: pd.DataFrame, case: str, val_fraction: float, slab: int) -> Split:
+    slices = np.sort(table.slice.unique())
+    every = max(2, round(1 / val_fraction))
+    slab_of = (slices - slices.min()) // slab
+    val_slices = slices[slab_of % every == every // 2].tolist()  # interleaved, not at an edge
+    if not val_slices:
+        raise ConfigError(f"case {case}: too few slices ({slices.size}) for a slab split of {slab}")
+    is_val = table.slice.isin(val_slices).to_numpy()
+    return Split(
+        "slabs",
+        np.flatnonzero(~is_val),
+        np.flatnonzero(is_val),
+        [case],
+        [case],
+        {case: [int(s) for s in val_slices]},
+    )
