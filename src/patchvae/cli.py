@@ -346,6 +346,31 @@ def embed(
 
 
 @app.command()
+def analyze(
+    run: Path = typer.Argument(..., help="Run folder from `patchvae train`."),
+    patches: Path = typer.Option(..., "--patches", help="Patch store to analyse (held-out cases)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of clustering, density subsampling, draws."),
+) -> None:
+    """Lesion vs healthy in the latent space: clusters, anomaly scores beside an intensity
+    baseline, few-label AUROC, heat maps; writes RUN/analysis-<store>/."""
+    from patchvae.studies.lesion_analysis import analysis_dir, analyze_run
+
+    result = analyze_run(run, patches, seed)
+    typer.echo(
+        f"wrote {analysis_dir(run, patches)}/analysis.json: {result['n_patches']} patches "
+        f"({result['n_lesion']} lesion), {result['evaluation_set']}"
+    )
+    for name, metrics in result["patch_scores"].items():
+        typer.echo(
+            f"  {name:<14} patch AUROC {metrics['auroc']:.3f}  AUPRC {metrics['auprc']:.3f}  ({metrics['kind']})"
+        )
+    for name, metrics in result["clustering"].items():
+        typer.echo(
+            f"  {name:<14} accuracy {metrics['accuracy']:.3f}  NMI {metrics['nmi']:.3f}  ARI {metrics['ari']:.3f}"
+        )
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("patchvae-demo"), "--out", help="Folder for the demo's runs."),
     epochs: int | None = typer.Option(None, "--epochs", help="Fewer epochs for a quicker look."),

@@ -33,7 +33,7 @@ import pandas as pd
 from patchvae.errors import DataError
 from patchvae.patches import PatchBatch
 
-STORE_FORMAT = "patchvae-patch-store/1"
+STORE_FORMAT = "patchvae-patch-store/2"
 MASKS = ("brain", "lesion")
 INDEX_COLUMNS = ("slice", "row", "col", "brain_fraction", "lesion_fraction", "label")
 _INDEX_DTYPES = {

@@ -140,3 +140,86 @@ def plot_loss_curves(history: list[dict[str, float]], path: str | Path, title: s
     ax.legend()
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def plot_latent_continuous(
+    coords: np.ndarray,
+    values: np.ndarray,
+    path: str | Path,
+    title: str,
+    axis_labels: Sequence[str] = ("z1", "z2"),
+    colour_label: str = "lesion fraction",
+) -> Path:
+    """Scatter coloured by a continuous value; the highest values drawn last (on top)."""
+    order = np.argsort(values, kind="stable")
+    fig, ax = plt.subplots(figsize=(7, 6))
+    points = ax.scatter(
+        coords[order, 0],
+        coords[order, 1],
+        c=values[order],
+        cmap="viridis",
+        s=8,
+        alpha=0.8,
+        linewidths=0,
+    )
+    fig.colorbar(points, ax=ax, label=colour_label)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.2)
+    return save_figure(fig, path)
+
+
+def plot_heatmaps(
+    panels: list[dict[str, np.ndarray | str]],
+    score_names: Sequence[str],
+    path: str | Path,
+    title: str,
+) -> Path:
+    """One row per slice: the image with the lesion contour, then one heat map per score.
+
+    Each panel holds ``image`` (y, x), ``lesion`` (y, x) bool, ``label`` (str) and one (y, x)
+    map per score name (NaN where no patch lies).
+    """
+    rows, cols = len(panels), 1 + len(score_names)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for i, panel in enumerate(panels):
+        image = np.asarray(panel["image"])
+        lesion = np.asarray(panel["lesion"])
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            if j > 0:
+                heat = np.asarray(panel[score_names[j - 1]], dtype=float)
+                ax.imshow(np.ma.masked_invalid(heat), cmap="inferno", alpha=0.55)
+            if lesion.any():
+                ax.contour(lesion.astype(float), levels=[0.5], colors="#00e5ff", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("image + lesion" if j == 0 else score_names[j - 1], fontsize=9)
+        axes[i, 0].set_ylabel(str(panel["label"]), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_few_labels(
+    results: dict[str, dict[str, dict[str, float] | None]], path: str | Path, title: str
+) -> Path:
+    """AUROC (mean +- sd over draws) against the number of labelled patches, one line per
+    feature set."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, by_k in results.items():
+        ks = [int(k) for k, r in by_k.items() if r is not None]
+        means = [by_k[str(k)]["mean"] for k in ks]  # type: ignore[index]
+        sds = [by_k[str(k)]["sd"] for k in ks]  # type: ignore[index]
+        ax.errorbar(ks, means, yerr=sds, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled patches")
+    ax.set_ylabel("AUROC on the other patches")
+    ax.set_ylim(0.4, 1.0)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)

@@ -1,0 +1,223 @@
+"""`patchvae analyze`: how well a run's latent space and scores separate lesion from healthy
+patches, on patches the model never trained on, always beside an intensity-only baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+from sklearn.mixture import GaussianMixture
+
+from patchvae.analysis.anomaly import aggregate_posterior_nll, detection_metrics, intensity_baseline
+from patchvae.analysis.fewlabel import few_label_auroc
+from patchvae.analysis.heatmap import backproject, voxel_metrics
+from patchvae.analysis.metrics import hungarian_accuracy
+from patchvae.analysis.projection import fit_projection
+from patchvae.config import PatchTrainConfig, load_yaml_config
+from patchvae.errors import DataError
+from patchvae.io import write_json_atomic
+from patchvae.report.figures import (
+    plot_few_labels,
+    plot_heatmaps,
+    plot_latent_continuous,
+    plot_latent_scatter,
+)
+from patchvae.rundir import SETTINGS_FILE
+from patchvae.runtime import provenance
+from patchvae.store import PatchStore, file_sha256
+from patchvae.studies.patches import embed_store
+
+VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
+BASELINE = "intensity_p95"
+FEW_LABEL_KS = (5, 10, 20, 50)
+HEATMAP_SLICES = 4
+
+
+def analysis_dir(run: str | Path, store: str | Path) -> Path:
+    return Path(run) / f"analysis-{Path(store).stem}"
+
+
+def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Write ``analysis.json`` and figures into ``RUN/analysis-<store>/``; return the numbers."""
+    run = Path(run)
+    settings = load_yaml_config(PatchTrainConfig, run / SETTINGS_FILE)
+    store = PatchStore(store_path)
+    frame = embed_store(run, store.path)
+    same_store = Path(settings.patches).resolve() == store.path.resolve()
+    train_frame = frame if same_store else embed_store(run, settings.patches)
+    train_part = train_frame[train_frame.seen_in_training]
+    held_out = ~frame.seen_in_training.to_numpy()
+    evaluation = "patches the model never trained on"
+    if not held_out.any():
+        held_out[:] = True
+        evaluation = "ALL patches (every patch of this store was seen in training)"
+    rows = np.flatnonzero(held_out)
+    part = frame.iloc[rows].reset_index(drop=True)
+    labelled = (part.label >= 0).to_numpy()
+    if not labelled.any():
+        raise DataError(
+            store.path, "no patch has a lesion label (no lesion masks): nothing to score"
+        )
+    latent_dim = sum(c.startswith("mu_") for c in frame.columns)
+    mu = part[[f"mu_{i}" for i in range(latent_dim)]].to_numpy()
+    train_mu = train_part[[f"mu_{i}" for i in range(latent_dim)]].to_numpy()
+    train_logvar = train_part[[f"logvar_{i}" for i in range(latent_dim)]].to_numpy()
+    patches = store.patches(rows)
+    scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
+    scores["latent_nll"] = aggregate_posterior_nll(mu, train_mu, train_logvar, seed)
+    scores[BASELINE] = intensity_baseline(patches)
+    labels = part.label.to_numpy()
+    out = analysis_dir(run, store.path)
+    out.mkdir(parents=True, exist_ok=True)
+
+    result: dict[str, Any] = {
+        "store": {"path": str(store.path.resolve()), "sha256": file_sha256(store.path)},
+        "run": str(run.resolve()),
+        "evaluation_set": evaluation,
+        "n_patches": len(part),
+        "n_lesion": int((labels == 1).sum()),
+        "cases": sorted(part.case_id.unique().tolist()),
+        "patch_scores": {
+            name: {
+                **detection_metrics(labels[labelled], s[labelled]),
+                "kind": "baseline" if name == BASELINE else "vae",
+            }
+            for name, s in scores.items()
+        },
+        "clustering": _clustering(train_mu, mu[labelled], labels[labelled], seed),
+        "few_labels": {
+            "latent": {
+                str(k): few_label_auroc(mu[labelled], labels[labelled], k, seed=seed)
+                for k in FEW_LABEL_KS
+            },
+            BASELINE: {
+                str(k): few_label_auroc(
+                    scores[BASELINE][labelled, None], labels[labelled], k, seed=seed
+                )
+                for k in FEW_LABEL_KS
+            },
+        },
+    }
+    masks_lesion, masks_brain = store.masks("lesion")[rows], store.masks("brain")[rows]
+    result["voxel_scores"] = {
+        name: voxel_metrics(s, masks_lesion, masks_brain) for name, s in scores.items()
+    }
+    _figures(out, part, mu, train_mu, labels, scores, patches, masks_lesion, store)
+    plot_few_labels(
+        {
+            "latent (logistic regression)": result["few_labels"]["latent"],
+            f"{BASELINE} only": result["few_labels"][BASELINE],
+        },
+        out / "few_labels.png",
+        "A few labelled patches: AUROC on the rest (mean +- sd over draws)",
+    )
+    result["settings"] = settings.model_dump(mode="json")
+    result["provenance"] = provenance()
+    result["reproduce"] = f"patchvae analyze {run} --patches {store.path}"
+    write_json_atomic(out / "analysis.json", result)
+    return result
+
+
+def _clustering(
+    train_mu: np.ndarray, mu: np.ndarray, labels: np.ndarray, seed: int
+) -> dict[str, Any]:
+    """k-means and a 2-component Gaussian mixture fitted on training latents, applied here."""
+    found: dict[str, Any] = {}
+    models = {
+        "kmeans": KMeans(n_clusters=2, n_init=10, random_state=seed),
+        "gmm": GaussianMixture(n_components=2, covariance_type="full", random_state=seed),
+    }
+    for name, model in models.items():
+        predicted = model.fit(train_mu).predict(mu)
+        two = np.unique(predicted).size > 1
+        found[name] = {
+            "accuracy": hungarian_accuracy(labels, predicted),
+            "nmi": float(normalized_mutual_info_score(labels, predicted)),
+            "ari": float(adjusted_rand_score(labels, predicted)),
+            "silhouette": float(
+                silhouette_score(mu, predicted, sample_size=min(5000, len(mu)), random_state=seed)
+            )
+            if two
+            else float("nan"),
+        }
+    return found
+
+
+def _figures(
+    out: Path,
+    part: pd.DataFrame,
+    mu: np.ndarray,
+    train_mu: np.ndarray,
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+    patches: np.ndarray,
+    lesion_masks: np.ndarray,
+    store: PatchStore,
+) -> None:
+    projection = fit_projection(train_mu)
+    coords = projection.transform(mu)
+    plot_latent_scatter(
+        coords,
+        labels,
+        out / "latent_lesion.png",
+        f"Held-out patches: posterior means (n={len(part)}); {projection.description}",
+        projection.axis_labels,
+        {0: "healthy", 1: "lesion", -1: "unlabelled"},
+    )
+    plot_latent_continuous(
+        coords,
+        np.nan_to_num(part.lesion_fraction.to_numpy()),
+        out / "latent_lesion_fraction.png",
+        "Held-out patches coloured by the fraction of lesion voxels",
+        projection.axis_labels,
+    )
+    size = store.patch_size
+    names = ["neg_elbo", "latent_nll", BASELINE]
+    lesion_voxels = lesion_masks.reshape(len(part), -1).sum(axis=1)
+    per_slice = (
+        pd.Series(lesion_voxels)
+        .groupby([part.case_id, part.slice])
+        .sum()
+        .sort_values(ascending=False)
+    )
+    panels: list[dict[str, Any]] = []
+    for case_id, k in per_slice.index[:HEATMAP_SLICES]:
+        in_slice = ((part.case_id == case_id) & (part.slice == k)).to_numpy()
+        sub = part[in_slice]
+        height = int(sub.row.max()) + size
+        width = int(sub.col.max()) + size
+        image = np.zeros((height, width))
+        lesion = np.zeros((height, width), dtype=bool)
+        for patch, mask, r, c in zip(
+            patches[in_slice], lesion_masks[in_slice], sub.row, sub.col, strict=True
+        ):
+            image[r : r + size, c : c + size] = patch[0]
+            lesion[r : r + size, c : c + size] = mask
+        panel: dict[str, Any] = {"image": image, "lesion": lesion, "label": f"{case_id}\nslice {k}"}
+        for name in names:
+            maps = backproject(scores[name][in_slice], sub, size, (height, width))
+            panel[name] = maps[(str(case_id), int(k))]
+        panels.append(panel)
+    if panels:
+        plot_heatmaps(
+            panels, names, out / "heatmaps.png", "Patch scores on the slices with the most lesion"
+        )
+    plot_few_labels(
+        {
+            "latent (logistic regression)": _few(part, mu, labels),
+            f"{BASELINE} only": _few(part, scores[BASELINE][:, None], labels),
+        },
+        out / "few_labels.png",
+        "A few labelled patches: AUROC on the rest (mean +- sd)",
+    )
+
+
+def _few(
+    part: pd.DataFrame, features: np.ndarray, labels: np.ndarray
+) -> dict[str, dict[str, float] | None]:
+    keep = labels >= 0
+    return {str(k): few_label_auroc(features[keep], labels[keep], k) for k in FEW_LABEL_KS}
