@@ -90,16 +90,8 @@ def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[
         },
         "clustering": _clustering(train_mu, mu[labelled], labels[labelled], seed),
         "few_labels": {
-            "latent": {
-                str(k): few_label_auroc(mu[labelled], labels[labelled], k, seed=seed)
-                for k in FEW_LABEL_KS
-            },
-            BASELINE: {
-                str(k): few_label_auroc(
-                    scores[BASELINE][labelled, None], labels[labelled], k, seed=seed
-                )
-                for k in FEW_LABEL_KS
-            },
+            "latent": _few(mu[labelled], labels[labelled], seed),
+            BASELINE: _few(scores[BASELINE][labelled, None], labels[labelled], seed),
         },
     }
     masks_lesion, masks_brain = store.masks("lesion")[rows], store.masks("brain")[rows]
@@ -184,12 +176,14 @@ def _figures(
         .sum()
         .sort_values(ascending=False)
     )
+    shapes = {case["case_id"]: case["shape_zyx"][1:] for case in store.cases}
+    # percentile ranks among the analysed patches: one colour scale for every slice
+    ranks = {name: pd.Series(scores[name]).rank(pct=True).to_numpy() for name in names}
     panels: list[dict[str, Any]] = []
     for case_id, k in per_slice.index[:HEATMAP_SLICES]:
         in_slice = ((part.case_id == case_id) & (part.slice == k)).to_numpy()
         sub = part[in_slice]
-        height = int(sub.row.max()) + size
-        width = int(sub.col.max()) + size
+        height, width = shapes[case_id]
         image = np.zeros((height, width))
         lesion = np.zeros((height, width), dtype=bool)
         for patch, mask, r, c in zip(
@@ -199,25 +193,17 @@ def _figures(
             lesion[r : r + size, c : c + size] = mask
         panel: dict[str, Any] = {"image": image, "lesion": lesion, "label": f"{case_id}\nslice {k}"}
         for name in names:
-            maps = backproject(scores[name][in_slice], sub, size, (height, width))
+            maps = backproject(ranks[name][in_slice], sub, size, (height, width))
             panel[name] = maps[(str(case_id), int(k))]
         panels.append(panel)
     if panels:
         plot_heatmaps(
-            panels, names, out / "heatmaps.png", "Patch scores on the slices with the most lesion"
+            panels,
+            names,
+            out / "heatmaps.png",
+            "Patch scores (percentile among held-out patches) on the slices with the most lesion",
         )
-    plot_few_labels(
-        {
-            "latent (logistic regression)": _few(part, mu, labels),
-            f"{BASELINE} only": _few(part, scores[BASELINE][:, None], labels),
-        },
-        out / "few_labels.png",
-        "A few labelled patches: AUROC on the rest (mean +- sd)",
-    )
 
 
-def _few(
-    part: pd.DataFrame, features: np.ndarray, labels: np.ndarray
-) -> dict[str, dict[str, float] | None]:
-    keep = labels >= 0
-    return {str(k): few_label_auroc(features[keep], labels[keep], k) for k in FEW_LABEL_KS}
+def _few(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, dict[str, float] | None]:
+    return {str(k): few_label_auroc(features, labels, k, seed=seed) for k in FEW_LABEL_KS}
