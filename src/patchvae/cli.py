@@ -373,6 +373,17 @@ def analyze(
 
 
 @app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run folder (from train + analyze, or mnist)."),
+) -> None:
+    """Write RUN/report.html: one self-contained page with settings, data, curves, figures,
+    metrics beside the baseline, and the commands that reproduce them."""
+    from patchvae.report.html import build_report
+
+    typer.echo(f"wrote {build_report(run)}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("patchvae-demo"), "--out", help="Folder for the demo's runs."),
     epochs: int | None = typer.Option(None, "--epochs", help="Fewer epochs for a quicker look."),

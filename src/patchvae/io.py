@@ -11,6 +11,19 @@ from pathlib import Path
 from typing import Any
 
 
+def temporary_sibling(final: str | Path) -> Path:
+    """Create an empty temporary file beside ``final`` (same folder, so a rename is atomic),
+    with the permissions a new file gets under the umask (mkstemp alone gives 0600)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
 @contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds.
@@ -28,10 +41,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     'done'
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temporary_sibling(final)
     try:
         yield tmp
         os.replace(tmp, final)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from patchvae.errors import DataError
+from patchvae.io import temporary_sibling
 from patchvae.patches import PatchBatch
 
 STORE_FORMAT = "patchvae-patch-store/2"
@@ -76,12 +76,7 @@ class PatchStoreWriter:
         provenance: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        os.close(fd)
-        self._tmp = Path(name)
+        self._tmp = temporary_sibling(self.path)
         self._file = h5py.File(self._tmp, "w")
         c, s = len(channels), patch_size
         self._file.create_dataset(
