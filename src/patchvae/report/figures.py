@@ -46,12 +46,15 @@ def plot_latent_scatter(
     axis_labels: Sequence[str] = ("z1", "z2"),
     label_names: dict[int, str] | None = None,
 ) -> Path:
-    """Scatter of 2-D latent coordinates, one colour per label, classes drawn in random order
-    so that no class hides another."""
+    """Scatter of 2-D latent coordinates, one colour per label. Points are drawn in random
+    order so that no class hides another, except that rarer classes come last (on top): a few
+    lesion patches stay visible among many healthy ones."""
     fig, ax = plt.subplots(figsize=(6.5, 6))
     rng = np.random.default_rng(0)
+    classes, counts = np.unique(labels, return_counts=True)
+    count_of = dict(zip(classes.tolist(), counts.tolist(), strict=True))
     order = rng.permutation(coords.shape[0])
-    classes = np.unique(labels)
+    order = order[np.argsort([-count_of[v] for v in labels[order].tolist()], kind="stable")]
     colour_of = {c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(classes)}
     ax.scatter(
         coords[order, 0],
@@ -215,6 +218,9 @@ def plot_few_labels(
         sds = [by_k[str(k)]["sd"] for k in ks]  # type: ignore[index]
         ax.errorbar(ks, means, yerr=sds, marker="o", capsize=3, label=name)
     ax.set_xscale("log")
+    all_ks = sorted({int(k) for by_k in results.values() for k in by_k})
+    ax.set_xticks(all_ks, labels=[str(k) for k in all_ks])
+    ax.minorticks_off()
     ax.set_xlabel("labelled patches")
     ax.set_ylabel("AUROC on the other patches")
     ax.set_ylim(0.4, 1.0)
