@@ -268,7 +268,17 @@ def load_case(
         if "brain" in mask_arrays:
             brain, params["brain_mask"] = mask_arrays["brain"], "file"
         else:
-            brain, params["brain_mask"] = derive_brain_mask(arrays[0], settings.brain_mask)
+            # Derived on the file's own grid, then resampled as a mask: a "non-zero" test after
+            # interpolation would hinge on tiny values (and on whether denormals are flushed).
+            native = reorient(images[first_name])
+            native_brain, params["brain_mask"] = derive_brain_mask(
+                sitk.GetArrayFromImage(native), settings.brain_mask
+            )
+            mask_image = sitk.GetImageFromArray(native_brain.astype(np.uint8))
+            mask_image.CopyInformation(native)
+            if settings.spacing is not None:
+                mask_image = resample_isotropic(mask_image, settings.spacing, is_mask=True)
+            brain = sitk.GetArrayFromImage(mask_image) > 0
     if not brain.any():
         raise DataError(
             masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty"
