@@ -1,0 +1,159 @@
+"""train, embed, analyze and report on patch stores, end to end on small real data."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from patchvae.checkpoint import load_model
+from patchvae.config import ExtractConfig
+from patchvae.embed import encode
+from patchvae.extract import extract_dataset
+from patchvae.store import PatchStore
+from tests.test_cli import run_cli
+from tests.volume_helpers import write_isles2015
+
+
+@pytest.fixture(scope="module")
+def two_case_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two cases in the ISLES 2015 layout (the bundled DWI, the second flipped left-right)."""
+    import SimpleITK as sitk
+
+    root = write_isles2015(tmp_path_factory.mktemp("siss") / "data", ".nii.gz", n_cases=2)
+    for path in (root / "2").glob("*/*.nii.gz"):
+        sitk.WriteImage(sitk.Flip(sitk.ReadImage(str(path)), [True, False, False], True), str(path))
+    out = tmp_path_factory.mktemp("store") / "siss.h5"
+    extract_dataset(ExtractConfig(root=str(root)), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(two_case_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "r"
+    code = _cli(
+        [
+            "train",
+            "--patches",
+            str(two_case_store),
+            "--val-cases",
+            "2",
+            "--epochs",
+            "3",
+            "--quiet",
+            "--out",
+            str(run),
+        ]
+    )
+    assert code == 0
+    return run
+
+
+def _cli(args: list[str]) -> int:
+    from patchvae.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_train_records_a_case_split(trained_run: Path, two_case_store: Path) -> None:
+    record = json.loads((trained_run / "training.json").read_text())
+    assert record["split"]["train_cases"] == ["1"] and record["split"]["val_cases"] == ["2"]
+    table = PatchStore(two_case_store).table()
+    assert record["split"]["n_train"] == int((table.case_id == "1").sum())
+    assert len(record["history"]) == 3 and "val_loss" in record["history"][0]
+    assert (trained_run / "settings.yaml").is_file() and (trained_run / "loss.png").is_file()
+
+
+def test_embed_aligns_row_by_row_with_the_store(
+    trained_run: Path, two_case_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained_run / "emb.csv"
+    code, stdout, err = run_cli(
+        ["embed", str(trained_run), "--patches", str(two_case_store), "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    frame = pd.read_csv(out, dtype={"case_id": str})
+    store = PatchStore(two_case_store)
+    table = store.table()
+    assert len(frame) == store.n_patches
+    for column in ("case_id", "slice", "row", "col", "label"):
+        assert frame[column].tolist() == table[column].tolist()
+    mu = encode(load_model(trained_run / "checkpoint.pt"), torch.from_numpy(store.patches())).mu
+    np.testing.assert_allclose(frame[["mu_0", "mu_1"]].to_numpy(), mu, rtol=1e-5, atol=1e-5)
+    assert frame.seen_in_training.tolist() == (table.case_id == "1").tolist()
+    np.testing.assert_allclose(frame.neg_elbo, frame.recon_error + frame.kl, rtol=1e-5)
+    assert "not seen in training" in stdout
+
+
+def test_analyze_and_report(
+    trained_run: Path, two_case_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["analyze", str(trained_run), "--patches", str(two_case_store)], capsys)
+    assert code == 0, err
+    folder = trained_run / f"analysis-{two_case_store.stem}"
+    result = json.loads((folder / "analysis.json").read_text())
+    assert (
+        result["cases"] == ["2"]
+        and result["evaluation_set"] == "patches the model never trained on"
+    )
+    scores = result["patch_scores"]
+    assert set(scores) == {"recon_error", "kl", "neg_elbo", "latent_nll", "intensity_p95"}
+    assert scores["intensity_p95"]["kind"] == "baseline"
+    assert all(0 <= s["auroc"] <= 1 for s in scores.values())
+    assert set(result["clustering"]) == {"kmeans", "gmm"}
+    assert result["few_labels"]["latent"]["5"]["draws"] > 0
+    for name in (
+        "latent_lesion.png",
+        "latent_lesion_fraction.png",
+        "heatmaps.png",
+        "few_labels.png",
+    ):
+        assert (folder / name).stat().st_size > 5000
+    code, _, err = run_cli(["report", str(trained_run)], capsys)
+    assert code == 0, err
+    page = (trained_run / "report.html").read_text()
+    assert not re.search(
+        r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.IGNORECASE
+    )  # no external URL
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # every resource is inline
+    assert page.count("<img") >= 5 and "intensity_p95" in page and "patchvae analyze" in page
+
+
+def test_train_refuses_a_store_that_does_not_fit(
+    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(
+        [
+            "train",
+            "--patches",
+            str(two_case_store),
+            "--val-cases",
+            "9",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
+    assert (
+        code == 2 and "val_cases: ['9'] not in the store" in err and not (tmp_path / "r").exists()
+    )
+    old = tmp_path / "old.h5"
+    shutil.copy(two_case_store, old)
+    import h5py
+
+    with h5py.File(old, "a") as handle:
+        handle.attrs["format"] = "patchvae-patch-store/1"
+    code, _, err = run_cli(["train", "--patches", str(old), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "not a patch store of format" in err
