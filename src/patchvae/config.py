@@ -28,6 +28,8 @@ class TrainConfig(BaseModel):
     epochs: PositiveInt = 50
     seed: int = Field(default=0, ge=0)
     device: Device = "auto"
+    # KL warm-up: the KL weight grows linearly from 0 to the model's beta over these epochs
+    kl_warmup_epochs: int = Field(default=0, ge=0)
 
 
 class MnistStudyConfig(BaseModel):

@@ -165,14 +165,19 @@ def fit(
         mininterval=0.5,
     )
     model.train()
+    warmup_steps = train_config.kl_warmup_epochs * steps_per_epoch
     for epoch in range(start_epoch, train_config.epochs):
         t0 = time.perf_counter()
+        beta: float | None = None
         totals = torch.zeros(3, dtype=torch.float64, device=device)
         seen = 0
         for step, index in enumerate(batch_indices(n_train, batch_size, shuffle_gen)):
             batch = x_train[index.to(device)]
             seen += batch.shape[0]
-            out = model(batch, generator=noise_gen)
+            if warmup_steps:
+                done = epoch * steps_per_epoch + step + 1
+                beta = model_config.beta * min(1.0, done / warmup_steps)
+            out = model(batch, generator=noise_gen, beta=beta)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
@@ -189,6 +194,7 @@ def fit(
             "train_loss": train_loss,
             "train_recon": train_recon,
             "train_kl": train_kl,
+            "beta": model_config.beta if beta is None else beta,
         }
         if x_val is not None and x_val.shape[0] > 0:
             val = evaluate(model, x_val, batch_size, seed=train_config.seed + _EVAL_STREAM)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 
 class VAEConfig(BaseModel):
@@ -22,15 +22,28 @@ class VAEConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Literal["mlp"] = "mlp"
+    architecture: Literal["mlp", "conv"] = "mlp"
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
     hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [256], min_length=1)
     latent_dim: PositiveInt = 2
+    # conv only: channels of the stride-2 convolutions (each halves the patch side)
+    conv_channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=1)
     activation: Literal["relu", "elu", "tanh"] = "relu"
     reconstruction_loss: Literal["bce", "mse"] = "bce"
     beta: float = Field(default=1.0, ge=0.0)
     # Keras initialises Dense layers Glorot-uniform with zero biases; PyTorch differs.
     init: Literal["glorot_uniform", "torch_default"] = "glorot_uniform"
+
+    @model_validator(mode="after")
+    def _check_conv_fits(self) -> VAEConfig:
+        if self.architecture == "conv":
+            side = min(self.input_shape[1:])
+            if side >> len(self.conv_channels) < 1:
+                raise ValueError(
+                    f"{len(self.conv_channels)} stride-2 convolutions do not fit "
+                    f"{self.input_shape[1]}x{self.input_shape[2]} inputs"
+                )
+        return self
 
     @property
     def input_dim(self) -> int:

@@ -52,8 +52,11 @@ class VAE(nn.Module):
         x: torch.Tensor,
         generator: torch.Generator | None = None,
         sample: bool = True,
+        beta: float | None = None,
     ) -> VAEOutput:
-        """Encode, draw z = mu + sigma * eps with eps ~ N(0, I) (or z = mu), decode, score."""
+        """Encode, draw z = mu + sigma * eps with eps ~ N(0, I) (or z = mu), decode, score.
+
+        ``beta`` overrides the config's KL weight for this pass (KL warm-up)."""
         mu, logvar = self.encode(x)
         if sample:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
@@ -63,7 +66,8 @@ class VAE(nn.Module):
         logits = self.decode_logits(z)
         recon = reconstruction_loss(logits, x, self.config.reconstruction_loss)
         kl = gaussian_kl(mu, logvar)
-        loss = (recon + self.config.beta * kl).mean()
+        weight = self.config.beta if beta is None else beta
+        loss = (recon + weight * kl).mean()
         return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar, recon, kl, loss)
 
 
@@ -104,9 +108,6 @@ class MLPVAE(VAE):
         return self.decoder(z).view(-1, *self.config.input_shape)
 
 
-_ARCHITECTURES: dict[str, type[VAE]] = {"mlp": MLPVAE}
-
-
 def build_model(config: VAEConfig) -> VAE:
     """Build the VAE that ``config.architecture`` names.
 
@@ -116,7 +117,11 @@ def build_model(config: VAEConfig) -> VAE:
     >>> sum(p.numel() for p in model.parameters())
     404244
     """
-    return _ARCHITECTURES[config.architecture](config)
+    if config.architecture == "conv":
+        from patchvae.models.conv import ConvVAE  # a sibling module that subclasses VAE
+
+        return ConvVAE(config)
+    return MLPVAE(config)
 
 
 def count_parameters(model: nn.Module) -> int:
