@@ -212,3 +212,37 @@ def test_console_script_prints_no_traceback_and_debug_does(tmp_path: Path) -> No
     assert plain.stderr.strip() == f"patchvae: error: {tmp_path / 'x'}: MNIST data folder not found"
     debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_conv_beta_warmup_options_reach_the_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = [
+        "mnist",
+        "--sample",
+        "--architecture",
+        "conv",
+        "--conv-channels",
+        "8",
+        "--latent-dim",
+        "4",
+        "--beta",
+        "2",
+        "--kl-warmup",
+        "1",
+        "--optimizer",
+        "adam",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    settings = yaml.safe_load((out / "settings.yaml").read_text())
+    assert settings["model"]["architecture"] == "conv" and settings["model"]["conv_channels"] == [8]
+    assert settings["model"]["beta"] == 2.0 and settings["train"]["kl_warmup_epochs"] == 1
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[0]["beta"] == 2.0  # reached the full weight at the end of the warm-up epoch

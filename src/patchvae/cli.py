@@ -82,6 +82,12 @@ def mnist(
     epochs: int | None = typer.Option(None, "--epochs"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     latent_dim: int | None = typer.Option(None, "--latent-dim"),
+    architecture: str | None = typer.Option(None, "--architecture", help="mlp or conv."),
+    conv_channels: list[int] | None = typer.Option(
+        None, "--conv-channels", help="conv: channels per stride-2 layer; repeat."
+    ),
+    beta: float | None = typer.Option(None, "--beta", help="KL weight (beta-VAE); 1 is the ELBO."),
+    kl_warmup: int | None = typer.Option(None, "--kl-warmup", help="Epochs of linear KL warm-up."),
     hidden_dim: list[int] | None = typer.Option(
         None, "--hidden-dim", help="Hidden layer width; repeat for several layers."
     ),
@@ -101,12 +107,19 @@ def mnist(
         base,
         preset,
         {
-            "model": {"latent_dim": latent_dim, "hidden_dims": hidden_dim or None},
+            "model": {
+                "latent_dim": latent_dim,
+                "hidden_dims": hidden_dim or None,
+                "architecture": architecture,
+                "conv_channels": conv_channels or None,
+                "beta": beta,
+            },
             "train": {
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "optimizer": optimizer,
                 "learning_rate": learning_rate,
+                "kl_warmup_epochs": kl_warmup,
                 "seed": seed,
                 "device": device,
             },
@@ -272,6 +285,12 @@ def train(
     epochs: int | None = typer.Option(None, "--epochs"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     latent_dim: int | None = typer.Option(None, "--latent-dim"),
+    architecture: str | None = typer.Option(None, "--architecture", help="mlp or conv."),
+    conv_channels: list[int] | None = typer.Option(
+        None, "--conv-channels", help="conv: channels per stride-2 layer; repeat."
+    ),
+    beta: float | None = typer.Option(None, "--beta", help="KL weight (beta-VAE); 1 is the ELBO."),
+    kl_warmup: int | None = typer.Option(None, "--kl-warmup", help="Epochs of linear KL warm-up."),
     hidden_dim: list[int] | None = typer.Option(None, "--hidden-dim"),
     optimizer: str | None = typer.Option(None, "--optimizer"),
     learning_rate: float | None = typer.Option(None, "--lr"),
@@ -298,6 +317,9 @@ def train(
             "model": {
                 "latent_dim": latent_dim,
                 "hidden_dims": hidden_dim or None,
+                "architecture": architecture,
+                "conv_channels": conv_channels or None,
+                "beta": beta,
                 "input_shape": None
                 if base
                 else (len(store.channels), store.patch_size, store.patch_size),
@@ -307,6 +329,7 @@ def train(
                 "batch_size": batch_size,
                 "optimizer": optimizer,
                 "learning_rate": learning_rate,
+                "kl_warmup_epochs": kl_warmup,
                 "seed": seed,
                 "device": device,
             },
