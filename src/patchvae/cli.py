@@ -95,6 +95,9 @@ def mnist(
     learning_rate: float | None = typer.Option(None, "--lr"),
     seed: int | None = typer.Option(None, "--seed"),
     device: str | None = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    umap: bool = typer.Option(
+        False, "--umap", help="Also cluster a 2-D UMAP of the latent (needs umap-learn)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -128,6 +131,7 @@ def mnist(
             "digits": digits or None,
             "data_dir": str(data_dir) if data_dir else None,
             "use_bundled_sample": True if sample else None,
+            "umap": True if umap else None,
         },
     )
     metrics = _run_mnist(config, out, resume, download, not quiet)

@@ -43,6 +43,8 @@ class MnistStudyConfig(BaseModel):
     preset: str | None = "keras2016"
     model: VAEConfig = Field(default_factory=VAEConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # also cluster a 2-D UMAP of the latent (fitted on train latents; needs umap-learn)
+    umap: bool = False
 
     @field_validator("digits")
     @classmethod

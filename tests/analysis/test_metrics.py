@@ -69,3 +69,14 @@ def test_projection_identity_for_2d_and_pca_above() -> None:
     projection = fit_projection(plane)
     assert projection.method == "pca" and "PC1" in projection.axis_labels[0]
     np.testing.assert_allclose(projection.inverse(projection.transform(plane)), plane, atol=1e-8)
+
+
+def test_umap_without_the_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from patchvae.analysis.projection import umap_embed
+    from patchvae.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    with pytest.raises(ConfigError, match="pip install umap-learn"):
+        umap_embed(np.zeros((5, 3)), np.zeros((2, 3)))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 
+from patchvae.errors import ConfigError
+
 
 @dataclass
 class Projection2D:
@@ -46,3 +48,18 @@ def fit_projection(reference: np.ndarray, seed: int = 0) -> Projection2D:
     ratio = pca.explained_variance_ratio_
     labels = (f"PC1 ({ratio[0]:.0%} var.)", f"PC2 ({ratio[1]:.0%} var.)")
     return Projection2D("pca", labels, pca.mean_, pca.components_)
+
+
+def umap_embed(train: np.ndarray, test: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """UMAP to 2-D fitted on ``train``, applied to ``test`` (optional extra: umap-learn).
+
+    The first call in a process compiles UMAP's numba kernels (minutes on a small CPU).
+    """
+    try:
+        import umap
+    except ImportError:
+        raise ConfigError(
+            "UMAP needs the optional package umap-learn: pip install umap-learn"
+        ) from None
+    reducer = umap.UMAP(n_components=2, random_state=seed).fit(train)
+    return np.asarray(reducer.embedding_), np.asarray(reducer.transform(test))

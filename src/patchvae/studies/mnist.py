@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from patchvae.analysis.metrics import clustering_scores, logreg_accuracy
-from patchvae.analysis.projection import fit_projection
+from patchvae.analysis.projection import fit_projection, umap_embed
 from patchvae.config import MnistStudyConfig
 from patchvae.data.mnist import (
     FILE_STEMS,
@@ -99,6 +99,7 @@ def run_mnist_study(
     metrics: dict[str, Any] = {
         **clustering_scores(train_latent, test_latent, test.labels, len(config.digits), seed),
         "logreg_accuracy": logreg_accuracy(train_latent, train.labels, test_latent, test.labels),
+        **(_umap_scores(train_latent, test_latent, test.labels, config) if config.umap else {}),
         "test_loss": test_terms["loss"],
         "test_recon_loss": test_terms["recon"],
         "test_kl": test_terms["kl"],
@@ -131,6 +132,16 @@ def run_mnist_study(
         },
     )
     return metrics
+
+
+def _umap_scores(
+    train_latent: np.ndarray, test_latent: np.ndarray, labels: np.ndarray, config: MnistStudyConfig
+) -> dict[str, float]:
+    """k-means on a 2-D UMAP of the latent: umap_kmeans_accuracy, umap_nmi, umap_ari, ..."""
+    seed = config.train.seed
+    train_2d, test_2d = umap_embed(train_latent, test_latent, seed)
+    scores = clustering_scores(train_2d, test_2d, labels, len(config.digits), seed)
+    return {f"umap_{key}": value for key, value in scores.items()}
 
 
 def _split_record(train: MnistSplit, test: MnistSplit) -> dict[str, Any]:
