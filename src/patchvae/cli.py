@@ -411,6 +411,21 @@ def report(
 
 
 @app.command()
+def compare(
+    config_file: Path = typer.Option(..., "--config", help="Grid YAML: dataset, seeds, models."),
+    out: Path = typer.Option(..., "--out", help="Folder for the runs and the table."),
+) -> None:
+    """Train several model settings with several seeds each; one table (CSV, Markdown) and a
+    figure, with the keras2016 network and a no-training baseline always as rows."""
+    from patchvae.studies.compare import CompareConfig, run_comparison
+
+    config = load_yaml_config(CompareConfig, config_file)
+    table = run_comparison(config, out, echo=typer.echo)
+    typer.echo(f"wrote {out}/comparison.csv, comparison.md, comparison.png ({len(table)} rows)")
+    typer.echo((out / "comparison.md").read_text())
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("patchvae-demo"), "--out", help="Folder for the demo's runs."),
     epochs: int | None = typer.Option(None, "--epochs", help="Fewer epochs for a quicker look."),

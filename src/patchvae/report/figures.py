@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -228,4 +229,22 @@ def plot_few_labels(
     ax.legend()
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_comparison(table: Any, metric: str, path: str | Path, title: str) -> Path:
+    """Horizontal bars of ``metric`` (mean with sd error bars), one per row of ``table``."""
+    shown = table[table[f"{metric}_mean"].notna()] if f"{metric}_mean" in table else table.iloc[:0]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(len(shown), 1) + 1.5))
+    ax.barh(
+        shown["model"],
+        shown[f"{metric}_mean"],
+        xerr=shown[f"{metric}_sd"],
+        color="#1f77b4",
+        capsize=3,
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)

@@ -1,0 +1,229 @@
+"""`patchvae compare`: several model settings, several seeds each, one table and one figure.
+
+A grid file names the data set (MNIST digits, or a patch store with held-out cases), the seeds,
+and the model settings (each a preset plus overrides). The keras2016 preset is always a row, and
+so is a baseline that needs no training: k-means on the raw pixels for MNIST, the
+95th-percentile intensity score for patches. Every run keeps its own folder; a finished run is
+not trained again when the comparison is re-run (so a long grid can be resumed).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from patchvae.analysis.metrics import clustering_scores
+from patchvae.config import MnistStudyConfig, PatchTrainConfig, build_config
+from patchvae.data.mnist import bundled_mnist_dir, load_mnist
+from patchvae.io import atomic_path, write_text_atomic
+from patchvae.presets import get_preset
+from patchvae.report.figures import plot_comparison
+from patchvae.store import PatchStore
+
+BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_p95 (no training)"}
+
+
+class CompareEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    preset: str = "keras2016"
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    umap: bool = False  # MNIST: also cluster a 2-D UMAP of the latent
+
+
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Literal["mnist", "patches"]
+    data_dir: str | None = None  # mnist: folder of the official files; None: the bundled sample
+    digits: list[int] = Field(default_factory=lambda: [7, 9])
+    patches: str | None = None  # patches: the store
+    val_cases: list[str] | None = None
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    models: list[CompareEntry] = Field(default_factory=list)
+
+
+def _entries(config: CompareConfig) -> list[CompareEntry]:
+    entries = list(config.models)
+    # the 2016 network is always a row (its training settings, e.g. epochs, may be overridden)
+    if not any(e.preset == "keras2016" and not e.model for e in entries):
+        entries.insert(0, CompareEntry(name="keras2016"))
+    return entries
+
+
+def _settings(entry: CompareEntry, seed: int, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    model, train = get_preset(entry.preset)
+    preset = entry.preset if not entry.model else None
+    return {
+        "preset": preset,
+        "model": {**model.model_dump(), "input_shape": input_shape, **entry.model},
+        "train": {**train.model_dump(), **entry.train, "seed": seed},
+    }
+
+
+def _run_mnist(config: CompareConfig, entry: CompareEntry, seed: int, out: Path) -> dict[str, Any]:
+    from patchvae.studies.mnist import run_mnist_study
+
+    values = {
+        **_settings(entry, seed, (1, 28, 28)),
+        "digits": config.digits,
+        "data_dir": config.data_dir,
+        "use_bundled_sample": config.data_dir is None,
+        "umap": entry.umap,
+    }
+    metrics = run_mnist_study(build_config(MnistStudyConfig, values), out, progress=False)
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def _run_patches(
+    config: CompareConfig, entry: CompareEntry, seed: int, out: Path
+) -> dict[str, Any]:
+    from patchvae.studies.lesion_analysis import analyze_run
+    from patchvae.studies.patches import train_on_store
+
+    assert config.patches is not None
+    store = PatchStore(config.patches)
+    shape = (len(store.channels), store.patch_size, store.patch_size)
+    values = {
+        **_settings(entry, seed, shape),
+        "patches": config.patches,
+        "val_cases": config.val_cases,
+        "val_fraction": config.val_fraction,
+    }
+    record = train_on_store(build_config(PatchTrainConfig, values), out, progress=False)
+    result = analyze_run(out, config.patches, seed)
+    row: dict[str, Any] = {"train_seconds": record["train_seconds"]}
+    for name, metrics in result["patch_scores"].items():
+        row[f"auroc_{name}"] = metrics["auroc"]
+    few = result["few_labels"]["latent"].get("20")
+    row["few_label_auroc_k20"] = few["mean"] if few else float("nan")
+    for method, metrics in result["clustering"].items():
+        row[f"{method}_accuracy"] = metrics["accuracy"]
+        row[f"{method}_nmi"] = metrics["nmi"]
+        row[f"{method}_ari"] = metrics["ari"]
+    return row
+
+
+def _baseline(config: CompareConfig, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    if config.dataset == "patches":
+        # the intensity score is computed on the same held-out patches by every analysis
+        first = next(iter(rows.values()))
+        return [{"auroc_intensity_p95": r["auroc_intensity_p95"]} for r in first]
+    train, test = load_mnist(config.data_dir or bundled_mnist_dir(), config.digits)
+    flat = [split.images.reshape(len(split), -1) / 255.0 for split in (train, test)]
+    return [
+        clustering_scores(flat[0], flat[1], test.labels, len(config.digits), seed)
+        for seed in config.seeds
+    ]
+
+
+def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) -> pd.DataFrame:
+    """Train and score every entry for every seed; write ``comparison.csv``, ``.md``, ``.png``."""
+    out = Path(out)
+    runner = _run_mnist if config.dataset == "mnist" else _run_patches
+    rows: dict[str, list[dict[str, Any]]] = {}
+    parameters: dict[str, int] = {}
+    for entry in _entries(config):
+        rows[entry.name] = []
+        for seed in config.seeds:
+            folder = out / entry.name / f"seed-{seed}"
+            done = folder / "compare-row.json"
+            if done.is_file():
+                rows[entry.name].append(json.loads(done.read_text()))
+                echo(f"  {entry.name} seed {seed}: done before, reused")
+                continue
+            t0 = time.perf_counter()
+            row = runner(config, entry, seed, folder)
+            row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+            with atomic_path(done) as tmp:
+                tmp.write_text(json.dumps(row))
+            rows[entry.name].append(row)
+            echo(f"  {entry.name} seed {seed}: {row['wall_seconds']:.0f} s")
+        parameters[entry.name] = _parameter_count(out / entry.name / f"seed-{config.seeds[0]}")
+    rows[BASELINE_ROW[config.dataset]] = _baseline(config, rows)
+    table = _summarise(rows, parameters)
+    table.to_csv(out / "comparison.csv.tmp", index=False)
+    (out / "comparison.csv.tmp").replace(out / "comparison.csv")
+    write_text_atomic(out / "comparison.md", _markdown(table, config))
+    metric = "kmeans_accuracy" if config.dataset == "mnist" else "auroc_neg_elbo"
+    plot_comparison(
+        table, metric, out / "comparison.png", f"{metric}: mean and sd over seeds {config.seeds}"
+    )
+    return table
+
+
+def _parameter_count(folder: Path) -> int:
+    from patchvae.checkpoint import load_model
+    from patchvae.models.vae import count_parameters
+
+    return count_parameters(load_model(folder / "checkpoint.pt"))
+
+
+def _summarise(rows: dict[str, list[dict[str, Any]]], parameters: dict[str, int]) -> pd.DataFrame:
+    records = []
+    for name, runs in rows.items():
+        record: dict[str, Any] = {
+            "model": name,
+            "seeds": len(runs),
+            "parameters": parameters.get(name, 0),
+        }
+        for key in sorted({k for run in runs for k in run}):
+            values = [float(run[key]) for run in runs if key in run]
+            record[f"{key}_mean"] = statistics.fmean(values)
+            record[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+_MD_COLUMNS = {
+    "mnist": [
+        "kmeans_accuracy",
+        "nmi",
+        "ari",
+        "umap_kmeans_accuracy",
+        "logreg_accuracy",
+        "test_loss",
+        "train_seconds",
+    ],
+    "patches": [
+        "auroc_recon_error",
+        "auroc_kl",
+        "auroc_neg_elbo",
+        "auroc_latent_nll",
+        "auroc_intensity_p95",
+        "few_label_auroc_k20",
+        "gmm_accuracy",
+        "gmm_nmi",
+        "gmm_ari",
+        "train_seconds",
+    ],
+}
+
+
+def _markdown(table: pd.DataFrame, config: CompareConfig) -> str:
+    columns = [c for c in _MD_COLUMNS[config.dataset] if f"{c}_mean" in table.columns]
+    lines = [
+        "| model | seeds | parameters | " + " | ".join(columns) + " |",
+        "|---" * (3 + len(columns)) + "|",
+    ]
+    for _, row in table.iterrows():
+        cells = []
+        for c in columns:
+            mean, sd = row.get(f"{c}_mean"), row.get(f"{c}_sd")
+            cells.append("" if mean is None or np.isnan(mean) else f"{mean:.3f} ± {sd:.3f}")
+        lines.append(
+            f"| {row['model']} | {row['seeds']} | {row['parameters']:,} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"

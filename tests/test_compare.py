@@ -1,0 +1,96 @@
+"""`patchvae compare` on tiny grids: its table has every row, mean and sd, and baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import bundled_isles22_dir
+from patchvae.extract import extract_dataset
+from tests.test_cli import run_cli
+
+
+def _grid(tmp_path: Path, grid: dict) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_compare_mnist_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grid = _grid(
+        tmp_path,
+        {
+            "dataset": "mnist",
+            "seeds": [0, 1],
+            "models": [
+                {
+                    "name": "conv-l4",
+                    "model": {"architecture": "conv", "latent_dim": 4, "conv_channels": [4]},
+                    "train": {"optimizer": "adam", "epochs": 1},
+                },
+                {"name": "keras2016", "train": {"epochs": 1}},
+            ],
+        },
+    )
+    out = tmp_path / "cmp"
+    code, stdout, err = run_cli(["compare", "--config", str(grid), "--out", str(out)], capsys)
+    assert code == 0, err
+    table = pd.read_csv(out / "comparison.csv")
+    assert table.model.tolist() == ["conv-l4", "keras2016", "pixels (k-means, no training)"]
+    assert (table.seeds == 2).all()
+    for column in (
+        "kmeans_accuracy_mean",
+        "kmeans_accuracy_sd",
+        "nmi_mean",
+        "ari_mean",
+        "train_seconds_mean",
+    ):
+        assert column in table.columns
+    assert table.set_index("model").loc["keras2016", "parameters"] == 404_244
+    assert (out / "comparison.png").stat().st_size > 3000
+    assert "| keras2016 | 2 | 404,244 |" in (out / "comparison.md").read_text()
+    # a second run reuses the finished runs
+    code, stdout, _ = run_cli(["compare", "--config", str(grid), "--out", str(out)], capsys)
+    assert code == 0 and stdout.count("done before, reused") == 4
+
+
+def test_compare_adds_keras2016_and_scores_patches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "isles.h5"
+    extract_dataset(ExtractConfig(root=str(bundled_isles22_dir())), store)
+    grid = _grid(
+        tmp_path,
+        {
+            "dataset": "patches",
+            "patches": str(store),
+            "seeds": [3],
+            "models": [{"name": "mlp-l4", "model": {"latent_dim": 4}, "train": {"epochs": 1}}],
+        },
+    )
+    # the automatic keras2016 row trains for the preset's 50 epochs: cheap on 147 patches
+    code, _, err = run_cli(
+        ["compare", "--config", str(grid), "--out", str(tmp_path / "cmp")], capsys
+    )
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv").set_index("model")
+    assert list(table.index) == ["keras2016", "mlp-l4", "intensity_p95 (no training)"]
+    for column in (
+        "auroc_neg_elbo_mean",
+        "auroc_intensity_p95_mean",
+        "few_label_auroc_k20_mean",
+        "gmm_nmi_mean",
+    ):
+        assert column in table.columns
+    baseline = table.loc["intensity_p95 (no training)", "auroc_intensity_p95_mean"]
+    assert baseline == pytest.approx(table.loc["keras2016", "auroc_intensity_p95_mean"])
+
+
+def test_compare_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grid = _grid(tmp_path, {"dataset": "cifar", "seeds": []})
+    code, _, err = run_cli(["compare", "--config", str(grid), "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "dataset" in err and "seeds" in err and len(err.strip().splitlines()) == 1
