@@ -29,6 +29,9 @@ class VAEConfig(BaseModel):
     # conv only: channels of the stride-2 convolutions (each halves the patch side)
     conv_channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=1)
     activation: Literal["relu", "elu", "tanh"] = "relu"
+    # "gmm": a learned Gaussian-mixture prior (VaDE-style) whose components are clusters
+    prior: Literal["gaussian", "gmm"] = "gaussian"
+    n_clusters: PositiveInt = 2
     reconstruction_loss: Literal["bce", "mse"] = "bce"
     beta: float = Field(default=1.0, ge=0.0)
     # Keras initialises Dense layers Glorot-uniform with zero biases; PyTorch differs.

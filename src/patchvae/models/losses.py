@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -25,3 +27,34 @@ def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dimensions, one value per sample."""
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+
+
+def gmm_prior_terms(
+    z: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    prior_logits: torch.Tensor,
+    prior_mu: torch.Tensor,
+    prior_logvar: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VaDE regulariser and cluster responsibilities, per sample.
+
+    With responsibilities gamma_c = p(c | z) under the mixture prior (pi, mu_c, var_c):
+    sum_c gamma_c KL(N(mu, var) || N(mu_c, var_c)) + KL(gamma || pi).
+    Returns (regulariser (batch,), gamma (batch, clusters)).
+    """
+    log_pi = torch.log_softmax(prior_logits, dim=0)  # (K,)
+    diff = z[:, None, :] - prior_mu[None]  # (B, K, D)
+    log_pz_c = -0.5 * (
+        math.log(2 * math.pi) + prior_logvar[None] + diff.pow(2) / prior_logvar.exp()[None]
+    ).sum(dim=2)
+    gamma = torch.softmax(log_pi[None] + log_pz_c, dim=1)  # (B, K)
+    kl_c = 0.5 * (
+        prior_logvar[None]
+        - logvar[:, None, :]
+        + (logvar.exp()[:, None, :] + (mu[:, None, :] - prior_mu[None]).pow(2))
+        / prior_logvar.exp()[None]
+        - 1.0
+    ).sum(dim=2)  # (B, K)
+    kl_cat = (gamma * (torch.log(gamma.clamp_min(1e-10)) - log_pi[None])).sum(dim=1)
+    return (gamma * kl_c).sum(dim=1) + kl_cat, gamma

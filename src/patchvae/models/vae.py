@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from patchvae.models.config import VAEConfig
-from patchvae.models.losses import gaussian_kl, reconstruction_loss
+from patchvae.models.losses import gaussian_kl, gmm_prior_terms, reconstruction_loss
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
 
@@ -34,6 +34,31 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
+        if config.prior == "gmm":
+            k, d = config.n_clusters, config.latent_dim
+            self.prior_logits = nn.Parameter(torch.zeros(k))
+            self.prior_mu = nn.Parameter(torch.randn(k, d))  # the run's seed fixes it
+            self.prior_logvar = nn.Parameter(torch.zeros(k, d))
+
+    def regularizer(
+        self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The per-sample KL term of the prior, and the cluster responsibilities (gmm prior)."""
+        if self.config.prior == "gmm":
+            return gmm_prior_terms(
+                z, mu, logvar, self.prior_logits, self.prior_mu, self.prior_logvar
+            )
+        return gaussian_kl(mu, logvar), None
+
+    @torch.no_grad()
+    def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """p(cluster | posterior mean) under the mixture prior, (batch, n_clusters)."""
+        if self.config.prior != "gmm":
+            raise ValueError("cluster_probabilities needs a model with prior='gmm'")
+        mu, logvar = self.encode(x)
+        gamma = self.regularizer(mu, mu, logvar)[1]
+        assert gamma is not None
+        return gamma
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters (mu, logvar), each (batch, latent_dim)."""
@@ -65,7 +90,7 @@ class VAE(nn.Module):
             z = mu
         logits = self.decode_logits(z)
         recon = reconstruction_loss(logits, x, self.config.reconstruction_loss)
-        kl = gaussian_kl(mu, logvar)
+        kl, _ = self.regularizer(z, mu, logvar)
         weight = self.config.beta if beta is None else beta
         loss = (recon + weight * kl).mean()
         return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar, recon, kl, loss)

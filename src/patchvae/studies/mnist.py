@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from patchvae.analysis.metrics import clustering_scores, logreg_accuracy
+from patchvae.analysis.metrics import clustering_scores, hungarian_accuracy, logreg_accuracy
 from patchvae.analysis.projection import fit_projection, umap_embed
 from patchvae.config import MnistStudyConfig
 from patchvae.data.mnist import (
@@ -28,7 +29,7 @@ from patchvae.data.mnist import (
 from patchvae.embed import encode, reconstruct
 from patchvae.errors import DataError
 from patchvae.io import write_json_atomic
-from patchvae.models.vae import count_parameters
+from patchvae.models.vae import VAE, count_parameters
 from patchvae.report.figures import (
     plot_latent_scatter,
     plot_loss_curves,
@@ -100,6 +101,9 @@ def run_mnist_study(
         **clustering_scores(train_latent, test_latent, test.labels, len(config.digits), seed),
         "logreg_accuracy": logreg_accuracy(train_latent, train.labels, test_latent, test.labels),
         **(_umap_scores(train_latent, test_latent, test.labels, config) if config.umap else {}),
+        **(
+            _prior_cluster_scores(model, x_test, test.labels) if config.model.prior == "gmm" else {}
+        ),
         "test_loss": test_terms["loss"],
         "test_recon_loss": test_terms["recon"],
         "test_kl": test_terms["kl"],
@@ -142,6 +146,23 @@ def _umap_scores(
     train_2d, test_2d = umap_embed(train_latent, test_latent, seed)
     scores = clustering_scores(train_2d, test_2d, labels, len(config.digits), seed)
     return {f"umap_{key}": value for key, value in scores.items()}
+
+
+def _prior_cluster_scores(model: VAE, x_test: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+    """Clusters read off the mixture prior: the most probable component of each test image."""
+    device = next(model.parameters()).device
+    assigned = np.concatenate(
+        [
+            model.cluster_probabilities(x_test[i : i + 1000].to(device)).argmax(dim=1).cpu().numpy()
+            for i in range(0, x_test.shape[0], 1000)
+        ]
+    )
+    return {
+        "prior_cluster_accuracy": hungarian_accuracy(labels, assigned),
+        "prior_cluster_nmi": float(normalized_mutual_info_score(labels, assigned)),
+        "prior_cluster_ari": float(adjusted_rand_score(labels, assigned)),
+        "prior_clusters_used": int(np.unique(assigned).size),
+    }
 
 
 def _split_record(train: MnistSplit, test: MnistSplit) -> dict[str, Any]:

@@ -1,0 +1,78 @@
+"""The VaDE-style mixture prior: its KL term, responsibilities, training and round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from patchvae.checkpoint import load_model
+from patchvae.config import TrainConfig
+from patchvae.models import VAEConfig, build_model
+from patchvae.models.losses import gaussian_kl, gmm_prior_terms
+from patchvae.train import fit
+
+
+def test_one_standard_component_is_the_gaussian_kl() -> None:
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 3), torch.randn(5, 3) * 0.3
+    z = mu + torch.randn(5, 3)
+    reg, gamma = gmm_prior_terms(
+        z, mu, logvar, torch.zeros(1), torch.zeros(1, 3), torch.zeros(1, 3)
+    )
+    assert torch.allclose(gamma, torch.ones(5, 1))
+    assert torch.allclose(reg, gaussian_kl(mu, logvar), atol=1e-6)
+
+
+def test_responsibilities_pick_the_nearest_component() -> None:
+    prior_mu = torch.tensor([[-5.0, 0.0], [5.0, 0.0]])
+    z = torch.tensor([[-4.0, 0.0], [4.5, 1.0]])
+    _, gamma = gmm_prior_terms(z, z, torch.zeros(2, 2), torch.zeros(2), prior_mu, torch.zeros(2, 2))
+    assert gamma.argmax(dim=1).tolist() == [0, 1] and torch.allclose(
+        gamma.sum(dim=1), torch.ones(2)
+    )
+    # the KL of a posterior sitting on a component, to that component, is only KL(gamma || pi)
+    reg, gamma = gmm_prior_terms(
+        prior_mu, prior_mu, torch.zeros(2, 2), torch.zeros(2), prior_mu, torch.zeros(2, 2)
+    )
+    assert torch.all(reg < 0.01)
+
+
+class TestModel:
+    config = VAEConfig(
+        input_shape=(1, 8, 8), hidden_dims=[32], latent_dim=2, prior="gmm", n_clusters=3
+    )
+
+    def test_forward_shapes_and_clusters(self) -> None:
+        model = build_model(self.config)
+        out = model(torch.rand(4, 1, 8, 8))
+        assert out.reg_loss.shape == (4,) and torch.isfinite(out.loss)
+        probabilities = model.cluster_probabilities(torch.rand(4, 1, 8, 8))
+        assert probabilities.shape == (4, 3) and torch.allclose(
+            probabilities.sum(dim=1), torch.ones(4)
+        )
+        with pytest.raises(ValueError, match="prior='gmm'"):
+            build_model(VAEConfig(input_shape=(1, 8, 8))).cluster_probabilities(
+                torch.rand(1, 1, 8, 8)
+            )
+
+    def test_loss_falls_and_round_trip(self, tmp_path: Path) -> None:
+        x = torch.zeros(12, 1, 8, 8)
+        x[:6, :, :4] = 1.0  # two obvious groups
+        x[6:, :, 4:] = 1.0
+        ckpt = tmp_path / "c.pt"
+        result = fit(
+            self.config,
+            TrainConfig(
+                epochs=40, batch_size=12, optimizer="adam", learning_rate=3e-3, device="cpu"
+            ),
+            x,
+            checkpoint_path=ckpt,
+            progress=False,
+        )
+        losses = [h["train_loss"] for h in result.history]
+        assert losses[-1] < 0.7 * losses[0]
+        loaded = load_model(ckpt)
+        assert torch.equal(loaded.prior_mu, result.model.prior_mu)
+        assert torch.equal(loaded.cluster_probabilities(x), result.model.cluster_probabilities(x))
