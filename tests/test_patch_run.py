@@ -157,3 +157,36 @@ def test_train_refuses_a_store_that_does_not_fit(
         handle.attrs["format"] = "patchvae-patch-store/1"
     code, _, err = run_cli(["train", "--patches", str(old), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "not a patch store of format" in err
+
+
+def test_semi_supervised_label_budget(
+    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "semi"
+    args = [
+        "train",
+        "--patches",
+        str(two_case_store),
+        "--val-cases",
+        "2",
+        "--label-budget",
+        "6",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        str(run),
+    ]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    record = json.loads((run / "training.json").read_text())
+    assert record["labelled_training_patches"] == 6
+    assert record["settings"]["model"]["classifier_classes"] == 2
+    code, _, err = run_cli(
+        ["embed", str(run), "--patches", str(two_case_store), "--out", str(run / "e.csv")], capsys
+    )
+    assert code == 0, err
+    frame = pd.read_csv(run / "e.csv")
+    assert frame.p_lesion.between(0, 1).all()
+    code, stdout, err = run_cli(["analyze", str(run), "--patches", str(two_case_store)], capsys)
+    assert code == 0 and "p_lesion" in stdout and "(semi-supervised)" in stdout

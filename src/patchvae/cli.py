@@ -281,6 +281,11 @@ def train(
     val_cases: list[str] | None = typer.Option(
         None, "--val-cases", help="Cases held out for validation (names or a comma list)."
     ),
+    label_budget: int | None = typer.Option(
+        None,
+        "--label-budget",
+        help="Semi-supervised: train a lesion classifier on the latent with this many labels.",
+    ),
     val_fraction: float | None = typer.Option(
         None,
         "--val-fraction",
@@ -324,6 +329,7 @@ def train(
                 "architecture": architecture,
                 "conv_channels": conv_channels or None,
                 "beta": beta,
+                "classifier_classes": 2 if label_budget else None,
                 "input_shape": None
                 if base
                 else (len(store.channels), store.patch_size, store.patch_size),
@@ -338,7 +344,12 @@ def train(
                 "device": device,
             },
         },
-        {"patches": str(store_path), "val_cases": cases or None, "val_fraction": val_fraction},
+        {
+            "patches": str(store_path),
+            "val_cases": cases or None,
+            "val_fraction": val_fraction,
+            "label_budget": label_budget,
+        },
     )
     record = train_on_store(config, out, resume=resume, progress=not quiet)
     split = record["split"]

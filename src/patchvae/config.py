@@ -147,3 +147,5 @@ class PatchTrainConfig(BaseModel):
     preset: str | None = "keras2016"
     model: VAEConfig = Field(default_factory=VAEConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # semi-supervised models: how many training patches keep their label (None: all)
+    label_budget: PositiveInt | None = None

@@ -100,6 +100,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
+    y_train: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train a VAE built from ``model_config`` on ``x_train`` for ``train_config.epochs``.
 
@@ -117,6 +118,8 @@ def fit(
         Show a progress bar with the running loss.
     metadata
         Extra JSON-able facts stored in the checkpoint (data sources, the split, ...).
+    y_train
+        Class labels (N,) for a semi-supervised model, -1 where unlabelled.
 
     Returns
     -------
@@ -153,6 +156,12 @@ def fit(
         history = list(state["history"])
         start_epoch = int(state["epoch"])
     x_train = x_train.to(device)
+    if y_train is not None:
+        if y_train.shape != (x_train.shape[0],):
+            raise ConfigError(
+                f"y_train: expected {x_train.shape[0]} labels, got {tuple(y_train.shape)}"
+            )
+        y_train = y_train.to(device=device, dtype=torch.long)
     n_train = x_train.shape[0]
     batch_size = train_config.batch_size
     steps_per_epoch = -(-n_train // batch_size)
@@ -172,12 +181,14 @@ def fit(
         totals = torch.zeros(3, dtype=torch.float64, device=device)
         seen = 0
         for step, index in enumerate(batch_indices(n_train, batch_size, shuffle_gen)):
-            batch = x_train[index.to(device)]
+            index = index.to(device)
+            batch = x_train[index]
             seen += batch.shape[0]
             if warmup_steps:
                 done = epoch * steps_per_epoch + step + 1
                 beta = model_config.beta * min(1.0, done / warmup_steps)
-            out = model(batch, generator=noise_gen, beta=beta)
+            labels = None if y_train is None else y_train[index]
+            out = model(batch, generator=noise_gen, beta=beta, labels=labels)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()

@@ -32,6 +32,10 @@ class VAEConfig(BaseModel):
     # "gmm": a learned Gaussian-mixture prior (VaDE-style) whose components are clusters
     prior: Literal["gaussian", "gmm"] = "gaussian"
     n_clusters: PositiveInt = 2
+    # semi-supervised: a classifier on the latent mean, trained jointly on the labelled samples
+    # (label >= 0; -1 = unlabelled), its cross-entropy weighted by classifier_weight
+    classifier_classes: int = Field(default=0, ge=0)
+    classifier_weight: float = Field(default=1.0, ge=0)
     reconstruction_loss: Literal["bce", "mse"] = "bce"
     beta: float = Field(default=1.0, ge=0.0)
     # Keras initialises Dense layers Glorot-uniform with zero biases; PyTorch differs.

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from patchvae.models.config import VAEConfig
@@ -25,7 +26,9 @@ class VAEOutput:
     logvar: torch.Tensor
     recon_loss: torch.Tensor  # per sample, summed over pixels
     reg_loss: torch.Tensor  # per sample KL, summed over latent dimensions (before beta)
-    loss: torch.Tensor  # scalar: mean over the batch of recon_loss + beta * reg_loss
+    loss: torch.Tensor  # scalar: mean over the batch of recon_loss + beta * reg_loss (+ labels)
+    class_logits: torch.Tensor | None = None  # semi-supervised models: classifier on mu
+    class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
 
 
 class VAE(nn.Module):
@@ -39,6 +42,8 @@ class VAE(nn.Module):
             self.prior_logits = nn.Parameter(torch.zeros(k))
             self.prior_mu = nn.Parameter(torch.randn(k, d))  # the run's seed fixes it
             self.prior_logvar = nn.Parameter(torch.zeros(k, d))
+        if config.classifier_classes:
+            self.classifier = nn.Linear(config.latent_dim, config.classifier_classes)
 
     def regularizer(
         self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
@@ -78,10 +83,13 @@ class VAE(nn.Module):
         generator: torch.Generator | None = None,
         sample: bool = True,
         beta: float | None = None,
+        labels: torch.Tensor | None = None,
     ) -> VAEOutput:
         """Encode, draw z = mu + sigma * eps with eps ~ N(0, I) (or z = mu), decode, score.
 
-        ``beta`` overrides the config's KL weight for this pass (KL warm-up)."""
+        ``beta`` overrides the config's KL weight for this pass (KL warm-up). ``labels``
+        (batch,) with -1 for unlabelled samples add the classifier's cross-entropy on the
+        labelled ones (semi-supervised models)."""
         mu, logvar = self.encode(x)
         if sample:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
@@ -92,8 +100,30 @@ class VAE(nn.Module):
         recon = reconstruction_loss(logits, x, self.config.reconstruction_loss)
         kl, _ = self.regularizer(z, mu, logvar)
         weight = self.config.beta if beta is None else beta
-        loss = (recon + weight * kl).mean()
-        return VAEOutput(torch.sigmoid(logits), logits, z, mu, logvar, recon, kl, loss)
+        per_sample = recon + weight * kl
+        class_logits = class_loss = None
+        if self.config.classifier_classes:
+            class_logits = self.classifier(mu)
+            if labels is not None:
+                known = labels >= 0
+                class_loss = torch.zeros_like(recon)
+                if known.any():
+                    class_loss = class_loss.masked_scatter(
+                        known, F.cross_entropy(class_logits[known], labels[known], reduction="none")
+                    )
+                per_sample = per_sample + self.config.classifier_weight * class_loss
+        return VAEOutput(
+            torch.sigmoid(logits),
+            logits,
+            z,
+            mu,
+            logvar,
+            recon,
+            kl,
+            per_sample.mean(),
+            class_logits,
+            class_loss,
+        )
 
 
 class MLPVAE(VAE):

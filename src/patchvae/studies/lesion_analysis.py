@@ -34,6 +34,7 @@ from patchvae.studies.patches import embed_store
 VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
 BASELINE = "intensity_p95"
 FEW_LABEL_KS = (5, 10, 20, 50)
+_KINDS = {BASELINE: "baseline", "p_lesion": "semi-supervised"}
 HEATMAP_SLICES = 4
 
 
@@ -69,6 +70,8 @@ def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[
     patches = store.patches(rows)
     scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
     scores["latent_nll"] = aggregate_posterior_nll(mu, train_mu, train_logvar, seed)
+    if "p_lesion" in part:
+        scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
     labels = part.label.to_numpy()
     out = analysis_dir(run, store.path)
@@ -84,7 +87,7 @@ def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[
         "patch_scores": {
             name: {
                 **detection_metrics(labels[labelled], s[labelled]),
-                "kind": "baseline" if name == BASELINE else "vae",
+                "kind": _KINDS.get(name, "vae"),
             }
             for name, s in scores.items()
         },

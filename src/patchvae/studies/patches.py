@@ -19,6 +19,7 @@ from patchvae.config import PatchTrainConfig
 from patchvae.embed import score_patches
 from patchvae.errors import ConfigError, DataError
 from patchvae.io import write_json_atomic
+from patchvae.models.vae import VAE
 from patchvae.report.figures import plot_loss_curves
 from patchvae.rundir import CHECKPOINT_FILE, SETTINGS_FILE, prepare_run_dir
 from patchvae.runtime import provenance
@@ -52,6 +53,7 @@ def train_on_store(
     x_train = torch.from_numpy(patches[split.train_rows])
     x_val = torch.from_numpy(patches[split.val_rows])
     store_record = {"path": str(store.path.resolve()), "sha256": file_sha256(store.path)}
+    y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
     result = fit(
         config.model,
         config.train,
@@ -61,11 +63,13 @@ def train_on_store(
         resume=resume,
         progress=progress,
         metadata={"split": split.record(), "store": store_record},
+        y_train=y_train,
     )
     plot_loss_curves(result.history, out / "loss.png", "Loss per patch (validation: held-out part)")
     record = {
         "split": split.record(),
         "store": store_record,
+        "labelled_training_patches": labelled,
         "history": result.history,
         "epochs": len(result.history),
         "train_seconds": round(result.train_seconds, 3),
@@ -75,6 +79,28 @@ def train_on_store(
     }
     write_json_atomic(out / TRAINING_FILE, record)
     return record
+
+
+def _training_labels(
+    config: PatchTrainConfig, labels: np.ndarray
+) -> tuple[torch.Tensor | None, int]:
+    """Labels for a semi-supervised model: the store's labels of ``label_budget`` training
+    patches drawn at random (at least one of each class), -1 for the others."""
+    if not config.model.classifier_classes:
+        return None, 0
+    if config.model.classifier_classes != 2:
+        raise ConfigError("model.classifier_classes: patch labels are lesion/healthy; use 2")
+    kept = np.full(labels.shape, -1, dtype=np.int64)
+    known = np.flatnonzero(labels >= 0)
+    budget = known.size if config.label_budget is None else min(config.label_budget, known.size)
+    rng = np.random.default_rng(config.train.seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c)) for c in (0, 1) if (labels == c).any()]
+    rest = np.setdiff1d(known, chosen)
+    chosen += rng.choice(rest, size=max(0, budget - len(chosen)), replace=False).tolist()
+    kept[chosen] = labels[chosen]
+    if (kept >= 0).sum() == 0:
+        raise ConfigError("label_budget: no training patch has a label (no lesion masks?)")
+    return torch.from_numpy(kept), int((kept >= 0).sum())
 
 
 def run_split(run: str | Path) -> Split:
@@ -108,6 +134,8 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
     table["seen_in_training"] = run_split(run).seen_in_training(table)
     latent = {f"mu_{i}": scores.mu[:, i] for i in range(scores.mu.shape[1])}
     latent.update({f"logvar_{i}": scores.logvar[:, i] for i in range(scores.logvar.shape[1])})
+    if model.config.classifier_classes:
+        latent["p_lesion"] = _class_probability(model, store.patches(), batch_size)
     extra = pd.DataFrame(
         {
             **latent,
@@ -117,6 +145,20 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
         }
     )
     return pd.concat([table, extra], axis=1)
+
+
+@torch.no_grad()
+def _class_probability(model: VAE, patches: np.ndarray, batch_size: int) -> np.ndarray:
+    """The semi-supervised classifier's probability of class 1 (lesion), from the latent mean."""
+    device = next(model.parameters()).device
+    data = torch.from_numpy(patches)
+    parts = [
+        torch.softmax(
+            model.classifier(model.encode(data[i : i + batch_size].to(device))[0]), dim=1
+        )[:, 1]
+        for i in range(0, data.shape[0], batch_size)
+    ]
+    return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
 
 
 def write_table(frame: pd.DataFrame, out: str | Path) -> Path:
