@@ -38,6 +38,7 @@ class CompareEntry(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     umap: bool = False  # MNIST: also cluster a 2-D UMAP of the latent
+    label_budget: int | None = None  # patches: semi-supervised with this many labels
 
 
 class CompareConfig(BaseModel):
@@ -99,6 +100,7 @@ def _run_patches(
         "patches": config.patches,
         "val_cases": config.val_cases,
         "val_fraction": config.val_fraction,
+        "label_budget": entry.label_budget,
     }
     record = train_on_store(build_config(PatchTrainConfig, values), out, progress=False)
     result = analyze_run(out, config.patches, seed)
