@@ -202,6 +202,7 @@ _MD_COLUMNS = {
         "auroc_kl",
         "auroc_neg_elbo",
         "auroc_latent_nll",
+        "auroc_p_lesion",
         "auroc_intensity_p95",
         "few_label_auroc_k20",
         "gmm_accuracy",
