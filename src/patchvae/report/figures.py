@@ -232,19 +232,28 @@ def plot_few_labels(
     return save_figure(fig, path)
 
 
-def plot_comparison(table: Any, metric: str, path: str | Path, title: str) -> Path:
-    """Horizontal bars of ``metric`` (mean with sd error bars), one per row of ``table``."""
-    shown = table[table[f"{metric}_mean"].notna()] if f"{metric}_mean" in table else table.iloc[:0]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * max(len(shown), 1) + 1.5))
-    ax.barh(
-        shown["model"],
-        shown[f"{metric}_mean"],
-        xerr=shown[f"{metric}_sd"],
-        color="#1f77b4",
-        capsize=3,
-    )
+def plot_comparison(table: Any, metrics: Sequence[str], path: str | Path, title: str) -> Path:
+    """Horizontal bars, one group per row of ``table``, one bar per metric (mean, sd bars);
+    a row without a metric has no bar for it."""
+    rows = len(table)
+    height = 0.8 / max(len(metrics), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 * max(rows, 1) * max(len(metrics), 1) ** 0.5 + 1.5))
+    positions = np.arange(rows)
+    for i, metric in enumerate(metrics):
+        if f"{metric}_mean" not in table:
+            continue
+        ax.barh(
+            positions + i * height,
+            table[f"{metric}_mean"].fillna(0),
+            height,
+            xerr=table[f"{metric}_sd"].fillna(0),
+            capsize=3,
+            label=metric,
+            color=_PALETTE[i % len(_PALETTE)],
+        )
+    ax.set_yticks(positions + height * (len(metrics) - 1) / 2, labels=list(table["model"]))
     ax.invert_yaxis()
-    ax.set_xlabel(metric)
+    ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)

@@ -33,6 +33,7 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
 _FIGURE_CAPTIONS = {
     "loss.png": "Loss per sample (negative ELBO) per epoch, training and validation.",
     "latent.png": "Latent posterior means of the held-out split.",
+    "latent_umap.png": "A 2-D UMAP (fitted on training latents) of the held-out posterior means.",
     "manifold.png": "Images decoded from a grid over the latent plane.",
     "reconstructions.png": "Inputs and their decoded posterior means.",
     "latent_lesion.png": "Held-out patches in the latent plane, lesion vs healthy "

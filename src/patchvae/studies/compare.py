@@ -157,9 +157,9 @@ def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) ->
     table.to_csv(out / "comparison.csv.tmp", index=False)
     (out / "comparison.csv.tmp").replace(out / "comparison.csv")
     write_text_atomic(out / "comparison.md", _markdown(table, config))
-    metric = "kmeans_accuracy" if config.dataset == "mnist" else "auroc_neg_elbo"
+    metrics = _FIGURE_METRICS[config.dataset]
     plot_comparison(
-        table, metric, out / "comparison.png", f"{metric}: mean and sd over seeds {config.seeds}"
+        table, metrics, out / "comparison.png", f"Mean and sd over seeds {config.seeds}"
     )
     return table
 
@@ -187,12 +187,18 @@ def _summarise(rows: dict[str, list[dict[str, Any]]], parameters: dict[str, int]
     return pd.DataFrame(records)
 
 
+_FIGURE_METRICS = {
+    "mnist": ["kmeans_accuracy", "umap_kmeans_accuracy", "prior_cluster_accuracy", "nmi"],
+    "patches": ["auroc_neg_elbo", "auroc_p_lesion", "auroc_intensity_p95", "few_label_auroc_k20"],
+}
 _MD_COLUMNS = {
     "mnist": [
         "kmeans_accuracy",
         "nmi",
         "ari",
         "umap_kmeans_accuracy",
+        "umap_nmi",
+        "prior_cluster_accuracy",
         "logreg_accuracy",
         "test_loss",
         "train_seconds",

@@ -100,7 +100,9 @@ def run_mnist_study(
     metrics: dict[str, Any] = {
         **clustering_scores(train_latent, test_latent, test.labels, len(config.digits), seed),
         "logreg_accuracy": logreg_accuracy(train_latent, train.labels, test_latent, test.labels),
-        **(_umap_scores(train_latent, test_latent, test.labels, config) if config.umap else {}),
+        **(
+            _umap_scores(train_latent, test_latent, test.labels, config, out) if config.umap else {}
+        ),
         **(
             _prior_cluster_scores(model, x_test, test.labels) if config.model.prior == "gmm" else {}
         ),
@@ -139,12 +141,25 @@ def run_mnist_study(
 
 
 def _umap_scores(
-    train_latent: np.ndarray, test_latent: np.ndarray, labels: np.ndarray, config: MnistStudyConfig
+    train_latent: np.ndarray,
+    test_latent: np.ndarray,
+    labels: np.ndarray,
+    config: MnistStudyConfig,
+    out: Path,
 ) -> dict[str, float]:
-    """k-means on a 2-D UMAP of the latent: umap_kmeans_accuracy, umap_nmi, umap_ari, ..."""
+    """k-means on a 2-D UMAP of the latent (umap_kmeans_accuracy, umap_nmi, umap_ari, ...),
+    and its picture, ``latent_umap.png``."""
     seed = config.train.seed
     train_2d, test_2d = umap_embed(train_latent, test_latent, seed)
     scores = clustering_scores(train_2d, test_2d, labels, len(config.digits), seed)
+    plot_latent_scatter(
+        test_2d,
+        labels,
+        out / "latent_umap.png",
+        f"Test digits: UMAP (fitted on train latents) of the posterior means (n={len(labels)})",
+        ("UMAP 1", "UMAP 2"),
+        {d: f"digit {d}" for d in config.digits},
+    )
     return {f"umap_{key}": value for key, value in scores.items()}
 
 
