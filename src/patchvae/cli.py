@@ -28,6 +28,60 @@ app = typer.Typer(
 _state = {"debug": False}
 DEMO_MARKER = "patchvae-demo.json"
 
+# Model and training options shared by `mnist` and `train`.
+_PRESET = typer.Option(None, "--preset", help=f"One of: {', '.join(PRESETS)}.")
+_EPOCHS = typer.Option(None, "--epochs")
+_BATCH_SIZE = typer.Option(None, "--batch-size")
+_LATENT_DIM = typer.Option(None, "--latent-dim")
+_ARCHITECTURE = typer.Option(None, "--architecture", help="mlp or conv.")
+_CONV_CHANNELS = typer.Option(
+    None, "--conv-channels", help="conv: channels per stride-2 layer; repeat."
+)
+_BETA = typer.Option(None, "--beta", help="KL weight (beta-VAE); 1 is the ELBO.")
+_KL_WARMUP = typer.Option(None, "--kl-warmup", help="Epochs of linear KL warm-up.")
+_HIDDEN_DIM = typer.Option(None, "--hidden-dim", help="Hidden layer width; repeat for several.")
+_OPTIMIZER = typer.Option(None, "--optimizer", help="rmsprop, adam or sgd.")
+_LR = typer.Option(None, "--lr")
+_SEED = typer.Option(None, "--seed")
+_DEVICE = typer.Option(None, "--device", help="auto (default), cpu or cuda.")
+_RESUME = typer.Option(False, "--resume", help="Continue the run in --out.")
+_QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+
+
+def _model_and_training(
+    latent_dim: int | None,
+    hidden_dim: list[int] | None,
+    architecture: str | None,
+    conv_channels: list[int] | None,
+    beta: float | None,
+    epochs: int | None,
+    batch_size: int | None,
+    optimizer: str | None,
+    learning_rate: float | None,
+    kl_warmup: int | None,
+    seed: int | None,
+    device: str | None,
+) -> dict[str, dict[str, Any]]:
+    """The model and training overrides that the command line gave (None: not given)."""
+    return {
+        "model": {
+            "latent_dim": latent_dim,
+            "hidden_dims": hidden_dim or None,
+            "architecture": architecture,
+            "conv_channels": conv_channels or None,
+            "beta": beta,
+        },
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optimizer": optimizer,
+            "learning_rate": learning_rate,
+            "kl_warmup_epochs": kl_warmup,
+            "seed": seed,
+            "device": device,
+        },
+    }
+
 
 @app.callback()
 def _main(
@@ -56,7 +110,7 @@ def _study_config(
     for section, items in overrides.items():
         given = {k: v for k, v in items.items() if v is not None}
         values[section] = {**values.get(section, {}), **given}
-        if given and section == "model":
+        if section == "model" and set(given) - {"input_shape"}:
             values["preset"] = None  # no longer the preset's network
     values.update({k: v for k, v in top.items() if v is not None})
     return build_config(cls, values)
@@ -78,28 +132,24 @@ def mnist(
     config_file: Path | None = typer.Option(
         None, "--config", help="settings.yaml of an earlier run (options given here override it)."
     ),
-    preset: str | None = typer.Option(None, "--preset", help=f"One of: {', '.join(PRESETS)}."),
-    epochs: int | None = typer.Option(None, "--epochs"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    latent_dim: int | None = typer.Option(None, "--latent-dim"),
-    architecture: str | None = typer.Option(None, "--architecture", help="mlp or conv."),
-    conv_channels: list[int] | None = typer.Option(
-        None, "--conv-channels", help="conv: channels per stride-2 layer; repeat."
-    ),
-    beta: float | None = typer.Option(None, "--beta", help="KL weight (beta-VAE); 1 is the ELBO."),
-    kl_warmup: int | None = typer.Option(None, "--kl-warmup", help="Epochs of linear KL warm-up."),
-    hidden_dim: list[int] | None = typer.Option(
-        None, "--hidden-dim", help="Hidden layer width; repeat for several layers."
-    ),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="rmsprop, adam or sgd."),
-    learning_rate: float | None = typer.Option(None, "--lr"),
-    seed: int | None = typer.Option(None, "--seed"),
-    device: str | None = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    preset: str | None = _PRESET,
+    epochs: int | None = _EPOCHS,
+    batch_size: int | None = _BATCH_SIZE,
+    latent_dim: int | None = _LATENT_DIM,
+    architecture: str | None = _ARCHITECTURE,
+    conv_channels: list[int] | None = _CONV_CHANNELS,
+    beta: float | None = _BETA,
+    kl_warmup: int | None = _KL_WARMUP,
+    hidden_dim: list[int] | None = _HIDDEN_DIM,
+    optimizer: str | None = _OPTIMIZER,
+    learning_rate: float | None = _LR,
+    seed: int | None = _SEED,
+    device: str | None = _DEVICE,
     umap: bool = typer.Option(
         False, "--umap", help="Also cluster a 2-D UMAP of the latent (needs umap-learn)."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    resume: bool = _RESUME,
+    quiet: bool = _QUIET,
 ) -> None:
     """Train a VAE on MNIST digits and analyse its latent space on the test split."""
     base = load_yaml_config(MnistStudyConfig, config_file) if config_file else None
@@ -109,24 +159,20 @@ def mnist(
         MnistStudyConfig,
         base,
         preset,
-        {
-            "model": {
-                "latent_dim": latent_dim,
-                "hidden_dims": hidden_dim or None,
-                "architecture": architecture,
-                "conv_channels": conv_channels or None,
-                "beta": beta,
-            },
-            "train": {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "optimizer": optimizer,
-                "learning_rate": learning_rate,
-                "kl_warmup_epochs": kl_warmup,
-                "seed": seed,
-                "device": device,
-            },
-        },
+        _model_and_training(
+            latent_dim,
+            hidden_dim,
+            architecture,
+            conv_channels,
+            beta,
+            epochs,
+            batch_size,
+            optimizer,
+            learning_rate,
+            kl_warmup,
+            seed,
+            device,
+        ),
         {
             "digits": digits or None,
             "data_dir": str(data_dir) if data_dir else None,
@@ -277,7 +323,7 @@ def train(
     config_file: Path | None = typer.Option(
         None, "--config", help="settings.yaml of an earlier run."
     ),
-    preset: str | None = typer.Option(None, "--preset", help=f"One of: {', '.join(PRESETS)}."),
+    preset: str | None = _PRESET,
     val_cases: list[str] | None = typer.Option(
         None, "--val-cases", help="Cases held out for validation (names or a comma list)."
     ),
@@ -291,22 +337,20 @@ def train(
         "--val-fraction",
         help="Fraction of cases held out (default 0.2); slabs of slices for one case.",
     ),
-    epochs: int | None = typer.Option(None, "--epochs"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    latent_dim: int | None = typer.Option(None, "--latent-dim"),
-    architecture: str | None = typer.Option(None, "--architecture", help="mlp or conv."),
-    conv_channels: list[int] | None = typer.Option(
-        None, "--conv-channels", help="conv: channels per stride-2 layer; repeat."
-    ),
-    beta: float | None = typer.Option(None, "--beta", help="KL weight (beta-VAE); 1 is the ELBO."),
-    kl_warmup: int | None = typer.Option(None, "--kl-warmup", help="Epochs of linear KL warm-up."),
-    hidden_dim: list[int] | None = typer.Option(None, "--hidden-dim"),
-    optimizer: str | None = typer.Option(None, "--optimizer"),
-    learning_rate: float | None = typer.Option(None, "--lr"),
-    seed: int | None = typer.Option(None, "--seed"),
-    device: str | None = typer.Option(None, "--device"),
-    resume: bool = typer.Option(False, "--resume"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    epochs: int | None = _EPOCHS,
+    batch_size: int | None = _BATCH_SIZE,
+    latent_dim: int | None = _LATENT_DIM,
+    architecture: str | None = _ARCHITECTURE,
+    conv_channels: list[int] | None = _CONV_CHANNELS,
+    beta: float | None = _BETA,
+    kl_warmup: int | None = _KL_WARMUP,
+    hidden_dim: list[int] | None = _HIDDEN_DIM,
+    optimizer: str | None = _OPTIMIZER,
+    learning_rate: float | None = _LR,
+    seed: int | None = _SEED,
+    device: str | None = _DEVICE,
+    resume: bool = _RESUME,
+    quiet: bool = _QUIET,
 ) -> None:
     """Train a VAE on a patch store, holding out whole cases (or slabs of slices of one case)."""
     from patchvae.store import PatchStore
@@ -318,32 +362,28 @@ def train(
     store_path = Path(patches) if patches is not None else Path(base.patches)  # type: ignore[union-attr]
     store = PatchStore(store_path)
     cases = [c for item in val_cases or [] for c in item.split(",") if c]
+    overrides = _model_and_training(
+        latent_dim,
+        hidden_dim,
+        architecture,
+        conv_channels,
+        beta,
+        epochs,
+        batch_size,
+        optimizer,
+        learning_rate,
+        kl_warmup,
+        seed,
+        device,
+    )
+    overrides["model"]["classifier_classes"] = 2 if label_budget else None
+    shape = (len(store.channels), store.patch_size, store.patch_size)
+    overrides["model"]["input_shape"] = None if base else shape
     config = _study_config(
         PatchTrainConfig,
         base,
         preset,
-        {
-            "model": {
-                "latent_dim": latent_dim,
-                "hidden_dims": hidden_dim or None,
-                "architecture": architecture,
-                "conv_channels": conv_channels or None,
-                "beta": beta,
-                "classifier_classes": 2 if label_budget else None,
-                "input_shape": None
-                if base
-                else (len(store.channels), store.patch_size, store.patch_size),
-            },
-            "train": {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "optimizer": optimizer,
-                "learning_rate": learning_rate,
-                "kl_warmup_epochs": kl_warmup,
-                "seed": seed,
-                "device": device,
-            },
-        },
+        overrides,
         {
             "patches": str(store_path),
             "val_cases": cases or None,
@@ -440,7 +480,7 @@ def compare(
 def demo(
     out: Path = typer.Option(Path("patchvae-demo"), "--out", help="Folder for the demo's runs."),
     epochs: int | None = typer.Option(None, "--epochs", help="Fewer epochs for a quicker look."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = _QUIET,
 ) -> None:
     """Run the study on the data bundled with patchvae: no download, no data needed.
 
