@@ -135,7 +135,7 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
     latent = {f"mu_{i}": scores.mu[:, i] for i in range(scores.mu.shape[1])}
     latent.update({f"logvar_{i}": scores.logvar[:, i] for i in range(scores.logvar.shape[1])})
     if model.config.classifier_classes:
-        latent["p_lesion"] = _class_probability(model, store.patches(), batch_size)
+        latent["p_lesion"] = _class_probability(model, scores.mu)
     extra = pd.DataFrame(
         {
             **latent,
@@ -148,17 +148,12 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
 
 
 @torch.no_grad()
-def _class_probability(model: VAE, patches: np.ndarray, batch_size: int) -> np.ndarray:
-    """The semi-supervised classifier's probability of class 1 (lesion), from the latent mean."""
+def _class_probability(model: VAE, mu: np.ndarray) -> np.ndarray:
+    """The semi-supervised classifier's probability of class 1 (lesion), from the latent means
+    already computed (no second pass through the encoder)."""
     device = next(model.parameters()).device
-    data = torch.from_numpy(patches)
-    parts = [
-        torch.softmax(
-            model.classifier(model.encode(data[i : i + batch_size].to(device))[0]), dim=1
-        )[:, 1]
-        for i in range(0, data.shape[0], batch_size)
-    ]
-    return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
+    logits = model.classifier(torch.from_numpy(mu).to(device))
+    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
 
 
 def write_table(frame: pd.DataFrame, out: str | Path) -> Path:
