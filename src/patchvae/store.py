@@ -216,6 +216,3 @@ class PatchStore:
             raise ValueError(f"mask must be one of {MASKS}, got {name!r}")
         with h5py.File(self.path, "r") as handle:
             return np.asarray(handle["masks"][name][:]).astype(bool)
-
-    def case_table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.cases)
