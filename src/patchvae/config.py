@@ -30,6 +30,12 @@ class TrainConfig(BaseModel):
     device: Device = "auto"
     # KL warm-up: the KL weight grows linearly from 0 to the model's beta over these epochs
     kl_warmup_epochs: int = Field(default=0, ge=0)
+    # semi-supervised models: every step also trains the classifier on this many labelled
+    # samples, drawn class-balanced with replacement from the labelled ones (0: labels count
+    # only where they happen to fall in a batch)
+    labelled_batch_size: int = Field(default=32, ge=0)
+    # ... each turned by a random one of the 8 flips/quarter turns (patches have no upright)
+    augment_labelled: bool = True
 
 
 class MnistStudyConfig(BaseModel):

@@ -65,6 +65,8 @@ class PatchScores:
     logvar: np.ndarray
     recon_error: np.ndarray  # reconstruction loss summed over pixels (the model's own kind)
     kl: np.ndarray  # KL to the prior, summed over latent dimensions
+    # semi-supervised models: the classifier's probability of each class, (N, classes)
+    class_probability: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -74,16 +76,22 @@ def score_patches(model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 10
     data = torch.as_tensor(x)
     was_training = model.training
     model.eval()
-    parts: list[list[np.ndarray]] = [[], [], [], []]
+    classes = model.config.classifier_classes
+    parts: list[list[np.ndarray]] = [[], [], [], [], []]
     for start in range(0, data.shape[0], batch_size):
         out = model(data[start : start + batch_size].to(device), sample=False)
-        for bucket, value in zip(
-            parts, (out.mu, out.logvar, out.recon_loss, out.reg_loss), strict=True
-        ):
+        probability = (
+            torch.softmax(out.class_logits, dim=1)
+            if out.class_logits is not None
+            else out.mu.new_zeros((out.mu.shape[0], 0))
+        )
+        values = (out.mu, out.logvar, out.recon_loss, out.reg_loss, probability)
+        for bucket, value in zip(parts, values, strict=True):
             bucket.append(value.cpu().numpy())
     model.train(was_training)
     if not parts[0]:
         dim = model.config.latent_dim
-        return PatchScores(np.zeros((0, dim)), np.zeros((0, dim)), np.zeros(0), np.zeros(0))
-    mu, logvar, recon, kl = (np.concatenate(p) for p in parts)
-    return PatchScores(mu, logvar, recon, kl)
+        parts = [[np.zeros((0, dim))], [np.zeros((0, dim))], [np.zeros(0)], [np.zeros(0)]]
+        parts.append([np.zeros((0, classes))])
+    mu, logvar, recon, kl, probability = (np.concatenate(p) for p in parts)
+    return PatchScores(mu, logvar, recon, kl, probability if classes else None)

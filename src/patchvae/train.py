@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
@@ -50,6 +51,57 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[t
     [10, 10, 10, 7]
     """
     return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+class LabelledBatches:
+    """The few labelled samples of a semi-supervised run, served to every training step.
+
+    With a handful of labels among thousands of samples, a random batch rarely holds one, so
+    the classifier would hardly learn. Instead each step draws ``size`` labelled samples,
+    class-balanced and with replacement, optionally under a random flip/quarter turn, and
+    returns the classifier's mean cross-entropy on them.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int, augment: bool) -> None:
+        known = torch.nonzero(y >= 0).flatten()
+        self.x, self.y = x[known], y[known]
+        classes = torch.unique(self.y)
+        self.by_class = [torch.nonzero(self.y == c).flatten().cpu() for c in classes]
+        self.size, self.augment = size, augment
+
+    def loss(self, model: VAE, generator: torch.Generator) -> torch.Tensor:
+        if not self.by_class:
+            return torch.zeros((), device=self.x.device)
+        pick = torch.randint(len(self.by_class), (self.size,), generator=generator)
+        index = torch.stack(
+            [
+                members[torch.randint(len(members), (1,), generator=generator)[0]]
+                for members in (self.by_class[int(c)] for c in pick)
+            ]
+        ).to(self.x.device)
+        x = self.x[index]
+        if self.augment:
+            x = dihedral(x, torch.randint(8, (self.size,), generator=generator))
+        return F.cross_entropy(model.classify(x), self.y[index])
+
+
+def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Turn each image ``x[i]`` (N, C, H, W; H = W) by the element ``which[i]`` (0-7) of the
+    square's symmetry group: ``which % 4`` quarter turns, then a left-right flip if ``which >= 4``.
+
+    Example
+    -------
+    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> dihedral(x, torch.tensor([4])).flatten().tolist()
+    [1.0, 0.0, 3.0, 2.0]
+    """
+    out = torch.empty_like(x)
+    for k in range(8):
+        chosen = torch.nonzero(which.to(x.device) == k).flatten()
+        if chosen.numel():
+            turned = torch.rot90(x[chosen], k % 4, dims=(2, 3))
+            out[chosen] = torch.flip(turned, dims=(3,)) if k >= 4 else turned
+    return out
 
 
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
@@ -162,6 +214,11 @@ def fit(
                 f"y_train: expected {x_train.shape[0]} labels, got {tuple(y_train.shape)}"
             )
         y_train = y_train.to(device=device, dtype=torch.long)
+    labelled = None
+    if y_train is not None and model_config.classifier_classes and train_config.labelled_batch_size:
+        labelled = LabelledBatches(
+            x_train, y_train, train_config.labelled_batch_size, train_config.augment_labelled
+        )
     n_train = x_train.shape[0]
     batch_size = train_config.batch_size
     steps_per_epoch = -(-n_train // batch_size)
@@ -187,10 +244,13 @@ def fit(
             if warmup_steps:
                 done = epoch * steps_per_epoch + step + 1
                 beta = model_config.beta * min(1.0, done / warmup_steps)
-            labels = None if y_train is None else y_train[index]
+            labels = None if y_train is None or labelled is not None else y_train[index]
             out = model(batch, generator=noise_gen, beta=beta, labels=labels)
+            loss = out.loss
+            if labelled is not None:
+                loss = loss + model_config.classifier_weight * labelled.loss(model, shuffle_gen)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             optimizer.step()
             with torch.no_grad():
                 totals += torch.stack(

@@ -36,6 +36,10 @@ class VAEConfig(BaseModel):
     # (label >= 0; -1 = unlabelled), its cross-entropy weighted by classifier_weight
     classifier_classes: int = Field(default=0, ge=0)
     classifier_weight: float = Field(default=1.0, ge=0)
+    # what the classifier sees: the latent mean, or (conv only) the latent mean plus the
+    # max- and mean-pooled maps of the encoder's last convolution (shared with the encoder, so
+    # "a bright spot anywhere in the patch" is one filter away, wherever the spot lies)
+    classifier_input: Literal["latent", "pooled"] = "latent"
     reconstruction_loss: Literal["bce", "mse"] = "bce"
     beta: float = Field(default=1.0, ge=0.0)
     # Keras initialises Dense layers Glorot-uniform with zero biases; PyTorch differs.
@@ -50,7 +54,15 @@ class VAEConfig(BaseModel):
                     f"{len(self.conv_channels)} stride-2 convolutions do not fit "
                     f"{self.input_shape[1]}x{self.input_shape[2]} inputs"
                 )
+        if self.classifier_input == "pooled" and self.architecture != "conv":
+            raise ValueError("classifier_input 'pooled' needs architecture 'conv'")
         return self
+
+    @property
+    def classifier_input_dim(self) -> int:
+        """Width of the classifier's input (see ``classifier_input``)."""
+        pooled = 2 * self.conv_channels[-1] if self.classifier_input == "pooled" else 0
+        return self.latent_dim + pooled
 
     @property
     def input_dim(self) -> int:

@@ -60,5 +60,11 @@ class ConvVAE(VAE):
         hidden = self.encoder(x)
         return self.to_mu(hidden), self.to_logvar(hidden)
 
+    def classifier_features(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        if self.config.classifier_input != "pooled":
+            return mu
+        maps = self.encoder[: 2 * len(self.config.conv_channels)](x)  # the convolutions only
+        return torch.cat([maps.amax(dim=(2, 3)), maps.mean(dim=(2, 3)), mu], dim=1)
+
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder_conv(self.decoder_dense(z).view(-1, *self._bottom))

@@ -27,7 +27,7 @@ class VAEOutput:
     recon_loss: torch.Tensor  # per sample, summed over pixels
     reg_loss: torch.Tensor  # per sample KL, summed over latent dimensions (before beta)
     loss: torch.Tensor  # scalar: mean over the batch of recon_loss + beta * reg_loss (+ labels)
-    class_logits: torch.Tensor | None = None  # semi-supervised models: classifier on mu
+    class_logits: torch.Tensor | None = None  # semi-supervised models: the classifier's
     class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
 
 
@@ -43,7 +43,7 @@ class VAE(nn.Module):
             self.prior_mu = nn.Parameter(torch.randn(k, d))  # the run's seed fixes it
             self.prior_logvar = nn.Parameter(torch.zeros(k, d))
         if config.classifier_classes:
-            self.classifier = nn.Linear(config.latent_dim, config.classifier_classes)
+            self.classifier = nn.Linear(config.classifier_input_dim, config.classifier_classes)
 
     def regularizer(
         self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
@@ -68,6 +68,17 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters (mu, logvar), each (batch, latent_dim)."""
         raise NotImplementedError
+
+    def classifier_features(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """What the semi-supervised classifier sees (``config.classifier_input``)."""
+        return mu
+
+    def classify(self, x: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits of the semi-supervised classifier, (batch, classifier_classes);
+        ``mu``, when already computed, spares a second pass through the encoder."""
+        if mu is None:
+            mu = self.encode(x)[0]
+        return self.classifier(self.classifier_features(x, mu))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder logits, shape (batch, *input_shape)."""
@@ -103,7 +114,7 @@ class VAE(nn.Module):
         per_sample = recon + weight * kl
         class_logits = class_loss = None
         if self.config.classifier_classes:
-            class_logits = self.classifier(mu)
+            class_logits = self.classify(x, mu)
             if labels is not None:
                 known = labels >= 0
                 class_loss = torch.zeros_like(recon)

@@ -19,7 +19,6 @@ from patchvae.config import PatchTrainConfig
 from patchvae.embed import score_patches
 from patchvae.errors import ConfigError, DataError
 from patchvae.io import write_json_atomic
-from patchvae.models.vae import VAE
 from patchvae.report.figures import plot_loss_curves
 from patchvae.rundir import CHECKPOINT_FILE, SETTINGS_FILE, prepare_run_dir
 from patchvae.runtime import provenance
@@ -134,8 +133,8 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
     table["seen_in_training"] = run_split(run).seen_in_training(table)
     latent = {f"mu_{i}": scores.mu[:, i] for i in range(scores.mu.shape[1])}
     latent.update({f"logvar_{i}": scores.logvar[:, i] for i in range(scores.logvar.shape[1])})
-    if model.config.classifier_classes:
-        latent["p_lesion"] = _class_probability(model, scores.mu)
+    if scores.class_probability is not None:
+        latent["p_lesion"] = scores.class_probability[:, 1]
     extra = pd.DataFrame(
         {
             **latent,
@@ -145,15 +144,6 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
         }
     )
     return pd.concat([table, extra], axis=1)
-
-
-@torch.no_grad()
-def _class_probability(model: VAE, mu: np.ndarray) -> np.ndarray:
-    """The semi-supervised classifier's probability of class 1 (lesion), from the latent means
-    already computed (no second pass through the encoder)."""
-    device = next(model.parameters()).device
-    logits = model.classifier(torch.from_numpy(mu).to(device))
-    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
 
 
 def write_table(frame: pd.DataFrame, out: str | Path) -> Path:
