@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -88,6 +89,14 @@ def test_compare_adds_keras2016_and_scores_patches(
         assert column in table.columns
     baseline = table.loc["intensity_p95 (no training)", "auroc_intensity_p95_mean"]
     assert baseline == pytest.approx(table.loc["keras2016", "auroc_intensity_p95_mean"])
+    # the baseline row's few-label figure is the analysis' own, for the intensity score alone
+    analysis = json.loads(
+        (tmp_path / "cmp" / "keras2016" / "seed-3" / "analysis-isles" / "analysis.json").read_text()
+    )
+    few = analysis["few_labels"]["intensity_p95"]["20"]["mean"]
+    assert table.loc["intensity_p95 (no training)", "few_label_auroc_k20_mean"] == pytest.approx(
+        few
+    )
 
 
 def test_compare_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -89,7 +89,7 @@ def _run_mnist(config: CompareConfig, entry: CompareEntry, seed: int, out: Path)
 def _run_patches(
     config: CompareConfig, entry: CompareEntry, seed: int, out: Path
 ) -> dict[str, Any]:
-    from patchvae.studies.lesion_analysis import analyze_run
+    from patchvae.studies.lesion_analysis import BASELINE, analyze_run
     from patchvae.studies.patches import train_on_store
 
     assert config.patches is not None
@@ -107,8 +107,12 @@ def _run_patches(
     row: dict[str, Any] = {"train_seconds": record["train_seconds"]}
     for name, metrics in result["patch_scores"].items():
         row[f"auroc_{name}"] = metrics["auroc"]
-    few = result["few_labels"]["latent"].get("20")
-    row["few_label_auroc_k20"] = few["mean"] if few else float("nan")
+    for key, source in (
+        ("few_label_auroc_k20", "latent"),
+        ("baseline_few_label_auroc_k20", BASELINE),
+    ):
+        few = result["few_labels"][source].get("20")
+        row[key] = few["mean"] if few else float("nan")
     for method, metrics in result["clustering"].items():
         row[f"{method}_accuracy"] = metrics["accuracy"]
         row[f"{method}_nmi"] = metrics["nmi"]
@@ -120,7 +124,13 @@ def _baseline(config: CompareConfig, rows: dict[str, list[dict[str, Any]]]) -> l
     if config.dataset == "patches":
         # the intensity score is computed on the same held-out patches by every analysis
         first = next(iter(rows.values()))
-        return [{"auroc_intensity_p95": r["auroc_intensity_p95"]} for r in first]
+        return [
+            {
+                "auroc_intensity_p95": r["auroc_intensity_p95"],
+                "few_label_auroc_k20": r.get("baseline_few_label_auroc_k20", float("nan")),
+            }
+            for r in first
+        ]
     train, test = load_mnist(config.data_dir or bundled_mnist_dir(), config.digits)
     flat = [split.images.reshape(len(split), -1) / 255.0 for split in (train, test)]
     return [
