@@ -30,6 +30,9 @@ class TrainConfig(BaseModel):
     device: Device = "auto"
     # KL warm-up: the KL weight grows linearly from 0 to the model's beta over these epochs
     kl_warmup_epochs: int = Field(default=0, ge=0)
+    # mixture-prior models (VaDE): after this many epochs, fit a Gaussian mixture to the
+    # training latent means and start the prior from it (0: the prior starts at random)
+    gmm_init_epochs: int = Field(default=0, ge=0)
     # semi-supervised models: every step also trains the classifier on this many labelled
     # samples, drawn class-balanced with replacement from the labelled ones (0: labels count
     # only where they happen to fall in a batch)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -271,6 +272,10 @@ def fit(
             val = evaluate(model, x_val, batch_size, seed=train_config.seed + _EVAL_STREAM)
             record.update({f"val_{k}": v for k, v in val.items()})
             bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.2f}", val=f"{val['loss']:.2f}")
+        if model_config.prior == "gmm" and epoch + 1 == train_config.gmm_init_epochs:
+            record["prior_init_bic"] = init_prior_from_gmm(
+                model, x_train, batch_size, train_config.seed, optimizer
+            )
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if checkpoint_path is not None:
@@ -298,6 +303,40 @@ def fit(
         device=device,
         resumed_from_epoch=start_epoch,
     )
+
+
+@torch.no_grad()
+def init_prior_from_gmm(
+    model: VAE,
+    x: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> float:
+    """Start a mixture prior from a Gaussian mixture fitted to the latent means of ``x`` (the
+    VaDE recipe); the optimiser forgets its moments for the prior's parameters. Returns the
+    mixture's BIC on those means."""
+    from sklearn.mixture import GaussianMixture
+
+    was_training = model.training
+    model.eval()
+    mu = torch.cat([model.encode(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    data = mu.double().cpu().numpy()
+    mixture = GaussianMixture(
+        model.config.n_clusters, covariance_type="diag", n_init=3, random_state=seed
+    ).fit(data)
+    fitted = {
+        "prior_logits": np.log(mixture.weights_),
+        "prior_mu": mixture.means_,
+        "prior_logvar": np.log(mixture.covariances_),
+    }
+    for name, value in fitted.items():
+        parameter = getattr(model, name)
+        parameter.copy_(torch.as_tensor(value, dtype=parameter.dtype))
+        if optimizer is not None:
+            optimizer.state.pop(parameter, None)
+    return float(mixture.bic(data))
 
 
 def _check_resumable(

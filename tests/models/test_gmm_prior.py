@@ -77,3 +77,29 @@ class TestModel:
         loaded = load_model(ckpt)
         assert torch.equal(loaded.prior_mu, result.model.prior_mu)
         assert torch.equal(loaded.cluster_probabilities(x), result.model.cluster_probabilities(x))
+
+
+def test_gmm_initialisation_puts_the_prior_on_the_latent_groups() -> None:
+    """VaDE's recipe: after a warm-up, the mixture prior starts from a GMM fitted to the
+    training latent means, so each component sits on one group of samples."""
+    x = torch.zeros(40, 1, 8, 8)
+    x[:20, :, :4] = 1.0
+    x[20:, :, 4:] = 1.0
+    config = VAEConfig(
+        input_shape=(1, 8, 8), hidden_dims=[32], latent_dim=2, prior="gmm", n_clusters=2
+    )
+    train = TrainConfig(epochs=3, batch_size=20, optimizer="adam", learning_rate=3e-3, device="cpu")
+    fitted = fit(config, train.model_copy(update={"gmm_init_epochs": 3}), x, progress=False)
+    plain = fit(config, train, x, progress=False)
+    assert "prior_init_bic" in fitted.history[2] and "prior_init_bic" not in plain.history[2]
+    model = fitted.model
+    with torch.no_grad():
+        mu = model.encode(x)[0]
+        centres = torch.stack([mu[:20].mean(0), mu[20:].mean(0)])
+        # each prior mean is the centre of one group, and the weights are a half each
+        distance = torch.cdist(model.prior_mu, centres)
+        assert torch.allclose(distance.min(dim=1).values, torch.zeros(2), atol=1e-3)
+        assert torch.allclose(model.prior_logits.softmax(0), torch.full((2,), 0.5), atol=1e-3)
+        clusters = model.cluster_probabilities(x).argmax(dim=1)
+    assert clusters[:20].unique().numel() == 1 and clusters[20:].unique().numel() == 1
+    assert clusters[0] != clusters[20]
