@@ -17,6 +17,7 @@ from patchvae.config import ExtractConfig
 from patchvae.embed import encode
 from patchvae.extract import extract_dataset
 from patchvae.store import PatchStore
+from patchvae.studies.patches import embed_store
 from tests.test_cli import run_cli
 from tests.volume_helpers import write_isles2015
 
@@ -190,3 +191,22 @@ def test_semi_supervised_label_budget(
     assert frame.p_lesion.between(0, 1).all()
     code, stdout, err = run_cli(["analyze", str(run), "--patches", str(two_case_store)], capsys)
     assert code == 0 and "p_lesion" in stdout and "(semi-supervised)" in stdout
+
+
+def test_semi_supervised_pooled_conv_classifier(
+    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "pooled"
+    args = ["train", "--patches", str(two_case_store), "--val-cases", "2", "--label-budget", "4"]
+    args += ["--architecture", "conv", "--latent-dim", "4", "--classifier-input", "pooled"]
+    args += ["--classifier-weight", "7", "--epochs", "1", "--quiet", "--out", str(run)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    model = json.loads((run / "training.json").read_text())["settings"]["model"]
+    assert (model["classifier_input"], model["classifier_weight"]) == ("pooled", 7.0)
+    frame = embed_store(run, two_case_store)
+    assert frame.p_lesion.between(0, 1).all() and frame.p_lesion.nunique() > 1
+    bad = ["train", "--patches", str(two_case_store), "--label-budget", "4"]
+    bad += ["--classifier-input", "pooled", "--out", str(tmp_path / "bad")]
+    code, _, err = run_cli(bad, capsys)
+    assert code == 2 and "needs architecture 'conv'" in err and not (tmp_path / "bad").exists()

@@ -332,6 +332,14 @@ def train(
         "--label-budget",
         help="Semi-supervised: train a lesion classifier on the latent with this many labels.",
     ),
+    classifier_input: str | None = typer.Option(
+        None,
+        "--classifier-input",
+        help="Semi-supervised: latent, or pooled (conv: also the pooled encoder maps).",
+    ),
+    classifier_weight: float | None = typer.Option(
+        None, "--classifier-weight", help="Semi-supervised: weight of the classifier's loss."
+    ),
     val_fraction: float | None = typer.Option(
         None,
         "--val-fraction",
@@ -377,6 +385,8 @@ def train(
         device,
     )
     overrides["model"]["classifier_classes"] = 2 if label_budget else None
+    overrides["model"]["classifier_input"] = classifier_input
+    overrides["model"]["classifier_weight"] = classifier_weight
     shape = (len(store.channels), store.patch_size, store.patch_size)
     overrides["model"]["input_shape"] = None if base else shape
     config = _study_config(
