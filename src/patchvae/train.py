@@ -82,13 +82,17 @@ class LabelledBatches:
         ).to(self.x.device)
         x = self.x[index]
         if self.augment:
-            x = dihedral(x, torch.randint(8, (self.size,), generator=generator))
+            which = torch.randint(8, (self.size,), generator=generator)
+            if x.shape[2] != x.shape[3]:  # not square: half turns and flips only
+                which = which // 2 * 2
+            x = dihedral(x, which)
         return F.cross_entropy(model.classify(x), self.y[index])
 
 
 def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-    """Turn each image ``x[i]`` (N, C, H, W; H = W) by the element ``which[i]`` (0-7) of the
-    square's symmetry group: ``which % 4`` quarter turns, then a left-right flip if ``which >= 4``.
+    """Turn each image ``x[i]`` (N, C, H, W) by the element ``which[i]`` (0-7) of the square's
+    symmetry group: ``which % 4`` quarter turns, then a left-right flip if ``which >= 4`` (odd
+    quarter turns need H = W).
 
     Example
     -------

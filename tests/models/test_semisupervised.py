@@ -118,3 +118,13 @@ def test_pooled_classifier_sees_the_convolution_maps_and_the_latent() -> None:
     assert torch.equal(features[:, 12:], mu)
     with pytest.raises(ValueError, match="needs architecture 'conv'"):
         VAEConfig(classifier_classes=2, classifier_input="pooled")
+
+
+def test_labelled_batches_of_oblong_images_keep_their_shape() -> None:
+    x = torch.rand(6, 1, 8, 6)
+    y = torch.tensor([0, 1, -1, -1, 0, 1])
+    config = VAEConfig(input_shape=(1, 8, 6), hidden_dims=[8], classifier_classes=2)
+    loss = LabelledBatches(x, y, size=64, augment=True).loss(
+        build_model(config), torch.Generator().manual_seed(0)
+    )
+    assert torch.isfinite(loss)
