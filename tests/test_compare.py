@@ -57,6 +57,14 @@ def test_compare_mnist_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # a second run reuses the finished runs
     code, stdout, _ = run_cli(["compare", "--config", str(grid), "--out", str(out)], capsys)
     assert code == 0 and stdout.count("done before, reused") == 4
+    # ... but not when the grid now asks for other settings under the same name
+    changed = yaml.safe_load(grid.read_text())
+    changed["models"][0]["model"]["latent_dim"] = 5
+    grid.write_text(yaml.safe_dump(changed))
+    before = (out / "comparison.csv").read_bytes()
+    code, _, err = run_cli(["compare", "--config", str(grid), "--out", str(out)], capsys)
+    assert code == 2 and "conv-l4/seed-0: holds a finished run with other settings (model)" in err
+    assert (out / "comparison.csv").read_bytes() == before
 
 
 def test_compare_adds_keras2016_and_scores_patches(

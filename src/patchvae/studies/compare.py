@@ -20,11 +20,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from patchvae.analysis.metrics import clustering_scores
-from patchvae.config import MnistStudyConfig, PatchTrainConfig, build_config
+from patchvae.config import MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
+from patchvae.errors import RunDirError
 from patchvae.io import atomic_path, write_text_atomic
 from patchvae.presets import get_preset
 from patchvae.report.figures import plot_comparison
+from patchvae.rundir import SETTINGS_FILE
 from patchvae.store import PatchStore
 
 BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_p95 (no training)"}
@@ -72,26 +74,19 @@ def _settings(entry: CompareEntry, seed: int, input_shape: tuple[int, int, int])
     }
 
 
-def _run_mnist(config: CompareConfig, entry: CompareEntry, seed: int, out: Path) -> dict[str, Any]:
-    from patchvae.studies.mnist import run_mnist_study
-
-    values = {
-        **_settings(entry, seed, (1, 28, 28)),
-        "digits": config.digits,
-        "data_dir": config.data_dir,
-        "use_bundled_sample": config.data_dir is None,
-        "umap": entry.umap,
-    }
-    metrics = run_mnist_study(build_config(MnistStudyConfig, values), out, progress=False)
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-
-
-def _run_patches(
-    config: CompareConfig, entry: CompareEntry, seed: int, out: Path
-) -> dict[str, Any]:
-    from patchvae.studies.lesion_analysis import BASELINE, analyze_run
-    from patchvae.studies.patches import train_on_store
-
+def _study_settings(
+    config: CompareConfig, entry: CompareEntry, seed: int
+) -> MnistStudyConfig | PatchTrainConfig:
+    """The settings of one run of the grid (what its ``settings.yaml`` holds)."""
+    if config.dataset == "mnist":
+        values = {
+            **_settings(entry, seed, (1, 28, 28)),
+            "digits": config.digits,
+            "data_dir": config.data_dir,
+            "use_bundled_sample": config.data_dir is None,
+            "umap": entry.umap,
+        }
+        return build_config(MnistStudyConfig, values)
     assert config.patches is not None
     store = PatchStore(config.patches)
     shape = (len(store.channels), store.patch_size, store.patch_size)
@@ -102,8 +97,22 @@ def _run_patches(
         "val_fraction": config.val_fraction,
         "label_budget": entry.label_budget,
     }
-    record = train_on_store(build_config(PatchTrainConfig, values), out, progress=False)
-    result = analyze_run(out, config.patches, seed)
+    return build_config(PatchTrainConfig, values)
+
+
+def _run_mnist(settings: MnistStudyConfig, out: Path) -> dict[str, Any]:
+    from patchvae.studies.mnist import run_mnist_study
+
+    metrics = run_mnist_study(settings, out, progress=False)
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
+    from patchvae.studies.lesion_analysis import BASELINE, analyze_run
+    from patchvae.studies.patches import train_on_store
+
+    record = train_on_store(settings, out, progress=False)
+    result = analyze_run(out, settings.patches, settings.train.seed)
     row: dict[str, Any] = {"train_seconds": record["train_seconds"]}
     for name, metrics in result["patch_scores"].items():
         row[f"auroc_{name}"] = metrics["auroc"]
@@ -142,20 +151,25 @@ def _baseline(config: CompareConfig, rows: dict[str, list[dict[str, Any]]]) -> l
 def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) -> pd.DataFrame:
     """Train and score every entry for every seed; write ``comparison.csv``, ``.md``, ``.png``."""
     out = Path(out)
-    runner = _run_mnist if config.dataset == "mnist" else _run_patches
     rows: dict[str, list[dict[str, Any]]] = {}
     parameters: dict[str, int] = {}
     for entry in _entries(config):
         rows[entry.name] = []
         for seed in config.seeds:
             folder = out / entry.name / f"seed-{seed}"
+            settings = _study_settings(config, entry, seed)
             done = folder / "compare-row.json"
             if done.is_file():
+                _check_same_settings(folder, settings)
                 rows[entry.name].append(json.loads(done.read_text()))
                 echo(f"  {entry.name} seed {seed}: done before, reused")
                 continue
             t0 = time.perf_counter()
-            row = runner(config, entry, seed, folder)
+            row = (
+                _run_mnist(settings, folder)
+                if isinstance(settings, MnistStudyConfig)
+                else _run_patches(settings, folder)
+            )
             row["wall_seconds"] = round(time.perf_counter() - t0, 1)
             with atomic_path(done) as tmp:
                 tmp.write_text(json.dumps(row))
@@ -172,6 +186,18 @@ def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) ->
         table, metrics, out / "comparison.png", f"Mean and sd over seeds {config.seeds}"
     )
     return table
+
+
+def _check_same_settings(folder: Path, settings: BaseModel) -> None:
+    """A finished run is reused only if the grid still asks for exactly its settings."""
+    saved = load_yaml_config(type(settings), folder / SETTINGS_FILE).model_dump(mode="json")
+    asked = settings.model_dump(mode="json")
+    if saved != asked:
+        changed = sorted(k for k in {*saved, *asked} if saved.get(k) != asked.get(k))
+        raise RunDirError(
+            f"{folder}: holds a finished run with other settings ({', '.join(changed)}); "
+            "rename the model in the grid or remove that folder"
+        )
 
 
 def _parameter_count(folder: Path) -> int:
