@@ -171,7 +171,7 @@ def _figures(
         projection.axis_labels,
     )
     size = store.patch_size
-    names = ["neg_elbo", "latent_nll", BASELINE]
+    names = ["neg_elbo", "latent_nll", *(["p_lesion"] if "p_lesion" in scores else []), BASELINE]
     lesion_voxels = lesion_masks.reshape(len(part), -1).sum(axis=1)
     per_slice = (
         pd.Series(lesion_voxels)
