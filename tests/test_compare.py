@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -111,3 +112,16 @@ def test_compare_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     grid = _grid(tmp_path, {"dataset": "cifar", "seeds": []})
     code, _, err = run_cli(["compare", "--config", str(grid), "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "dataset" in err and "seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_summary_skips_missing_figures() -> None:
+    from patchvae.studies.compare import _summarise
+
+    rows = {
+        "a": [{"auroc": 0.5, "few": float("nan")}, {"auroc": 0.7, "few": 0.9}],
+        "b": [{"auroc": float("nan")}, {"auroc": float("nan")}],
+    }
+    table = _summarise(rows, {"a": 10}).set_index("model")
+    assert table.loc["a", "auroc_mean"] == pytest.approx(0.6)
+    assert table.loc["a", "few_mean"] == pytest.approx(0.9) and table.loc["a", "few_sd"] == 0.0
+    assert np.isnan(table.loc["b", "auroc_mean"])  # no figure at all: left empty, no crash

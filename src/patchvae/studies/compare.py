@@ -217,6 +217,9 @@ def _summarise(rows: dict[str, list[dict[str, Any]]], parameters: dict[str, int]
         }
         for key in sorted({k for run in runs for k in run}):
             values = [float(run[key]) for run in runs if key in run]
+            values = [v for v in values if not np.isnan(v)]  # e.g. too few lesions to score
+            if not values:
+                continue
             record[f"{key}_mean"] = statistics.fmean(values)
             record[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
         records.append(record)
