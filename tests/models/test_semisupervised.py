@@ -106,7 +106,8 @@ def test_pooled_classifier_sees_the_convolution_maps_and_the_latent() -> None:
     model = build_model(config)
     assert model.classifier.in_features == 3 + 2 * 6
     x = torch.rand(5, 1, 12, 12)
-    out = model(x, sample=False)
+    assert model(x, sample=False).class_logits is None  # training, no labels: not needed
+    out = model.eval()(x, sample=False)
     assert out.class_logits is not None and torch.equal(out.class_logits, model.classify(x))
     # the encoder's convolutions, pooled over positions: "a bright spot anywhere" is one filter
     conv_only = torch.nn.Sequential(*list(model.encoder)[:4])

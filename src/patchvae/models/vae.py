@@ -27,7 +27,8 @@ class VAEOutput:
     recon_loss: torch.Tensor  # per sample, summed over pixels
     reg_loss: torch.Tensor  # per sample KL, summed over latent dimensions (before beta)
     loss: torch.Tensor  # scalar: mean over the batch of recon_loss + beta * reg_loss (+ labels)
-    class_logits: torch.Tensor | None = None  # semi-supervised models: the classifier's
+    # semi-supervised models, given labels or in eval mode: the classifier's logits
+    class_logits: torch.Tensor | None = None
     class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
 
 
@@ -113,7 +114,9 @@ class VAE(nn.Module):
         weight = self.config.beta if beta is None else beta
         per_sample = recon + weight * kl
         class_logits = class_loss = None
-        if self.config.classifier_classes:
+        # training without labels (the trainer then feeds the classifier its own labelled
+        # batches) skips the classifier: with pooled inputs it costs a second convolution pass
+        if self.config.classifier_classes and (labels is not None or not self.training):
             class_logits = self.classify(x, mu)
             if labels is not None:
                 known = labels >= 0
