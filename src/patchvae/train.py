@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
+from patchvae.embed import encode
 from patchvae.errors import ConfigError
 from patchvae.models.config import VAEConfig
 from patchvae.models.vae import VAE, build_model
@@ -322,11 +323,7 @@ def init_prior_from_gmm(
     mixture's BIC on those means."""
     from sklearn.mixture import GaussianMixture
 
-    was_training = model.training
-    model.eval()
-    mu = torch.cat([model.encode(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    data = mu.double().cpu().numpy()
+    data = encode(model, x, batch_size).mu.astype(np.float64)
     mixture = GaussianMixture(
         model.config.n_clusters, covariance_type="diag", n_init=3, random_state=seed
     ).fit(data)
