@@ -96,7 +96,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
 
 def test_not_a_store(tmp_path: Path) -> None:
     (tmp_path / "x.h5").write_text("hello")
-    with pytest.raises(DataError, match="not a readable patch store"):
+    with pytest.raises(DataError, match="damaged or not a patch store"):
         PatchStore(tmp_path / "x.h5")
     with h5py.File(tmp_path / "y.h5", "w") as handle:
         handle.create_dataset("patches", data=np.zeros((1, 1, 2, 2)))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from patchvae.errors import DataError
 from patchvae.io import atomic_path
@@ -43,6 +44,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def checkpoint_epoch(path: str | Path) -> int:
+    """How many epochs a checkpoint holds."""
+    epoch = load_checkpoint(path).get("epoch")
+    if not isinstance(epoch, int) or epoch < 0:
+        raise DataError(path, "the checkpoint records no epoch count")
+    return epoch
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
     """Rebuild the model a checkpoint holds, weights loaded, in eval mode.
 
@@ -58,8 +67,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VA
     True
     """
     payload = load_checkpoint(path, map_location)
-    model = build_model(VAEConfig.model_validate(payload["model_config"]))
-    model.load_state_dict(payload["model_state"])
+    try:
+        model = build_model(VAEConfig.model_validate(payload.get("model_config")))
+        model.load_state_dict(payload["model_state"])
+    except (ValidationError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            path, f"the weights do not fit the model settings it holds ({type(exc).__name__})"
+        ) from None
     model.to(map_location)
     model.eval()
     return model

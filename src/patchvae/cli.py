@@ -7,16 +7,19 @@ Thin by design: it parses, validates, calls library functions and prints. Any
 
 from __future__ import annotations
 
-import shutil
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from patchvae.artefacts import SETTINGS_FILE
 from patchvae.config import M, MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
-from patchvae.errors import PatchvaeError, RunDirError
-from patchvae.io import write_json_atomic
+from patchvae.errors import Interrupted, PatchvaeError, RunDirError
+from patchvae.io import oserror_message
 from patchvae.presets import PRESETS, get_preset
 
 app = typer.Typer(
@@ -26,7 +29,6 @@ app = typer.Typer(
     help="Variational autoencoders for unlabelled medical image patches.",
 )
 _state = {"debug": False}
-DEMO_MARKER = "patchvae-demo.json"
 
 # Model and training options shared by `mnist` and `train`.
 _PRESET = typer.Option(None, "--preset", help=f"One of: {', '.join(PRESETS)}.")
@@ -152,7 +154,7 @@ def mnist(
     quiet: bool = _QUIET,
 ) -> None:
     """Train a VAE on MNIST digits and analyse its latent space on the test split."""
-    base = load_yaml_config(MnistStudyConfig, config_file) if config_file else None
+    base = _base_settings(MnistStudyConfig, config_file, out, resume and not data_dir)
     if base is not None and preset is not None:
         raise typer.BadParameter("give --config or --preset, not both")
     config = _study_config(
@@ -183,6 +185,17 @@ def mnist(
     metrics = _run_mnist(config, out, resume, download, not quiet)
     typer.echo(f"wrote {out}/ (metrics.json, latent.png, manifold.png, reconstructions.png)")
     _print_metrics(metrics)
+
+
+def _base_settings(cls: type[M], config_file: Path | None, out: Path, from_run: bool) -> M | None:
+    """The settings to start from: a settings file, or with ``--resume`` alone the run's own."""
+    if config_file is not None:
+        return load_yaml_config(cls, config_file)
+    if from_run:
+        if not (out / SETTINGS_FILE).is_file():
+            raise RunDirError(f"{out}: no run to resume here (no {SETTINGS_FILE})")
+        return load_yaml_config(cls, out / SETTINGS_FILE)
+    return None
 
 
 def _run_mnist(
@@ -240,11 +253,12 @@ def extract(
     on_error: str = typer.Option(
         "fail", "--on-error", help="fail (default) or skip a case that cannot be used."
     ),
-    force: bool = typer.Option(False, "--force", help="Replace an existing store file."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing patch store (never any other file)."
+    ),
 ) -> None:
     """Preprocess volumes and cut them into a patch store (HDF5)."""
     from patchvae.config import ExtractConfig
-    from patchvae.errors import DataError
     from patchvae.extract import CaseResult, extract_dataset
 
     settings = build_config(
@@ -265,8 +279,6 @@ def extract(
             "on_error": on_error,
         },
     )
-    if out.exists() and not force:
-        raise DataError(out, "already exists; pass --force to replace it, or choose another --out")
 
     def report(result: CaseResult) -> None:
         if result.error is not None:
@@ -281,7 +293,13 @@ def extract(
                 f"{int((b.label == 1).sum())} with lesion"
             )
 
-    summary = extract_dataset(settings, out, on_case=report)
+    if root.is_file() and layout in ("auto", "csv"):
+        from patchvae.data.volumes import unread_columns
+
+        unread = unread_columns(root, settings.modalities)
+        if unread:
+            typer.echo(f"  manifest columns not read (not asked for): {', '.join(unread)}")
+    summary = extract_dataset(settings, out, on_case=report, force=force)
     typer.echo(
         f"wrote {out}: {summary.patches} patches, {summary.lesion_patches} with lesion, "
         f"from {len(summary.written)} case(s); {len(summary.skipped)} skipped"
@@ -364,7 +382,7 @@ def train(
     from patchvae.store import PatchStore
     from patchvae.studies.patches import train_on_store
 
-    base = load_yaml_config(PatchTrainConfig, config_file) if config_file else None
+    base = _base_settings(PatchTrainConfig, config_file, out, resume and patches is None)
     if base is None and patches is None:
         raise typer.BadParameter("give --patches STORE (or --config settings.yaml)")
     store_path = Path(patches) if patches is not None else Path(base.patches)  # type: ignore[union-attr]
@@ -419,14 +437,17 @@ def train(
 def embed(
     run: Path = typer.Argument(..., help="Run folder from `patchvae train`."),
     patches: Path = typer.Option(..., "--patches", help="Patch store to embed (any cases)."),
-    out: Path | None = typer.Option(None, "--out", help="Table to write: .csv or .parquet."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Table to write: .csv or .parquet (default RUN/embedding-STORE.csv)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing embedding table (never any other file)."
+    ),
 ) -> None:
     """Per patch: latent means and log-variances, reconstruction error, KL, ELBO, provenance."""
-    from patchvae.studies.patches import embed_store, write_table
+    from patchvae.studies.patches import embed_to_table
 
-    target = out or run / f"embedding-{Path(patches).stem}.csv"
-    frame = embed_store(run, patches)
-    write_table(frame, target)
+    target, frame = embed_to_table(run, patches, out, force)
     typer.echo(
         f"wrote {target}: {len(frame)} patches, "
         f"{int((~frame.seen_in_training).sum())} not seen in training"
@@ -495,12 +516,11 @@ def demo(
     """Run the study on the data bundled with patchvae: no download, no data needed.
 
     MNIST 7 vs 9 with the keras2016 network, then the stroke pipeline on the bundled ISLES'22
-    case: extract, train, analyze, report."""
+    case: extract, train, analyze, report. Re-running it replaces only the files an earlier
+    demo wrote."""
     from patchvae.report.html import build_report
-    from patchvae.studies.demo import run_stroke_demo
+    from patchvae.studies.demo import demo_folder, run_stroke_demo
 
-    _prepare_demo_dir(out)
-    write_json_atomic(out / DEMO_MARKER, {"parts": ["mnist", "stroke"]})
     config = _study_config(
         MnistStudyConfig,
         None,
@@ -508,12 +528,13 @@ def demo(
         {"train": {"epochs": epochs}},
         {"use_bundled_sample": True},
     )
-    typer.echo("1/2 MNIST 7 vs 9 (bundled sample), keras2016 network:")
-    metrics = _run_mnist(config, out / "mnist", False, False, not quiet)
-    _print_metrics(metrics)
-    build_report(out / "mnist")
-    typer.echo("2/2 stroke DWI patches (bundled ISLES'22 case, 1 mm), keras2016 network:")
-    stroke = run_stroke_demo(out / "stroke", epochs, not quiet)
+    with demo_folder(out):
+        typer.echo("1/2 MNIST 7 vs 9 (bundled sample), keras2016 network:")
+        metrics = _run_mnist(config, out / "mnist", False, False, not quiet)
+        _print_metrics(metrics)
+        build_report(out / "mnist")
+        typer.echo("2/2 stroke DWI patches (bundled ISLES'22 case, 1 mm), keras2016 network:")
+        stroke = run_stroke_demo(out / "stroke", epochs, not quiet)
     split = stroke["split"]
     typer.echo(
         f"  {stroke['patches']} patches ({stroke['lesion_patches']} lesion); trained on "
@@ -522,16 +543,6 @@ def demo(
     for name, m in stroke["analysis"]["patch_scores"].items():
         typer.echo(f"  {name:<14} patch AUROC {m['auroc']:.3f} ({m['kind']})")
     typer.echo(f"demo done: open {stroke['report']} (MNIST: {out / 'mnist' / 'report.html'})")
-
-
-def _prepare_demo_dir(out: Path) -> None:
-    """A folder from an earlier demo is replaced; any other non-empty folder is left alone."""
-    if out.exists() and any(out.iterdir()):
-        if not (out / DEMO_MARKER).is_file():
-            raise RunDirError(
-                f"{out}: is not empty and holds no earlier demo; choose another --out"
-            )
-        shutil.rmtree(out)
 
 
 def expand_multi_value_options(
@@ -564,26 +575,65 @@ def expand_multi_value_options(
     return expanded
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
-    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+def _raise_interrupted(signum: int, frame: object) -> None:
+    name = signal.Signals(signum).name
+    raise Interrupted(name, 128 + signum)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` (not KeyboardInterrupt, which typer turns
+    into a silent exit), so temporary files are removed on the way out and one line is said."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupted)
     try:
-        # standalone mode: typer reports usage errors itself (exit 2) and exits with the status
-        app(args=args, prog_name="patchvae")
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"patchvae: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every failure is one line on stderr and a non-zero exit."""
+    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+    _state["debug"] = "--debug" in args[:1]
+    hook = sys.unraisablehook
+    if not _state["debug"]:
+        # h5py reports errors of objects closed during a failure (a full disk) through this
+        # hook, hundreds of lines; the error that caused them is said in one line below
+        sys.unraisablehook = lambda unraisable: None
+    try:
+        with _signals_raise():
+            # standalone mode: typer reports usage errors itself (exit 2) and exits with the status
+            app(args=args, prog_name="patchvae")
+    except Interrupted as stop:
+        what = "interrupted" if stop.signal_name == "SIGINT" else "terminated"
+        _fail(
+            f"{what} ({stop.signal_name}); no half-written file was kept; finished epochs are "
+            "in the checkpoint (--resume)",
+            stop.exit_code,
+        )
     except PatchvaeError as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"patchvae: error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo(
-            "patchvae: interrupted; finished epochs are in the checkpoint (--resume)", err=True
-        )
-        sys.exit(130)
+        _fail(f"error: {exc}", 2)
+    except OSError as exc:
+        if _state["debug"]:
+            raise
+        _fail(f"error: {oserror_message(exc)}", 2)
+    except MemoryError:
+        if _state["debug"]:
+            raise
+        _fail("error: out of memory (the input is larger than this machine can hold)", 2)
     except Exception as exc:
         if _state["debug"]:
             raise
-        typer.echo(
-            f"patchvae: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
-        )
-        sys.exit(1)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 1)
+    finally:
+        sys.unraisablehook = hook

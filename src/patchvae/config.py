@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
-from patchvae.errors import ConfigError
+from patchvae.errors import ConfigError, DataError
+from patchvae.io import read_text
 from patchvae.models.config import VAEConfig
 
 Device = Literal["auto", "cpu", "cuda"]
+MAX_SEED = 2**32 - 1
+# names that become parts of file names (grid models, modalities): no folders, no "..", no
+# leading dot or dash
+PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$"
 
 
 class TrainConfig(BaseModel):
@@ -26,7 +31,7 @@ class TrainConfig(BaseModel):
     epsilon: float = Field(default=1e-7, gt=0)
     batch_size: PositiveInt = 100
     epochs: PositiveInt = 50
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     device: Device = "auto"
     # KL warm-up: the KL weight grows linearly from 0 to the model's beta over these epochs
     kl_warmup_epochs: int = Field(default=0, ge=0)
@@ -76,8 +81,9 @@ def validation_message(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         message = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
+        shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
         parts.append(
-            f"{where}: {message} (got {got!r})"
+            f"{where}: {message} (got {shown})"
             if not isinstance(got, dict)
             else f"{where}: {message}"
         )
@@ -92,15 +98,35 @@ def build_config(cls: type[M], values: dict[str, Any]) -> M:
         raise ConfigError(f"invalid settings: {validation_message(exc)}") from None
 
 
-def load_yaml_config(cls: type[M], path: str | Path) -> M:
-    """Read a YAML settings file into ``cls``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: settings file not found")
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """Parse a settings file's text. Anchors and aliases are refused: a settings file needs
+    none, and nested aliases can expand a kilobyte into gigabytes ("billion laughs").
+
+    Example
+    -------
+    >>> parse_yaml("train: {epochs: 3}", "s.yaml")
+    {'train': {'epochs': 3}}
+    """
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ConfigError(f"{path}: YAML anchors and aliases (& and *) are not accepted")
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).replace("\n", " ").strip()
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(reason.split())[:200]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
+
+
+def load_yaml_config(cls: type[M], path: str | Path) -> M:
+    """Read a YAML settings file into ``cls``; any problem is a one-line error naming it."""
+    path = Path(path)
+    try:
+        text = read_text(path, "settings file")
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    values = parse_yaml(text, path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     try:
@@ -120,10 +146,13 @@ class ExtractConfig(BaseModel):
 
     layout: Literal["auto", "isles2015", "isles2022", "csv"] = "auto"
     root: str = "."
-    modalities: list[str] = Field(default_factory=lambda: ["DWI"], min_length=1)
+    modalities: list[Annotated[str, Field(pattern=PLAIN_NAME)]] = Field(
+        default_factory=lambda: ["DWI"], min_length=1
+    )
     patch_size: PositiveInt = 28
     stride: PositiveInt | None = None  # None: the patch size (non-overlapping grid)
-    spacing: float | None = Field(default=None, gt=0)  # isotropic resampling, mm
+    # isotropic resampling, mm; below 0.1 mm no MR volume has detail and memory explodes
+    spacing: float | None = Field(default=None, ge=0.1, le=100)
     n4: bool = False
     brain_mask: Literal["auto", "nonzero", "otsu"] = "auto"  # used when no brain-mask file
     clip_percentiles: tuple[float, float] = (0.5, 99.5)

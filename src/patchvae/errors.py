@@ -26,4 +26,19 @@ class ConfigError(PatchvaeError):
 
 
 class RunDirError(PatchvaeError):
-    """The output folder cannot be used for this run (it holds another run, or is not a run)."""
+    """The output cannot be used for this run (it holds another run, is not patchvae's, or is
+    in use by another patchvae process)."""
+
+
+class TrainingDiverged(PatchvaeError):
+    """The loss became NaN or infinite; the checkpoint keeps the last good epoch."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, so that no ``except Exception`` swallows it
+    and every ``finally`` (temporary files, locks) runs on the way out."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        super().__init__(signal_name)

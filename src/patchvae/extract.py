@@ -17,10 +17,12 @@ from typing import Any
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import CaseFiles, discover_cases
 from patchvae.errors import DataError
+from patchvae.io import check_replaceable
+from patchvae.locks import lock_file
 from patchvae.patches import PatchBatch, extract_patches
 from patchvae.preprocess import load_case
 from patchvae.runtime import versions
-from patchvae.store import PatchStoreWriter, file_sha256
+from patchvae.store import PatchStoreWriter, file_sha256, is_patch_store
 
 
 @dataclass
@@ -101,16 +103,30 @@ def extract_dataset(
     out: str | Path,
     on_case: Callable[[CaseResult], None] | None = None,
     cases: list[CaseFiles] | None = None,
+    force: bool = False,
 ) -> ExtractSummary:
     """Discover the cases of ``settings.root`` (or take ``cases``) and write the store ``out``.
 
-    ``on_case`` is called with each case's result as it completes (for progress lines).
+    ``on_case`` is called with each case's result as it completes (for progress lines). An
+    existing ``out`` is replaced only with ``force`` and only if it is a patch store (never an
+    input volume, a manifest, a link or a device); the old store stays until the new one is
+    complete.
     """
     out = Path(out)
-    if out.exists() and out.is_dir():
-        raise DataError(out, "is a folder; --out must name the store file to write")
+    check_replaceable(out, force, is_patch_store, "patch store")
     if cases is None:
         cases = discover_cases(settings.root, settings.layout, settings.modalities)
+    with lock_file(out):
+        check_replaceable(out, force, is_patch_store, "patch store")  # now that we hold it
+        return _write_store(settings, out, cases, on_case)
+
+
+def _write_store(
+    settings: ExtractConfig,
+    out: Path,
+    cases: list[CaseFiles],
+    on_case: Callable[[CaseResult], None] | None,
+) -> ExtractSummary:
     provenance = {"versions": versions("SimpleITK", "nibabel", "h5py"), "n_cases_found": len(cases)}
     written: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []

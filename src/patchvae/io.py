@@ -1,21 +1,68 @@
-"""Atomic file writing: artefacts appear whole under their final name, or not at all."""
+"""Safe file handling: atomic artefacts, stale temporaries, what ``--force`` may replace, and
+reading users' text files with one-line errors.
+
+Artefacts are written under a temporary name beside their final name (``.NAME.XXXXXXXX.tmp``)
+and renamed when complete, so a crash never leaves a half-written file under the final name.
+A temporary left by a killed process (``kill -9`` cannot be caught) is removed the next time
+that artefact, or the run folder holding it, is written by a process that holds its lock.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from patchvae.errors import DataError, RunDirError
+
+# mkstemp's random part is 8 characters of [a-z0-9_]
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+MAX_TEXT_BYTES = 16 << 20  # settings files and manifests larger than this are refused
+
+
+def is_temporary(name: str, of: str | None = None) -> bool:
+    """Whether ``name`` is a temporary file patchvae makes (of artefact ``of``, when given).
+
+    Example
+    -------
+    >>> is_temporary(".store.h5.k2j_9xq1.tmp", of="store.h5"), is_temporary("store.h5")
+    (True, False)
+    """
+    found = _TEMPORARY.match(name)
+    return found is not None and (of is None or found["name"] == of)
+
+
+def remove_stale_temporaries(folder: str | Path, of: str | None = None) -> list[Path]:
+    """Remove patchvae's temporary files in ``folder`` (those of artefact ``of``, or all).
+
+    Only call this while holding the lock of the output they belong to: a temporary of a
+    process that is still writing would otherwise be taken from under it.
+    """
+    folder = Path(folder)
+    removed = []
+    with suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if is_temporary(entry.name, of) and entry.is_file(follow_symlinks=False):
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def temporary_sibling(final: str | Path) -> Path:
     """Create an empty temporary file beside ``final`` (same folder, so a rename is atomic),
-    with the permissions a new file gets under the umask (mkstemp alone gives 0600)."""
+    with the permissions a new file gets under the umask (mkstemp alone gives 0600); stale
+    temporaries of ``final`` from killed processes are removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final.parent, of=final.name)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     umask = os.umask(0)
@@ -29,7 +76,8 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds.
 
     The temporary file lives in the same folder, so the rename is atomic on POSIX. On any
-    exception the temporary file is removed and ``final`` is left as it was.
+    exception (a full disk, SIGTERM) the temporary file is removed and ``final`` is left as it
+    was.
 
     Example
     -------
@@ -46,7 +94,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
+        with suppress(FileNotFoundError):
             tmp.unlink()
 
 
@@ -63,3 +111,69 @@ def write_text_atomic(final: str | Path, text: str) -> Path:
 
 def write_json_atomic(final: str | Path, payload: Any) -> Path:
     return write_text_atomic(final, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def check_replaceable(
+    path: str | Path, force: bool, is_ours: Callable[[Path], bool], what: str
+) -> None:
+    """Refuse an output path that patchvae may not write: anything there that is not a regular
+    file (a folder, a link, a FIFO, a device) always; a regular file unless ``force`` is given
+    and ``is_ours`` recognises it as an artefact patchvae wrote (by its format marker)."""
+    path = Path(path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise RunDirError(f"{path}: is a symbolic link; patchvae writes {what} only to a new path")
+    if stat.S_ISDIR(info.st_mode):
+        raise RunDirError(f"{path}: is a folder; --out must name the {what} file to write")
+    if not stat.S_ISREG(info.st_mode):
+        raise RunDirError(f"{path}: is not a regular file; patchvae will not write {what} there")
+    if not is_ours(path):
+        raise RunDirError(
+            f"{path}: exists and is not a {what} written by patchvae; it is never replaced "
+            "(choose another --out)"
+        )
+    if not force:
+        raise RunDirError(f"{path}: already exists; pass --force to replace it, or another --out")
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A user's text file (settings, manifest) as str: UTF-8, a leading BOM dropped; a missing,
+    oversized, binary or non-UTF-8 file is a one-line :class:`DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} not found")
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise DataError(path, f"{what} is {size:,} bytes; more than {MAX_TEXT_BYTES:,} is refused")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise DataError(path, f"{what} holds NUL bytes; expected a UTF-8 text file")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            path, f"{what} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON artefact patchvae wrote; missing or damaged is a one-line :class:`DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} not found")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"{what} is damaged ({type(exc).__name__}); re-create it") from None
+
+
+def oserror_message(exc: OSError) -> str:
+    """One line for an operating-system error: the file and what went wrong."""
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    where = exc.filename if exc.filename is not None else None
+    if exc.errno == errno.ENOSPC:
+        reason += "; nothing half-written was kept, free space and run the same command again"
+    return f"{where}: {reason}" if where else reason

@@ -29,6 +29,7 @@ from patchvae.errors import DataError
 sitk.ProcessObject_SetGlobalWarningDisplay(False)
 
 CANONICAL_ORIENTATION = "LPS"
+MAX_VOXELS = 2**29  # one volume (after resampling); 2 GiB as float32
 GRID_TOLERANCE = 1e-3  # relative for spacing, absolute for direction cosines; origin: 1% of a voxel
 
 
@@ -49,10 +50,17 @@ def read_volume(path: str | Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_data(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()  # the header only: refuse absurd sizes before reading
+        voxels = int(np.prod(reader.GetSize(), dtype=np.float64))
+        if voxels > MAX_VOXELS:
+            size = "x".join(str(s) for s in reader.GetSize())
+            raise DataError(path, f"the header claims {size} voxels, more than {MAX_VOXELS:,}")
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_data(path)
+        image = reader.Execute()
     except RuntimeError as exc:
         reason = _first_itk_reason(str(exc))
         raise DataError(path, f"cannot be read as an image ({reason})") from None
@@ -120,30 +128,48 @@ def reorient(image: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
 
 
-def resample_isotropic(image: sitk.Image, spacing: float, is_mask: bool = False) -> sitk.Image:
+def resample_isotropic(
+    image: sitk.Image, spacing: float, is_mask: bool = False, path: Path | None = None
+) -> sitk.Image:
     """Resample to ``spacing`` mm in every axis, covering the same field of view.
 
-    Images use linear interpolation; masks are resampled linearly as fractions and cut at 0.5,
-    which keeps their shape better than nearest-neighbour.
+    The new grid keeps the outer edges of the old one (its first voxel centre lies half a new
+    voxel inside the old first voxel's edge), so at an integer factor no new voxel centre falls
+    midway between two old ones. Images use linear interpolation. Masks are label maps: any
+    label above 0 is foreground, and they are resampled by nearest neighbour, so every new
+    voxel takes the label of the old voxel it lies in (at 2 -> 1 mm each old voxel becomes
+    exactly 8) and nothing hinges on rounding a tie.
     """
     old_spacing = np.array(image.GetSpacing())
     old_size = np.array(image.GetSize())
     new_size = np.maximum(1, np.round(old_size * old_spacing / spacing)).astype(int)
-    source = sitk.Cast(image, sitk.sitkFloat32)
-    resampled = sitk.Resample(
+    if int(np.prod(new_size)) > MAX_VOXELS:
+        raise DataError(
+            path,
+            f"resampling {tuple(old_size)} voxels to {spacing:g} mm gives {tuple(new_size)}, "
+            f"more than {MAX_VOXELS:,} voxels; choose a coarser --spacing",
+        )
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    origin = np.array(image.GetOrigin()) + direction @ ((spacing - old_spacing) / 2)
+    if is_mask:
+        source, interpolator, pixel = image > 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8
+    else:
+        source, interpolator, pixel = (
+            sitk.Cast(image, sitk.sitkFloat32),
+            sitk.sitkLinear,
+            sitk.sitkFloat32,
+        )
+    return sitk.Resample(
         source,
         [int(s) for s in new_size],
         sitk.Transform(),
-        sitk.sitkLinear,
-        image.GetOrigin(),
+        interpolator,
+        [float(v) for v in origin],
         (spacing,) * 3,
         image.GetDirection(),
         0.0,
-        sitk.sitkFloat32,
+        pixel,
     )
-    if is_mask:
-        return sitk.Cast(resampled >= 0.5, sitk.sitkUInt8)
-    return resampled
 
 
 def derive_brain_mask(array: np.ndarray, method: str = "auto") -> tuple[np.ndarray, str]:
@@ -242,7 +268,7 @@ def load_case(
     def canonical(image: sitk.Image, is_mask: bool) -> sitk.Image:
         image = reorient(image)
         if settings.spacing is not None:
-            image = resample_isotropic(image, settings.spacing, is_mask)
+            image = resample_isotropic(image, settings.spacing, is_mask, first_path)
         return image
 
     with _timed(timings, "reorient_resample"):

@@ -1,23 +1,35 @@
-"""Run folders: one run per folder, its settings file beside its artefacts.
+"""Run folders: one run per folder, owned by one process at a time, settings beside artefacts.
 
-A folder that holds another run is never overwritten; ``resume`` continues a run only with the
-settings it was made with (more epochs, or another device, are allowed).
+A folder that holds another run is never overwritten. ``resume`` continues a run only with the
+settings it was made with (more epochs, or another device, are allowed); everything is checked
+before ``settings.yaml`` is (re)written, so a refused command changes nothing. A run stopped
+before its first checkpoint left nothing trained: it may be started again, with or without
+``--resume``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
+from patchvae.artefacts import (
+    ANALYSIS_FILES,
+    ANALYSIS_PREFIX,
+    CHECKPOINT_FILE,
+    SETTINGS_FILE,
+    is_run_file,
+)
 from patchvae.config import to_yaml
 from patchvae.errors import RunDirError
-from patchvae.io import write_text_atomic
+from patchvae.io import is_temporary, read_text, write_text_atomic
+from patchvae.locks import lock_folder
 
-SETTINGS_FILE = "settings.yaml"
-CHECKPOINT_FILE = "checkpoint.pt"
 # Settings that may differ between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({"train.epochs", "train.device"})
 
@@ -33,34 +45,57 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def prepare_run_dir(out: str | Path, settings: BaseModel, resume: bool) -> Path:
-    """Check ``out`` can take this run, create it, and write ``settings.yaml`` (atomically)."""
+def _contents(out: Path) -> list[str]:
+    return sorted(name for name in os.listdir(out) if not is_temporary(name))
+
+
+@contextmanager
+def open_run_dir(out: str | Path, settings: BaseModel, resume: bool) -> Iterator[bool]:
+    """Lock ``out`` for this process, check it can take this run, write ``settings.yaml``
+    (atomically), and yield whether there is a checkpoint to continue from.
+
+    The lock is held until the block ends; a second process on the same folder gets a
+    :class:`RunDirError` at once.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a folder")
-    if resume:
-        _check_resume(out, settings)
-    elif out.exists() and any(out.iterdir()):
-        what = "holds another run" if (out / SETTINGS_FILE).exists() else "is not empty"
-        raise RunDirError(
-            f"{out}: {what}; pass --resume to continue a run there, or choose a new --out folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / SETTINGS_FILE, to_yaml(settings))
-    return out
+    if resume and not out.is_dir():
+        raise RunDirError(f"{out}: no run to resume here (the folder does not exist)")
+    with lock_folder(out):
+        present = _contents(out)
+        has_checkpoint = (out / CHECKPOINT_FILE).is_file()
+        unstarted = not has_checkpoint and set(present) <= {SETTINGS_FILE}
+        if resume and has_checkpoint:
+            _check_resume(out, settings)
+        elif not unstarted:
+            what = "holds another run" if SETTINGS_FILE in present else "is not empty"
+            hint = (
+                "it has no checkpoint to resume and holds other files"
+                if resume
+                else "pass --resume to continue a run there, or choose a new --out folder"
+            )
+            raise RunDirError(f"{out}: {what}; {hint}")
+        write_text_atomic(out / SETTINGS_FILE, to_yaml(settings))
+        yield resume and has_checkpoint
+
+
+def saved_settings(out: str | Path) -> dict[str, Any]:
+    """The settings a run folder was made with, as plain data."""
+    path = Path(out) / SETTINGS_FILE
+    try:
+        saved = yaml.safe_load(read_text(path, "settings file"))
+    except yaml.YAMLError:
+        raise RunDirError(f"{path}: not valid YAML; cannot resume") from None
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{path}: not a settings file of a run")
+    return saved
 
 
 def _check_resume(out: Path, settings: BaseModel) -> None:
-    settings_path = out / SETTINGS_FILE
-    if not settings_path.is_file() or not (out / CHECKPOINT_FILE).is_file():
-        raise RunDirError(
-            f"{out}: no run to resume here (needs {SETTINGS_FILE} and {CHECKPOINT_FILE})"
-        )
-    try:
-        saved = yaml.safe_load(settings_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise RunDirError(f"{settings_path}: not valid YAML; cannot resume") from None
-    old = _flatten(saved if isinstance(saved, dict) else {})
+    from patchvae.checkpoint import checkpoint_epoch  # torch: only when resuming
+
+    old = _flatten(saved_settings(out))
     new = _flatten(settings.model_dump(mode="json"))
     changed = sorted(
         key
@@ -70,3 +105,35 @@ def _check_resume(out: Path, settings: BaseModel) -> None:
     if changed:
         detail = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         raise RunDirError(f"{out}: cannot resume with other settings ({detail})")
+    done, asked = checkpoint_epoch(out / CHECKPOINT_FILE), new.get("train.epochs")
+    if isinstance(asked, int) and done > asked:
+        raise RunDirError(
+            f"{out}: the checkpoint already holds {done} epochs, more than --epochs {asked}; "
+            "nothing was changed"
+        )
+
+
+def own_run_files(run: str | Path) -> list[Path]:
+    """Every file of a run folder patchvae made, for removing it; a :class:`RunDirError`
+    naming the first file patchvae did not write, in which case nothing may be removed."""
+    run = Path(run)
+    if not (run / SETTINGS_FILE).is_file():
+        raise RunDirError(f"{run}: not a run folder made by patchvae (no {SETTINGS_FILE})")
+    files: list[Path] = []
+    for entry in sorted(run.iterdir()):
+        if entry.is_dir() and not entry.is_symlink() and entry.name.startswith(ANALYSIS_PREFIX):
+            for inner in sorted(entry.iterdir()):
+                _own(inner, inner.name in ANALYSIS_FILES)
+                files.append(inner)
+            continue
+        _own(entry, is_run_file(entry.name))
+        files.append(entry)
+    return files
+
+
+def _own(path: Path, known: bool) -> None:
+    if not (known or is_temporary(path.name)) or path.is_symlink() or not path.is_file():
+        raise RunDirError(
+            f"{path}: was not written by patchvae; it is never removed (move it, or choose "
+            "another --out)"
+        )

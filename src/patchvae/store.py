@@ -6,13 +6,17 @@ Layout::
     /patches            float32 (n, channels, size, size)
     /masks/brain        uint8 (n, size, size): the brain mask under each patch
     /masks/lesion       uint8 (n, size, size): the lesion mask (zeros where a case has none)
-    /index/<column>     one dataset per column: case_id, slice, row, col, brain_fraction,
-                        lesion_fraction, label
+    /index/<column>     one dataset per column: case (number of the case in ``cases``),
+                        slice, row, col, brain_fraction, lesion_fraction, label
     attrs               format, settings (JSON), channels, patch_size, provenance (JSON),
                         cases (JSON: per case counts, shape, spacing, normalisation, sources)
 
 Written case by case through :class:`PatchStoreWriter`, so memory holds one case at a time,
 into a temporary file renamed into place only when complete.
+
+Damage is detected, not read: every dataset chunk carries a Fletcher-32 checksum that HDF5
+verifies on each read, and the file uses HDF5's newest format, whose metadata (object headers,
+attributes) carry checksums too. A damaged store is a one-line :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,10 +39,11 @@ from patchvae.errors import DataError
 from patchvae.io import temporary_sibling
 from patchvae.patches import PatchBatch
 
-STORE_FORMAT = "patchvae-patch-store/2"
+STORE_FORMAT = "patchvae-patch-store/3"
 MASKS = ("brain", "lesion")
-INDEX_COLUMNS = ("slice", "row", "col", "brain_fraction", "lesion_fraction", "label")
+INDEX_COLUMNS = ("case", "slice", "row", "col", "brain_fraction", "lesion_fraction", "label")
 _INDEX_DTYPES = {
+    "case": "i4",
     "slice": "i4",
     "row": "i4",
     "col": "i4",
@@ -44,6 +51,27 @@ _INDEX_DTYPES = {
     "lesion_fraction": "f4",
     "label": "i1",
 }
+
+
+def _write_error(path: Path, exc: Exception) -> DataError:
+    """HDF5 reports a failed write (a full disk) as OSError or RuntimeError, with the errno in
+    the message; say it in one line."""
+    found = re.search(r"errno = (\d+)", str(exc))
+    reason = os.strerror(int(found[1])) if found else type(exc).__name__
+    return DataError(path, f"could not write the patch store ({reason}); nothing was kept")
+
+
+def is_patch_store(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file holding a patch store (of any format version)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as handle:
+            marker = handle.attrs.get("format", "")
+    except Exception:  # not HDF5, damaged: not ours to replace
+        return False
+    return isinstance(marker, str) and marker.startswith("patchvae-patch-store/")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -77,59 +105,47 @@ class PatchStoreWriter:
     ) -> None:
         self.path = Path(path)
         self._tmp = temporary_sibling(self.path)
-        self._file = h5py.File(self._tmp, "w")
-        c, s = len(channels), patch_size
+        try:
+            self._file = h5py.File(self._tmp, "w", libver="latest")
+            self._create(len(channels), patch_size)
+            attrs = self._file.attrs
+            attrs["format"] = STORE_FORMAT
+            attrs["channels"] = json.dumps(list(channels))
+            attrs["patch_size"] = patch_size
+            attrs["settings"] = json.dumps(settings)
+            attrs["provenance"] = json.dumps(provenance or {})
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError | RuntimeError):
+                raise _write_error(self.path, exc) from None
+            raise
+        self._cases: list[dict[str, Any]] = []
+
+    def _create(self, c: int, s: int) -> None:
+        checked = {"fletcher32": True, "compression": "lzf"}
         self._file.create_dataset(
-            "patches",
-            shape=(0, c, s, s),
-            maxshape=(None, c, s, s),
-            dtype="f4",
-            chunks=(64, c, s, s),
-            compression="lzf",
-        )
+            "patches", shape=(0, c, s, s), maxshape=(None, c, s, s), dtype="f4",
+            chunks=(64, c, s, s), **checked,
+        )  # fmt: skip
         masks = self._file.create_group("masks")
         for name in MASKS:
             masks.create_dataset(
-                name,
-                shape=(0, s, s),
-                maxshape=(None, s, s),
-                dtype="u1",
-                chunks=(64, s, s),
-                compression="lzf",
-            )
+                name, shape=(0, s, s), maxshape=(None, s, s), dtype="u1", chunks=(64, s, s),
+                **checked,
+            )  # fmt: skip
         index = self._file.create_group("index")
-        index.create_dataset(
-            "case_id", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,)
-        )
         for column in INDEX_COLUMNS:
             index.create_dataset(
-                column, shape=(0,), maxshape=(None,), dtype=_INDEX_DTYPES[column], chunks=(1024,)
-            )
-        attrs = self._file.attrs
-        attrs["format"] = STORE_FORMAT
-        attrs["channels"] = json.dumps(list(channels))
-        attrs["patch_size"] = patch_size
-        attrs["settings"] = json.dumps(settings)
-        attrs["provenance"] = json.dumps(provenance or {})
-        self._cases: list[dict[str, Any]] = []
+                column, shape=(0,), maxshape=(None,), dtype=_INDEX_DTYPES[column],
+                chunks=(1024,), **checked,
+            )  # fmt: skip
 
     def append(self, batch: PatchBatch, case_info: dict[str, Any]) -> dict[str, Any]:
         """Add one case's patches and its description; return the case's record (with counts)."""
-        n_old = self._file["patches"].shape[0]
-        n_new = n_old + len(batch)
-        patches = self._file["patches"]
-        patches.resize(n_new, axis=0)
-        patches[n_old:n_new] = batch.pixels
-        for name in MASKS:
-            dataset = self._file["masks"][name]
-            dataset.resize(n_new, axis=0)
-            dataset[n_old:n_new] = getattr(batch, f"{name}_mask")
-        index = self._file["index"]
-        index["case_id"].resize(n_new, axis=0)
-        index["case_id"][n_old:n_new] = [batch.case_id] * len(batch)
-        for column in INDEX_COLUMNS:
-            index[column].resize(n_new, axis=0)
-            index[column][n_old:n_new] = getattr(batch, column)
+        try:
+            self._append(batch)
+        except (OSError, RuntimeError) as exc:
+            raise _write_error(self.path, exc) from None
         self._cases.append(
             {
                 "case_id": batch.case_id,
@@ -141,15 +157,42 @@ class PatchStoreWriter:
         )
         return self._cases[-1]
 
+    def _append(self, batch: PatchBatch) -> None:
+        n_old = self._file["patches"].shape[0]
+        n_new = n_old + len(batch)
+        patches = self._file["patches"]
+        patches.resize(n_new, axis=0)
+        patches[n_old:n_new] = batch.pixels
+        for name in MASKS:
+            dataset = self._file["masks"][name]
+            dataset.resize(n_new, axis=0)
+            dataset[n_old:n_new] = getattr(batch, f"{name}_mask")
+        index = self._file["index"]
+        for column in INDEX_COLUMNS:
+            index[column].resize(n_new, axis=0)
+            index[column][n_old:n_new] = (
+                len(self._cases) if column == "case" else getattr(batch, column)
+            )
+
     def close(self) -> Path:
-        self._file.attrs["cases"] = json.dumps(self._cases)
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        """Finish the file and rename it into place (a failure removes it, and says why)."""
+        try:
+            self._file.attrs["cases"] = json.dumps(self._cases)
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError | RuntimeError):
+                raise _write_error(self.path, exc) from None
+            raise
         return self.path
 
     def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        """Drop the unfinished file; never raises (it runs while another error is raised)."""
+        with suppress(Exception):
+            self._file.close()
+        with suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> PatchStoreWriter:
         return self
@@ -167,52 +210,88 @@ class PatchStoreWriter:
 
 
 class PatchStore:
-    """Read a patch store: patches as numpy or torch, provenance as a pandas table."""
+    """Read a patch store: patches as numpy or torch, provenance as a pandas table.
+
+    Every read is checked: a damaged chunk fails its checksum, and patches must be finite and
+    in [0, 1]; either is a one-line :class:`DataError` naming the store.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(self.path, "patch store not found")
+        with self._open() as handle:
+            attrs = dict(handle.attrs)
+            if attrs.get("format") != STORE_FORMAT:
+                raise DataError(self.path, _format_problem(attrs.get("format")))
+            try:
+                self.n_patches = int(handle["patches"].shape[0])
+                self.channels: list[str] = json.loads(attrs["channels"])
+                self.patch_size = int(attrs["patch_size"])
+                self.settings: dict[str, Any] = json.loads(attrs["settings"])
+                self.provenance: dict[str, Any] = json.loads(attrs["provenance"])
+                self.cases: list[dict[str, Any]] = json.loads(attrs["cases"])
+                shapes = {handle[f"index/{c}"].shape for c in INDEX_COLUMNS}
+                shapes |= {handle[f"masks/{m}"].shape[:1] for m in MASKS}
+            except (KeyError, ValueError, TypeError) as exc:
+                raise DataError(
+                    self.path, f"damaged patch store ({type(exc).__name__}: {exc})"
+                ) from None
+        if shapes != {(self.n_patches,)}:
+            raise DataError(self.path, "damaged patch store (its tables differ in length)")
+
+    @contextmanager
+    def _open(self) -> Iterator[h5py.File]:
+        """The HDF5 file; damage anywhere in what the block reads is a one-line DataError."""
         try:
             with h5py.File(self.path, "r") as handle:
-                attrs = dict(handle.attrs)
-                self.n_patches = int(handle["patches"].shape[0])
-        except (OSError, KeyError) as exc:
-            raise DataError(
-                self.path, f"not a readable patch store ({type(exc).__name__})"
-            ) from None
-        if attrs.get("format") != STORE_FORMAT:
-            raise DataError(self.path, f"not a patch store of format {STORE_FORMAT}")
-        self.channels: list[str] = json.loads(attrs["channels"])
-        self.patch_size = int(attrs["patch_size"])
-        self.settings: dict[str, Any] = json.loads(attrs["settings"])
-        self.provenance: dict[str, Any] = json.loads(attrs["provenance"])
-        self.cases: list[dict[str, Any]] = json.loads(attrs.get("cases", "[]"))
+                yield handle
+        except (OSError, RuntimeError, KeyError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(self.path, f"damaged or not a patch store ({_short(detail)})") from None
 
     def table(self) -> pd.DataFrame:
         """One row per patch: case_id, slice, row, col, brain_fraction, lesion_fraction, label."""
-        with h5py.File(self.path, "r") as handle:
-            index = handle["index"]
-            data = {"case_id": index["case_id"].asstr()[:]}
-            data.update({column: index[column][:] for column in INDEX_COLUMNS})
-        return pd.DataFrame(data)
+        with self._open() as handle:
+            columns = {column: handle["index"][column][:] for column in INDEX_COLUMNS}
+        codes = columns.pop("case")
+        names = np.array([case["case_id"] for case in self.cases], dtype=object)
+        if codes.size and (codes.min() < 0 or codes.max() >= names.size):
+            raise DataError(self.path, "damaged patch store (case numbers out of range)")
+        return pd.DataFrame({"case_id": names[codes] if codes.size else [], **columns})
 
     def patches(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Patches (n, channels, size, size) float32; all, or the given row numbers."""
-        with h5py.File(self.path, "r") as handle:
+        with self._open() as handle:
             data = handle["patches"]
             if rows is None:
-                return np.asarray(data[:])
-            rows = np.asarray(rows, dtype=np.int64)
-            out = np.empty((rows.size, *data.shape[1:]), dtype=np.float32)
-            if rows.size:  # h5py reads increasing, unique indices
-                unique, inverse = np.unique(rows, return_inverse=True)
-                out[:] = data[unique][inverse]
-            return out
+                out = np.asarray(data[:])
+            else:
+                rows = np.asarray(rows, dtype=np.int64)
+                out = np.empty((rows.size, *data.shape[1:]), dtype=np.float32)
+                if rows.size:  # h5py reads increasing, unique indices
+                    unique, inverse = np.unique(rows, return_inverse=True)
+                    out[:] = data[unique][inverse]
+        if out.size and not (np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1):
+            raise DataError(self.path, "damaged patch store (patch values outside [0, 1])")
+        return out
 
     def masks(self, name: str) -> np.ndarray:
         """The ``brain`` or ``lesion`` mask under every patch, (n, size, size) bool."""
         if name not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {name!r}")
-        with h5py.File(self.path, "r") as handle:
+        with self._open() as handle:
             return np.asarray(handle["masks"][name][:]).astype(bool)
+
+
+def _format_problem(found: object) -> str:
+    if isinstance(found, str) and found.startswith("patchvae-patch-store/"):
+        return (
+            f"a patch store of the older format {found} (no checksums); run `patchvae extract` "
+            f"again to write {STORE_FORMAT}"
+        )
+    return f"not a patch store of format {STORE_FORMAT}"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 120 else text[:117] + "..."

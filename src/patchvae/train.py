@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
 from patchvae.embed import encode
-from patchvae.errors import ConfigError
+from patchvae.errors import ConfigError, TrainingDiverged
 from patchvae.models.config import VAEConfig
 from patchvae.models.vae import VAE, build_model
 from patchvae.runtime import provenance, seed_everything, select_device
@@ -255,6 +255,9 @@ def fit(
             loss = out.loss
             if labelled is not None:
                 loss = loss + model_config.classifier_weight * labelled.loss(model, shuffle_gen)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise _diverged(epoch, step, steps_per_epoch, "training loss", train_config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -282,6 +285,15 @@ def fit(
                 model, x_train, batch_size, train_config.seed, optimizer
             )
         record["seconds"] = time.perf_counter() - t0
+        checks = {
+            "training loss": record["train_loss"],
+            "validation loss": record.get("val_loss", 0.0),
+            "weights": sum(float(p.detach().sum()) for p in model.parameters()),
+        }
+        for what, value in checks.items():
+            if not np.isfinite(value):
+                bar.close()
+                raise _diverged(epoch, None, steps_per_epoch, what, train_config)
         history.append(record)
         if checkpoint_path is not None:
             save_checkpoint(
@@ -307,6 +319,18 @@ def fit(
         train_seconds=sum(h["seconds"] for h in history),
         device=device,
         resumed_from_epoch=start_epoch,
+    )
+
+
+def _diverged(
+    epoch: int, step: int | None, steps: int, what: str, config: TrainConfig
+) -> TrainingDiverged:
+    where = f"epoch {epoch + 1}" + ("" if step is None else f", step {step + 1} of {steps}")
+    kept = f"epoch {epoch}" if epoch else "none: no epoch had finished"
+    rate = f"{config.learning_rate:g}"
+    return TrainingDiverged(
+        f"training diverged: the {what} became NaN or infinite at {where}; the checkpoint "
+        f"keeps the last good epoch ({kept}); try a smaller learning rate (now {rate})"
     )
 
 

@@ -18,12 +18,14 @@ Layouts:
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from patchvae.errors import DataError
+from patchvae.io import read_text
 
 LAYOUTS = ("auto", "isles2015", "isles2022", "csv")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -138,26 +140,63 @@ def _isles2022(root: Path, modalities: list[str]) -> list[CaseFiles]:
     return cases
 
 
+MASK_COLUMNS = ("lesion_mask", "brain_mask")
+# a column named like a mask that patchvae does not read would silently drop the masks
+_MASK_LIKE = re.compile(r"mask|seg|label|lesion|roi|ground|truth|gold|^ot$|^gt$", re.IGNORECASE)
+
+
+def read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a CSV manifest; any malformed line is a one-line DataError."""
+    text = read_text(path, "manifest")
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise DataError(path, f"not a readable CSV manifest ({exc})") from None
+    lines = [line for line in lines if any(cell.strip() for cell in line)]
+    if not lines:
+        raise DataError(path, "the manifest is empty (expected a header line and one per case)")
+    header = [name.strip() for name in lines[0]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated or "" in header:
+        raise DataError(path, f"header line: empty or repeated column names {repeated or ['']}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if len(line) != len(header):
+            raise DataError(
+                path, f"line {number}: {len(line)} fields where the header has {len(header)}"
+            )
+        rows.append({name: cell.strip() for name, cell in zip(header, line, strict=True)})
+    return header, rows
+
+
 def _manifest(path: Path, modalities: list[str]) -> list[CaseFiles]:
     if not path.is_file():
         raise DataError(path, "csv layout: --root must be the manifest .csv file")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = set(rows[0]) if rows else set()
-    missing = [c for c in ("case_id", *modalities) if c not in columns]
+    header, rows = read_manifest_rows(path)
+    missing = [c for c in ("case_id", *modalities) if c not in header]
     if missing:
-        raise DataError(path, f"manifest lacks column(s) {missing}; it has {sorted(columns)}")
+        raise DataError(path, f"manifest lacks column(s) {missing}; it has {header}")
+    known = {"case_id", *modalities, *MASK_COLUMNS}
+    unread_masks = [c for c in header if c not in known and _MASK_LIKE.search(c)]
+    if unread_masks:
+        raise DataError(
+            path,
+            f"column(s) {unread_masks} look like masks, but masks are read only from columns "
+            f"named {' and '.join(MASK_COLUMNS)}; rename them (or ask for them with --modality)",
+        )
+    if not rows:
+        raise DataError(path, "the manifest has a header but no case")
     base = path.parent
     cases = []
     seen: set[str] = set()
     for line, row in enumerate(rows, start=2):
-        case_id = row["case_id"].strip()
+        case_id = row["case_id"]
         if not case_id or case_id in seen:
             raise DataError(path, f"line {line}: empty or repeated case_id {case_id!r}")
         seen.add(case_id)
 
         def resolve(column: str, row: dict[str, str] = row) -> Path | None:
-            value = (row.get(column) or "").strip()
+            value = row.get(column, "")
             return (base / value) if value else None
 
         channels = {}
@@ -168,6 +207,12 @@ def _manifest(path: Path, modalities: list[str]) -> list[CaseFiles]:
             channels[modality] = file
         cases.append(CaseFiles(case_id, channels, resolve("lesion_mask"), resolve("brain_mask")))
     return cases
+
+
+def unread_columns(path: Path, modalities: list[str]) -> list[str]:
+    """Manifest columns that extraction will not read (other sequences), to say so."""
+    header, _ = read_manifest_rows(path)
+    return [c for c in header if c not in {"case_id", *modalities, *MASK_COLUMNS}]
 
 
 def _natural_key(name: str) -> tuple[int, str]:

@@ -12,9 +12,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from patchvae.artefacts import (
+    ANALYSIS_FILE,
+    ANALYSIS_PREFIX,
+    METRICS_FILE,
+    REPORT_FILE,
+    SETTINGS_FILE,
+    TRAINING_FILE,
+)
 from patchvae.errors import DataError
-from patchvae.io import write_text_atomic
-from patchvae.rundir import SETTINGS_FILE
+from patchvae.io import read_json, write_text_atomic
+from patchvae.locks import lock_folder
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -24,6 +32,7 @@ table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.baseline td { background: #f4f4f4; font-style: italic; }
+p.stale { background: #fff3cd; border: 1px solid #e0c36a; padding: .4em .8em; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 520px; border: 1px solid #ddd; }
 figcaption { font-size: .85em; color: #555; max-width: 520px; }
@@ -71,10 +80,27 @@ def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None =
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _analysis_section(folder: Path) -> str:
-    result = json.loads((folder / "analysis.json").read_text())
+def _staleness(made_from: dict[str, Any] | None, epochs: int) -> str:
+    """A warning when an analysis was made from another checkpoint than the run's last."""
+    if not made_from:
+        return (
+            '<p class="stale">This analysis does not record the checkpoint it was made from '
+            "(made by an older patchvae); run <code>patchvae analyze</code> again.</p>"
+        )
+    if made_from.get("epoch") != epochs:
+        return (
+            f'<p class="stale">Stale: this analysis was made from the checkpoint of epoch '
+            f"{made_from.get('epoch')}; the run now holds {epochs} epochs. Run "
+            "<code>patchvae analyze</code> again for current numbers.</p>"
+        )
+    return ""
+
+
+def _analysis_section(folder: Path, epochs: int) -> str:
+    result = read_json(folder / ANALYSIS_FILE, "analysis")
     parts = [
         f"<h2>Analysis: {html.escape(Path(result['store']['path']).name)}</h2>",
+        _staleness(result.get("checkpoint"), epochs),
         f"<p>{result['n_patches']} patches ({result['n_lesion']} with lesion) of case(s) "
         f"{html.escape(', '.join(result['cases']))}; "
         f"evaluated on {html.escape(result['evaluation_set'])}.</p>",
@@ -149,9 +175,36 @@ def build_report(run: str | Path) -> Path:
     settings_path = run / SETTINGS_FILE
     if not settings_path.is_file():
         raise DataError(run, f"not a run folder (no {SETTINGS_FILE})")
+    training_path, metrics_path = run / TRAINING_FILE, run / METRICS_FILE
+    if not training_path.is_file() and not metrics_path.is_file():
+        raise DataError(
+            run,
+            f"the run has not finished (no {TRAINING_FILE} or {METRICS_FILE}); continue it with "
+            "--resume, then write the report",
+        )
+    with lock_folder(run, create=False):
+        return _write_report(run, settings_path, training_path, metrics_path)
+
+
+def _write_report(run: Path, settings_path: Path, training_path: Path, metrics_path: Path) -> Path:
     sections = [f"<h1>patchvae report: {html.escape(run.name)}</h1>"]
-    training_path, metrics_path = run / "training.json", run / "metrics.json"
-    record = json.loads((training_path if training_path.is_file() else metrics_path).read_text())
+    record_path = training_path if training_path.is_file() else metrics_path
+    record = read_json(record_path, "run record")
+    try:
+        return _page(run, settings_path, training_path, record, sections)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(
+            record_path, f"damaged run record ({type(exc).__name__}: {exc}); re-create it"
+        ) from None
+
+
+def _page(
+    run: Path,
+    settings_path: Path,
+    training_path: Path,
+    record: dict[str, Any],
+    sections: list[str],
+) -> Path:
     sections.append(
         f"<p>Made with {html.escape(json.dumps(record['provenance']['versions']))}.</p>"
     )
@@ -178,9 +231,9 @@ def build_report(run: str | Path) -> Path:
     sections.append(f"<p>{record['epochs']} epochs in {record['train_seconds']:.1f} s.</p>")
     sections.append("<h2>Training and latent space</h2>")
     sections += [_figure(run / name) for name in _FIGURE_CAPTIONS if (run / name).is_file()]
-    for folder in sorted(run.glob("analysis-*")):
-        if (folder / "analysis.json").is_file():
-            sections.append(_analysis_section(folder))
+    for folder in sorted(run.glob(f"{ANALYSIS_PREFIX}*")):
+        if (folder / ANALYSIS_FILE).is_file():
+            sections.append(_analysis_section(folder, int(record["epochs"])))
     sections.append("<h2>Settings</h2>")
     sections.append(f"<pre>{html.escape(settings_path.read_text())}</pre>")
     sections.append("<h2>Reproduce</h2>")
@@ -190,4 +243,4 @@ def build_report(run: str | Path) -> Path:
         f"<title>patchvae report: {html.escape(run.name)}</title><style>{_STYLE}</style></head>"
         f"<body>{''.join(sections)}</body></html>\n"
     )
-    return write_text_atomic(run / "report.html", page)
+    return write_text_atomic(run / REPORT_FILE, page)

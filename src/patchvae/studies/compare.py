@@ -9,24 +9,31 @@ not trained again when the comparison is re-run (so a long grid can be resumed).
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from patchvae.analysis.metrics import clustering_scores
-from patchvae.config import MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
+from patchvae.artefacts import COMPARE_ROW_FILE, SETTINGS_FILE
+from patchvae.config import (
+    MAX_SEED,
+    PLAIN_NAME,
+    MnistStudyConfig,
+    PatchTrainConfig,
+    build_config,
+    load_yaml_config,
+)
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
 from patchvae.errors import RunDirError
-from patchvae.io import atomic_path, write_text_atomic
+from patchvae.io import read_json, write_atomic, write_json_atomic, write_text_atomic
+from patchvae.locks import lock_folder
 from patchvae.presets import get_preset
 from patchvae.report.figures import plot_comparison
-from patchvae.rundir import SETTINGS_FILE
 from patchvae.store import PatchStore
 
 BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_p95 (no training)"}
@@ -35,7 +42,7 @@ BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_
 class CompareEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = Field(pattern=PLAIN_NAME)  # a folder name under --out: no "/", no ".."
     preset: str = "keras2016"
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
@@ -52,8 +59,20 @@ class CompareConfig(BaseModel):
     patches: str | None = None  # patches: the store
     val_cases: list[str] | None = None
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [0, 1, 2], min_length=1
+    )
     models: list[CompareEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> CompareConfig:
+        if self.dataset == "patches" and not self.patches:
+            raise ValueError("dataset 'patches' needs 'patches: STORE' (a store from extract)")
+        names = [entry.name for entry in self.models]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"model names must differ; repeated: {repeated}")
+        return self
 
 
 def _entries(config: CompareConfig) -> list[CompareEntry]:
@@ -103,7 +122,7 @@ def _study_settings(
 def _run_mnist(settings: MnistStudyConfig, out: Path) -> dict[str, Any]:
     from patchvae.studies.mnist import run_mnist_study
 
-    metrics = run_mnist_study(settings, out, progress=False)
+    metrics = run_mnist_study(settings, out, resume=_started(out), progress=False)
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
@@ -111,7 +130,7 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
     from patchvae.studies.lesion_analysis import BASELINE, analyze_run
     from patchvae.studies.patches import train_on_store
 
-    record = train_on_store(settings, out, progress=False)
+    record = train_on_store(settings, out, resume=_started(out), progress=False)
     result = analyze_run(out, settings.patches, settings.train.seed)
     row: dict[str, Any] = {"train_seconds": record["train_seconds"]}
     for name, metrics in result["patch_scores"].items():
@@ -127,6 +146,11 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
         row[f"{method}_nmi"] = metrics["nmi"]
         row[f"{method}_ari"] = metrics["ari"]
     return row
+
+
+def _started(folder: Path) -> bool:
+    """A run of the grid that was stopped part-way continues from its checkpoint."""
+    return (folder / SETTINGS_FILE).is_file()
 
 
 def _baseline(config: CompareConfig, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -149,8 +173,19 @@ def _baseline(config: CompareConfig, rows: dict[str, list[dict[str, Any]]]) -> l
 
 
 def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) -> pd.DataFrame:
-    """Train and score every entry for every seed; write ``comparison.csv``, ``.md``, ``.png``."""
+    """Train and score every entry for every seed; write ``comparison.csv``, ``.md``, ``.png``.
+
+    ``out`` is held by this process throughout; a grid stopped part-way is continued by running
+    it again (finished runs are reused, a started one resumes from its checkpoint).
+    """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a folder")
+    with lock_folder(out):
+        return _run_grid(config, out, echo)
+
+
+def _run_grid(config: CompareConfig, out: Path, echo: Any) -> pd.DataFrame:
     rows: dict[str, list[dict[str, Any]]] = {}
     parameters: dict[str, int] = {}
     for entry in _entries(config):
@@ -158,10 +193,10 @@ def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) ->
         for seed in config.seeds:
             folder = out / entry.name / f"seed-{seed}"
             settings = _study_settings(config, entry, seed)
-            done = folder / "compare-row.json"
+            done = folder / COMPARE_ROW_FILE
             if done.is_file():
                 _check_same_settings(folder, settings)
-                rows[entry.name].append(json.loads(done.read_text()))
+                rows[entry.name].append(read_json(done, "finished grid row"))
                 echo(f"  {entry.name} seed {seed}: done before, reused")
                 continue
             t0 = time.perf_counter()
@@ -171,15 +206,13 @@ def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) ->
                 else _run_patches(settings, folder)
             )
             row["wall_seconds"] = round(time.perf_counter() - t0, 1)
-            with atomic_path(done) as tmp:
-                tmp.write_text(json.dumps(row))
+            write_json_atomic(done, row)
             rows[entry.name].append(row)
             echo(f"  {entry.name} seed {seed}: {row['wall_seconds']:.0f} s")
         parameters[entry.name] = _parameter_count(out / entry.name / f"seed-{config.seeds[0]}")
     rows[BASELINE_ROW[config.dataset]] = _baseline(config, rows)
     table = _summarise(rows, parameters)
-    table.to_csv(out / "comparison.csv.tmp", index=False)
-    (out / "comparison.csv.tmp").replace(out / "comparison.csv")
+    write_atomic(out / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_text_atomic(out / "comparison.md", _markdown(table, config))
     metrics = _FIGURE_METRICS[config.dataset]
     plot_comparison(

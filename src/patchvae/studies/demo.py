@@ -7,18 +7,71 @@ held-out slabs, and write the report.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from patchvae.artefacts import DEMO_MARKER
 from patchvae.config import ExtractConfig, PatchTrainConfig
 from patchvae.data.volumes import bundled_isles22_dir
+from patchvae.errors import RunDirError
 from patchvae.extract import extract_dataset
+from patchvae.io import is_temporary, write_json_atomic
+from patchvae.locks import lock_folder
 from patchvae.presets import get_preset
 from patchvae.report.html import build_report
 from patchvae.studies.lesion_analysis import analyze_run
 from patchvae.studies.patches import train_on_store
 
 DEMO_SPACING_MM = 1.0
+DEMO_STORE = "isles22-dwi-1mm.h5"
+PARTS = ("mnist", "stroke")
+
+
+@contextmanager
+def demo_folder(out: str | Path) -> Iterator[Path]:
+    """Hold ``out`` for a demo run. An earlier demo's output there (recognised by its marker
+    file) is removed first, file by file: only what patchvae wrote; the user's own files stay,
+    and if any sits inside the demo's run folders, nothing is removed and the demo stops."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file():
+        raise RunDirError(f"{out}: is not empty and holds no earlier demo; choose another --out")
+    with lock_folder(out):
+        _remove_earlier_demo(out)
+        write_json_atomic(out / DEMO_MARKER, {"parts": list(PARTS)})
+        yield out
+
+
+def _remove_earlier_demo(out: Path) -> None:
+    from patchvae.rundir import own_run_files
+    from patchvae.store import is_patch_store
+
+    files: list[Path] = []
+    folders = [out / "mnist", out / "stroke" / "run", out / "stroke"]
+    for run in folders[:2]:
+        if run.is_dir():
+            files += own_run_files(run)
+    stroke = out / "stroke"
+    if stroke.is_dir():
+        for entry in stroke.iterdir():
+            if entry.name == "run":
+                continue
+            ours = is_temporary(entry.name) or (entry.name == DEMO_STORE and is_patch_store(entry))
+            if not ours:
+                raise RunDirError(
+                    f"{entry}: was not written by the demo; it is never removed (move it, or "
+                    "choose another --out)"
+                )
+            files.append(entry)
+    for path in files:
+        path.unlink()
+    for folder in sorted({p.parent for p in files} | set(folders), key=lambda p: -len(p.parts)):
+        with suppress(FileNotFoundError, OSError):
+            os.rmdir(folder)  # only when empty
 
 
 def run_stroke_demo(
@@ -27,7 +80,7 @@ def run_stroke_demo(
     """Extract, train, analyse and report on the bundled stroke case; return the headline facts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    store = out / "isles22-dwi-1mm.h5"
+    store = out / DEMO_STORE
     summary = extract_dataset(
         ExtractConfig(root=str(bundled_isles22_dir()), layout="isles2022", spacing=DEMO_SPACING_MM),
         store,

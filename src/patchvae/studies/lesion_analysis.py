@@ -17,19 +17,20 @@ from patchvae.analysis.fewlabel import few_label_auroc
 from patchvae.analysis.heatmap import backproject, voxel_metrics
 from patchvae.analysis.metrics import hungarian_accuracy
 from patchvae.analysis.projection import fit_projection
+from patchvae.artefacts import ANALYSIS_FILE, SETTINGS_FILE, analysis_dir
 from patchvae.config import PatchTrainConfig, load_yaml_config
-from patchvae.errors import DataError
-from patchvae.io import write_json_atomic
+from patchvae.errors import DataError, RunDirError
+from patchvae.io import read_json, write_json_atomic
+from patchvae.locks import lock_folder
 from patchvae.report.figures import (
     plot_few_labels,
     plot_heatmaps,
     plot_latent_continuous,
     plot_latent_scatter,
 )
-from patchvae.rundir import SETTINGS_FILE
 from patchvae.runtime import provenance
 from patchvae.store import PatchStore, file_sha256
-from patchvae.studies.patches import embed_store
+from patchvae.studies.patches import checkpoint_record, embed_store
 
 VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
 BASELINE = "intensity_p95"
@@ -38,19 +39,49 @@ _KINDS = {BASELINE: "baseline", "p_lesion": "semi-supervised"}
 HEATMAP_SLICES = 4
 
 
-def analysis_dir(run: str | Path, store: str | Path) -> Path:
-    return Path(run) / f"analysis-{Path(store).stem}"
-
-
 def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[str, Any]:
-    """Write ``analysis.json`` and figures into ``RUN/analysis-<store>/``; return the numbers."""
+    """Write ``analysis.json`` and figures into ``RUN/analysis-<store>/``; return the numbers.
+
+    The run folder is held for the whole analysis. An analysis folder that holds the analysis
+    of another store (same file name, other path) is not replaced.
+    """
     run = Path(run)
+    if not (run / SETTINGS_FILE).is_file():
+        raise DataError(run, f"not a run folder made by `patchvae train` (no {SETTINGS_FILE})")
+    with lock_folder(run, create=False):
+        return _analyze(run, PatchStore(store_path), seed)
+
+
+def _check_analysis_target(out: Path, store: PatchStore) -> None:
+    earlier = out / ANALYSIS_FILE
+    if not earlier.is_file():
+        return
+    try:
+        other = Path(read_json(earlier, "analysis")["store"]["path"])
+    except (DataError, KeyError, TypeError):
+        return  # damaged: ours (it is in our run folder), and replaced whole
+    if other != store.path.resolve():
+        raise RunDirError(
+            f"{out}: holds the analysis of another store ({other}); rename or copy "
+            f"{store.path.name} to analyse it beside that one"
+        )
+
+
+def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
     settings = load_yaml_config(PatchTrainConfig, run / SETTINGS_FILE)
-    store = PatchStore(store_path)
+    out = analysis_dir(run, store.path)
+    _check_analysis_target(out, store)
+    made_from = checkpoint_record(run)
     frame = embed_store(run, store.path)
     same_store = Path(settings.patches).resolve() == store.path.resolve()
     train_frame = frame if same_store else embed_store(run, settings.patches)
     train_part = train_frame[train_frame.seen_in_training]
+    if len(train_part) < 2:
+        raise DataError(
+            Path(settings.patches),
+            f"the run trained on {len(train_part)} patch(es) of this store; the analysis fits "
+            "its clusters and densities on training patches and needs at least 2",
+        )
     held_out = ~frame.seen_in_training.to_numpy()
     evaluation = "patches the model never trained on"
     if not held_out.any():
@@ -74,12 +105,13 @@ def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[
         scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
     labels = part.label.to_numpy()
-    out = analysis_dir(run, store.path)
     out.mkdir(parents=True, exist_ok=True)
 
     result: dict[str, Any] = {
         "store": {"path": str(store.path.resolve()), "sha256": file_sha256(store.path)},
         "run": str(run.resolve()),
+        "checkpoint": made_from,
+        "seed": seed,
         "evaluation_set": evaluation,
         "n_patches": len(part),
         "n_lesion": int((labels == 1).sum()),
@@ -112,8 +144,8 @@ def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[
     )
     result["settings"] = settings.model_dump(mode="json")
     result["provenance"] = provenance()
-    result["reproduce"] = f"patchvae analyze {run} --patches {store.path}"
-    write_json_atomic(out / "analysis.json", result)
+    result["reproduce"] = f"patchvae analyze {run} --patches {store.path} --seed {seed}"
+    write_json_atomic(out / ANALYSIS_FILE, result)
     return result
 
 

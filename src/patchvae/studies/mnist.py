@@ -17,6 +17,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from patchvae.analysis.metrics import clustering_scores, hungarian_accuracy, logreg_accuracy
 from patchvae.analysis.projection import fit_projection, umap_embed
+from patchvae.artefacts import CHECKPOINT_FILE, METRICS_FILE, SETTINGS_FILE
 from patchvae.config import MnistStudyConfig
 from patchvae.data.mnist import (
     FILE_STEMS,
@@ -36,8 +37,8 @@ from patchvae.report.figures import (
     plot_manifold,
     plot_reconstructions,
 )
-from patchvae.rundir import CHECKPOINT_FILE, SETTINGS_FILE, prepare_run_dir
-from patchvae.runtime import provenance
+from patchvae.rundir import open_run_dir
+from patchvae.runtime import provenance, select_device
 from patchvae.train import evaluate, fit
 
 _EVAL_SEED_OFFSET = 7  # test-loss noise stream, apart from the training streams
@@ -77,7 +78,21 @@ def run_mnist_study(
     train, test = load_mnist(data_dir, config.digits)
     if not config.use_bundled_sample:
         config = config.model_copy(update={"data_dir": str(data_dir.resolve())})
-    out = prepare_run_dir(out, config, resume)
+    select_device(config.train.device)  # refuse an unusable device before writing anything
+    out = Path(out)
+    with open_run_dir(out, config, resume) as resuming:
+        return _train_and_analyse(config, out, resuming, train, test, data_dir, progress)
+
+
+def _train_and_analyse(
+    config: MnistStudyConfig,
+    out: Path,
+    resume: bool,
+    train: MnistSplit,
+    test: MnistSplit,
+    data_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
 
     x_train = torch.from_numpy(train.as_float())
     x_test = torch.from_numpy(test.as_float())
@@ -124,7 +139,7 @@ def run_mnist_study(
     )
     plot_loss_curves(result.history, out / "loss.png", "Loss per sample (validation: test split)")
     write_json_atomic(
-        out / "metrics.json",
+        out / METRICS_FILE,
         {
             **metrics,
             "history": result.history,
