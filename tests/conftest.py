@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from patchvae.config import ExtractConfig
 from patchvae.data.mnist import bundled_mnist_dir
+from patchvae.extract import extract_dataset
+from tests.volume_helpers import write_isles2015
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -25,6 +28,51 @@ def mnist_copy(tmp_path: Path) -> Path:
     target = tmp_path / "mnist"
     shutil.copytree(bundled_mnist_dir(), target)
     return target
+
+
+@pytest.fixture(scope="session")
+def two_case_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two cases in the ISLES 2015 layout (the bundled DWI, the second flipped left-right)."""
+    import SimpleITK as sitk
+
+    root = write_isles2015(tmp_path_factory.mktemp("siss") / "data", ".nii.gz", n_cases=2)
+    for path in (root / "2").glob("*/*.nii.gz"):
+        sitk.WriteImage(sitk.Flip(sitk.ReadImage(str(path)), [True, False, False], True), str(path))
+    out = tmp_path_factory.mktemp("store") / "siss.h5"
+    extract_dataset(ExtractConfig(root=str(root)), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(two_case_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "r"
+    code = cli_code(
+        [
+            "train",
+            "--patches",
+            str(two_case_store),
+            "--val-cases",
+            "2",
+            "--epochs",
+            "3",
+            "--quiet",
+            "--out",
+            str(run),
+        ]
+    )
+    assert code == 0
+    return run
+
+
+def cli_code(args: list[str]) -> int:
+    """Run the command line in this process; its exit status."""
+    from patchvae.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 def gunzip_to(source: Path, target: Path) -> Path:

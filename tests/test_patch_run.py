@@ -13,47 +13,10 @@ import pytest
 import torch
 
 from patchvae.checkpoint import load_model
-from patchvae.config import ExtractConfig
 from patchvae.embed import encode
-from patchvae.extract import extract_dataset
 from patchvae.store import PatchStore
 from patchvae.studies.patches import embed_store
 from tests.test_cli import run_cli
-from tests.volume_helpers import write_isles2015
-
-
-@pytest.fixture(scope="module")
-def two_case_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two cases in the ISLES 2015 layout (the bundled DWI, the second flipped left-right)."""
-    import SimpleITK as sitk
-
-    root = write_isles2015(tmp_path_factory.mktemp("siss") / "data", ".nii.gz", n_cases=2)
-    for path in (root / "2").glob("*/*.nii.gz"):
-        sitk.WriteImage(sitk.Flip(sitk.ReadImage(str(path)), [True, False, False], True), str(path))
-    out = tmp_path_factory.mktemp("store") / "siss.h5"
-    extract_dataset(ExtractConfig(root=str(root)), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def trained_run(two_case_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "r"
-    code = _cli(
-        [
-            "train",
-            "--patches",
-            str(two_case_store),
-            "--val-cases",
-            "2",
-            "--epochs",
-            "3",
-            "--quiet",
-            "--out",
-            str(run),
-        ]
-    )
-    assert code == 0
-    return run
 
 
 def _cli(args: list[str]) -> int:

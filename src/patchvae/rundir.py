@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ def open_run_dir(out: str | Path, settings: BaseModel, resume: bool) -> Iterator
         raise RunDirError(f"{out}: exists and is not a folder")
     if resume and not out.is_dir():
         raise RunDirError(f"{out}: no run to resume here (the folder does not exist)")
+    created = not out.exists()
     with lock_folder(out):
         present = _contents(out)
         has_checkpoint = (out / CHECKPOINT_FILE).is_file()
@@ -76,8 +77,17 @@ def open_run_dir(out: str | Path, settings: BaseModel, resume: bool) -> Iterator
                 else "pass --resume to continue a run there, or choose a new --out folder"
             )
             raise RunDirError(f"{out}: {what}; {hint}")
-        write_text_atomic(out / SETTINGS_FILE, to_yaml(settings))
-        yield resume and has_checkpoint
+        try:
+            write_text_atomic(out / SETTINGS_FILE, to_yaml(settings))
+            yield resume and has_checkpoint
+        except BaseException:
+            if not (out / CHECKPOINT_FILE).is_file():
+                # nothing was trained: leave the folder as it was found (or gone)
+                (out / SETTINGS_FILE).unlink(missing_ok=True)
+                if created:
+                    with suppress(OSError):
+                        out.rmdir()
+            raise
 
 
 def saved_settings(out: str | Path) -> dict[str, Any]:

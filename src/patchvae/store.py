@@ -22,6 +22,7 @@ attributes) carry checksums too. A damaged store is a one-line :class:`DataError
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -53,11 +54,12 @@ _INDEX_DTYPES = {
 }
 
 
-def _write_error(path: Path, exc: Exception) -> DataError:
-    """HDF5 reports a failed write (a full disk) as OSError or RuntimeError, with the errno in
-    the message; say it in one line."""
+def _write_error(path: Path, exc: BaseException) -> DataError:
+    """One line for a failed write of the store (a full disk, a read-only folder)."""
     found = re.search(r"errno = (\d+)", str(exc))
-    reason = os.strerror(int(found[1])) if found else type(exc).__name__
+    errno = exc.errno if isinstance(exc, OSError) and exc.errno else None
+    errno = errno or (int(found[1]) if found else None)
+    reason = os.strerror(errno) if errno else f"{type(exc).__name__}: {exc}"
     return DataError(path, f"could not write the patch store ({reason}); nothing was kept")
 
 
@@ -80,6 +82,66 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class _GuardedFile(io.RawIOBase):
+    """The store's file as HDF5 sees it (h5py's ``fileobj`` driver). A failed write (a full
+    disk) is recorded and the rest of the file is discarded instead of failing inside HDF5:
+    HDF5 cannot close a file whose writes failed and crashes the interpreter at exit. The
+    writer checks :attr:`failed` after every step and drops the file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._raw = open(path, "r+b", buffering=0)  # noqa: SIM115 (closed in close())
+        self.failed: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def readinto(self, buffer: Any) -> int | None:
+        return self._raw.readinto(buffer)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while self.failed is None and done < len(view):
+            try:
+                done += self._raw.write(view[done:]) or 0
+            except OSError as exc:
+                self.failed = exc
+        if done < len(view):
+            self._raw.seek(len(view) - done, os.SEEK_CUR)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._raw.truncate(size)
+        except OSError as exc:
+            self.failed = self.failed or exc
+            return size if size is not None else self.tell()
+
+    def flush(self) -> None:
+        pass  # unbuffered: every write went to the operating system already
+
+    def close(self) -> None:
+        if not self._raw.closed:
+            try:
+                self._raw.close()
+            except OSError as exc:
+                self.failed = self.failed or exc
+        super().close()
 
 
 class PatchStoreWriter:
@@ -105,8 +167,9 @@ class PatchStoreWriter:
     ) -> None:
         self.path = Path(path)
         self._tmp = temporary_sibling(self.path)
+        self._guard = _GuardedFile(self._tmp)
         try:
-            self._file = h5py.File(self._tmp, "w", libver="latest")
+            self._file = h5py.File(self._guard, "w", libver="latest")
             self._create(len(channels), patch_size)
             attrs = self._file.attrs
             attrs["format"] = STORE_FORMAT
@@ -114,12 +177,23 @@ class PatchStoreWriter:
             attrs["patch_size"] = patch_size
             attrs["settings"] = json.dumps(settings)
             attrs["provenance"] = json.dumps(provenance or {})
+            self._check()
         except BaseException as exc:
             self.abort()
-            if isinstance(exc, OSError | RuntimeError):
-                raise _write_error(self.path, exc) from None
-            raise
+            raise self._failure(exc) from None
         self._cases: list[dict[str, Any]] = []
+
+    def _check(self) -> None:
+        if self._guard.failed is not None:
+            raise _write_error(self.path, self._guard.failed)
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """The error to raise: a failed write said in one line, anything else as it is."""
+        if self._guard.failed is not None:
+            return _write_error(self.path, self._guard.failed)
+        if isinstance(exc, OSError | RuntimeError):
+            return _write_error(self.path, exc)
+        return exc
 
     def _create(self, c: int, s: int) -> None:
         checked = {"fletcher32": True, "compression": "lzf"}
@@ -144,8 +218,10 @@ class PatchStoreWriter:
         """Add one case's patches and its description; return the case's record (with counts)."""
         try:
             self._append(batch)
-        except (OSError, RuntimeError) as exc:
-            raise _write_error(self.path, exc) from None
+            self._check()
+        except BaseException as exc:
+            self.abort()
+            raise self._failure(exc) from None
         self._cases.append(
             {
                 "case_id": batch.case_id,
@@ -179,18 +255,20 @@ class PatchStoreWriter:
         try:
             self._file.attrs["cases"] = json.dumps(self._cases)
             self._file.close()
+            self._guard.close()
+            self._check()
             os.replace(self._tmp, self.path)
         except BaseException as exc:
             self.abort()
-            if isinstance(exc, OSError | RuntimeError):
-                raise _write_error(self.path, exc) from None
-            raise
+            raise self._failure(exc) from None
         return self.path
 
     def abort(self) -> None:
         """Drop the unfinished file; never raises (it runs while another error is raised)."""
         with suppress(Exception):
             self._file.close()
+        with suppress(Exception):
+            self._guard.close()
         with suppress(OSError):
             self._tmp.unlink(missing_ok=True)
 
