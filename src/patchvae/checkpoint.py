@@ -6,6 +6,7 @@ code edits: ``load_model(path)``.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     for key in ("model_config", "model_state"):
         if key not in payload:
             raise ValueError(f"checkpoint payload lacks {key!r}")
+    # serialised in memory, then written by Python: torch's own writer reports a full disk as
+    # an unexplained RuntimeError, Python as the OSError it is
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 

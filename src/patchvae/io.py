@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -49,10 +50,15 @@ def remove_stale_temporaries(folder: str | Path, of: str | None = None) -> list[
     removed = []
     with suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
-            if is_temporary(entry.name, of) and entry.is_file(follow_symlinks=False):
+            if not is_temporary(entry.name, of):
+                continue
+            if entry.is_file(follow_symlinks=False):
                 with suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):  # an unfinished atomic_folder
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(Path(entry.path))
     return removed
 
 
@@ -65,9 +71,7 @@ def temporary_sibling(final: str | Path) -> Path:
     remove_stale_temporaries(final.parent, of=final.name)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
 
 
@@ -93,9 +97,46 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.filename in (None, str(tmp)) and exc.errno:
+            # say which artefact could not be written, not its temporary name
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(final)) from None
+        raise
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
+
+
+@contextmanager
+def atomic_folder(final: str | Path) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a folder of files written together (an analysis): they
+    are written into a temporary folder that replaces ``final`` only when all are complete.
+
+    An existing ``final`` is moved aside and removed after the swap: only call this for a
+    folder patchvae made and checked (it holds nothing else).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final.parent, of=final.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def write_atomic(final: str | Path, writer: Callable[[Path], Any]) -> Path:
@@ -111,6 +152,24 @@ def write_text_atomic(final: str | Path, text: str) -> Path:
 
 def write_json_atomic(final: str | Path, payload: Any) -> Path:
     return write_text_atomic(final, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def missing_folders(path: str | Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first: the folders a command
+    creates, and removes again (when still empty) if it fails."""
+    found: list[Path] = []
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        found.append(path)
+        path = path.parent
+    return found
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each folder that is empty, deepest first; others stay."""
+    for folder in folders:
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def check_replaceable(

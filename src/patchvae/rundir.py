@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,13 @@ from patchvae.artefacts import (
 )
 from patchvae.config import to_yaml
 from patchvae.errors import RunDirError
-from patchvae.io import is_temporary, read_text, write_text_atomic
+from patchvae.io import (
+    is_temporary,
+    missing_folders,
+    read_text,
+    remove_empty,
+    write_text_atomic,
+)
 from patchvae.locks import lock_folder
 
 # Settings that may differ between a run and its resumption.
@@ -62,7 +68,7 @@ def open_run_dir(out: str | Path, settings: BaseModel, resume: bool) -> Iterator
         raise RunDirError(f"{out}: exists and is not a folder")
     if resume and not out.is_dir():
         raise RunDirError(f"{out}: no run to resume here (the folder does not exist)")
-    created = not out.exists()
+    created = missing_folders(out)
     with lock_folder(out):
         present = _contents(out)
         has_checkpoint = (out / CHECKPOINT_FILE).is_file()
@@ -84,9 +90,7 @@ def open_run_dir(out: str | Path, settings: BaseModel, resume: bool) -> Iterator
             if not (out / CHECKPOINT_FILE).is_file():
                 # nothing was trained: leave the folder as it was found (or gone)
                 (out / SETTINGS_FILE).unlink(missing_ok=True)
-                if created:
-                    with suppress(OSError):
-                        out.rmdir()
+                remove_empty(created)
             raise
 
 

@@ -30,7 +30,14 @@ from patchvae.config import (
 )
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
 from patchvae.errors import RunDirError
-from patchvae.io import read_json, write_atomic, write_json_atomic, write_text_atomic
+from patchvae.io import (
+    missing_folders,
+    read_json,
+    remove_empty,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from patchvae.locks import lock_folder
 from patchvae.presets import get_preset
 from patchvae.report.figures import plot_comparison
@@ -181,8 +188,14 @@ def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) ->
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a folder")
+    created = missing_folders(out)
     with lock_folder(out):
-        return _run_grid(config, out, echo)
+        try:
+            return _run_grid(config, out, echo)
+        except BaseException:
+            # folders of runs that never started, and out itself, when left empty
+            remove_empty([*(p for p in out.iterdir() if p.is_dir()), *created])
+            raise
 
 
 def _run_grid(config: CompareConfig, out: Path, echo: Any) -> pd.DataFrame:

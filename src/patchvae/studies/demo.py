@@ -18,7 +18,7 @@ from patchvae.config import ExtractConfig, PatchTrainConfig
 from patchvae.data.volumes import bundled_isles22_dir
 from patchvae.errors import RunDirError
 from patchvae.extract import extract_dataset
-from patchvae.io import is_temporary, write_json_atomic
+from patchvae.io import is_temporary, missing_folders, remove_empty, write_json_atomic
 from patchvae.locks import lock_folder
 from patchvae.presets import get_preset
 from patchvae.report.html import build_report
@@ -40,10 +40,17 @@ def demo_folder(out: str | Path) -> Iterator[Path]:
         raise RunDirError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file():
         raise RunDirError(f"{out}: is not empty and holds no earlier demo; choose another --out")
+    created = missing_folders(out)
     with lock_folder(out):
         _remove_earlier_demo(out)
         write_json_atomic(out / DEMO_MARKER, {"parts": list(PARTS)})
-        yield out
+        try:
+            yield out
+        except BaseException:
+            if set(os.listdir(out)) == {DEMO_MARKER}:  # nothing of the demo was kept
+                (out / DEMO_MARKER).unlink()
+                remove_empty(created)
+            raise
 
 
 def _remove_earlier_demo(out: Path) -> None:

@@ -17,10 +17,10 @@ from patchvae.analysis.fewlabel import few_label_auroc
 from patchvae.analysis.heatmap import backproject, voxel_metrics
 from patchvae.analysis.metrics import hungarian_accuracy
 from patchvae.analysis.projection import fit_projection
-from patchvae.artefacts import ANALYSIS_FILE, SETTINGS_FILE, analysis_dir
+from patchvae.artefacts import ANALYSIS_FILE, ANALYSIS_FILES, SETTINGS_FILE, analysis_dir
 from patchvae.config import PatchTrainConfig, load_yaml_config
 from patchvae.errors import DataError, RunDirError
-from patchvae.io import read_json, write_json_atomic
+from patchvae.io import atomic_folder, read_json, write_json_atomic
 from patchvae.locks import lock_folder
 from patchvae.report.figures import (
     plot_few_labels,
@@ -53,6 +53,15 @@ def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[
 
 
 def _check_analysis_target(out: Path, store: PatchStore) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise RunDirError(f"{out}: is not a folder patchvae made; it is never replaced")
+    if out.is_dir():
+        strange = sorted(p.name for p in out.iterdir() if p.name not in ANALYSIS_FILES)
+        if strange:
+            raise RunDirError(
+                f"{out / strange[0]}: was not written by patchvae; the analysis folder holding "
+                "it is never replaced (move the file)"
+            )
     earlier = out / ANALYSIS_FILE
     if not earlier.is_file():
         return
@@ -105,7 +114,6 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
         scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
     labels = part.label.to_numpy()
-    out.mkdir(parents=True, exist_ok=True)
 
     result: dict[str, Any] = {
         "store": {"path": str(store.path.resolve()), "sha256": file_sha256(store.path)},
@@ -133,19 +141,21 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
     result["voxel_scores"] = {
         name: voxel_metrics(s, masks_lesion, masks_brain) for name, s in scores.items()
     }
-    _figures(out, part, mu, train_mu, labels, scores, patches, masks_lesion, store)
-    plot_few_labels(
-        {
-            "latent (logistic regression)": result["few_labels"]["latent"],
-            f"{BASELINE} only": result["few_labels"][BASELINE],
-        },
-        out / "few_labels.png",
-        "A few labelled patches: AUROC on the rest (mean +- sd over draws)",
-    )
     result["settings"] = settings.model_dump(mode="json")
     result["provenance"] = provenance()
     result["reproduce"] = f"patchvae analyze {run} --patches {store.path} --seed {seed}"
-    write_json_atomic(out / ANALYSIS_FILE, result)
+    # all files of the analysis appear together, replacing an earlier one whole
+    with atomic_folder(out) as folder:
+        _figures(folder, part, mu, train_mu, labels, scores, patches, masks_lesion, store)
+        plot_few_labels(
+            {
+                "latent (logistic regression)": result["few_labels"]["latent"],
+                f"{BASELINE} only": result["few_labels"][BASELINE],
+            },
+            folder / "few_labels.png",
+            "A few labelled patches: AUROC on the rest (mean +- sd over draws)",
+        )
+        write_json_atomic(folder / ANALYSIS_FILE, result)
     return result
 
 
