@@ -54,13 +54,22 @@ def one_line(err: str) -> str:
 
 
 @contextmanager
-def small_disk(size_kib: int) -> Iterator[Path]:
-    """A tmpfs of ``size_kib`` KiB, mounted for the test; skipped where mounting is not allowed."""
+def small_disk(size_kib: int, read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of ``size_kib`` KiB (read-only if asked: permissions do not stop root), mounted
+    for the test; skipped where mounting is not allowed."""
     mount = shutil.which("mount")
     folder = Path(tempfile.mkdtemp(prefix="patchvae-full-"))
     result = (
         subprocess.run(
-            [mount, "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)],
+            [
+                mount,
+                "-t",
+                "tmpfs",
+                "-o",
+                f"size={size_kib}k" + (",ro" if read_only else ""),
+                "tmpfs",
+                str(folder),
+            ],
             capture_output=True,
         )
         if mount

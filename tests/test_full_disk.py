@@ -67,3 +67,20 @@ def test_full_disk(
         assert_kept(before, disk)
         assert snapshot(disk).keys() == before.keys(), "a partial artefact was left"
         assert not temporaries(disk)
+
+
+@pytest.mark.parametrize("command", ["extract", "train", "mnist", "demo"])
+def test_read_only_output(
+    command: str, capsys: pytest.CaptureFixture[str], two_case_store: Path
+) -> None:
+    with small_disk(64, read_only=True) as disk:
+        out = str(disk / "out")
+        args = {
+            "extract": ["extract", "--root", str(bundled_isles22_dir()), "--out", f"{out}.h5"],
+            "train": ["train", "--patches", str(two_case_store), "--quiet", "--out", out],
+            "mnist": ["mnist", "--sample", "--epochs", "1", "--quiet", "--out", out],
+            "demo": ["demo", "--epochs", "1", "--quiet", "--out", out],
+        }[command]
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and "Read-only file system" in one_line(err) and out in err, err
+        assert not list(disk.iterdir())

@@ -19,16 +19,6 @@ from patchvae.studies.patches import embed_store
 from tests.test_cli import run_cli
 
 
-def _cli(args: list[str]) -> int:
-    from patchvae.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def test_train_records_a_case_split(trained_run: Path, two_case_store: Path) -> None:
     record = json.loads((trained_run / "training.json").read_text())
     assert record["split"]["train_cases"] == ["1"] and record["split"]["val_cases"] == ["2"]

@@ -18,7 +18,7 @@ import typer
 
 from patchvae.artefacts import SETTINGS_FILE
 from patchvae.config import M, MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
-from patchvae.errors import Interrupted, PatchvaeError, RunDirError
+from patchvae.errors import Interrupted, PatchvaeError, RunDirError, one_line
 from patchvae.io import oserror_message
 from patchvae.presets import PRESETS, get_preset
 
@@ -546,7 +546,7 @@ def demo(
 
 
 def expand_multi_value_options(
-    argv: list[str], options: tuple[str, ...] = ("--digits",)
+    argv: list[str], options: tuple[str, ...] = ("--digits", "--val-cases")
 ) -> list[str]:
     """Turn ``--digits 7 9`` into ``--digits 7 --digits 9``: click options take one value each.
 
@@ -595,7 +595,7 @@ def _signals_raise() -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"patchvae: {message}", err=True)
+    typer.echo(f"patchvae: {one_line(message)}", err=True)
     sys.exit(code)
 
 

@@ -8,8 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (line breaks, tabs, NUL) written as escapes, so a
+    message naming a user's odd file or key stays one line.
+
+    Example
+    -------
+    >>> one_line("bad key 'a\\nb'")
+    "bad key 'a\\\\nb'"
+    """
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode() for ch in text
+    )
+
+
 class PatchvaeError(Exception):
-    """Base class of every error patchvae raises on purpose."""
+    """Base class of every error patchvae raises on purpose; its message is one line."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataError(PatchvaeError):

@@ -77,7 +77,10 @@ def lock_file(path: str | Path) -> Iterator[Path]:
     else:
         marker = key.parent / f".{key.name}.lock"
         while True:
-            fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # name the output, not our lock file
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             _lock(fd, path)
             # another process may have removed the lock file between our open and flock:
             # then we hold a lock on a file nobody else can see; take the new one instead
