@@ -408,6 +408,31 @@ def test_07_divergence_mid_run_keeps_the_last_good_checkpoint(
     assert checkpoint_epoch(path) == 2
 
 
+def test_07_a_changed_store_is_not_trained_on_or_analysed_silently(
+    tmp_path: Path, capsys: Capsys, two_case_store: Path
+) -> None:
+    store, run = tmp_path / "s.h5", tmp_path / "run"
+    shutil.copy(two_case_store, store)
+    args = ["train", "--patches", str(store), "--val-cases", "2", "--epochs", "1", "--quiet"]
+    assert run_cli([*args, "--out", str(run)], capsys)[0] == 0
+    import h5py
+
+    with h5py.File(store, "a") as handle:  # changed in place, checksums and all
+        handle["patches"][0] = handle["patches"][0] * 0.5
+    fails(
+        ["train", "--out", str(run), "--resume", "--epochs", "2"],
+        capsys,
+        tmp_path,
+        "the patch store changed since this run began",
+    )
+    fails(
+        ["analyze", str(run), "--patches", str(two_case_store)],
+        capsys,
+        tmp_path,
+        "the run's training store changed since training",
+    )
+
+
 # 8. manifests: unknown mask columns, short rows, BOM
 
 

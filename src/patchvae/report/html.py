@@ -228,7 +228,10 @@ def _page(
         )
         keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]
         sections.append(_table(["metric", "value"], [[k, float(record[k])] for k in keys]))
-    sections.append(f"<p>{record['epochs']} epochs in {record['train_seconds']:.1f} s.</p>")
+    sections.append(
+        f"<p>{record['epochs']} epochs in {record['train_seconds']:.1f} s. This page shows the "
+        f"run as it was at epoch {record['epochs']}; if the run is resumed, write it again.</p>"
+    )
     sections.append("<h2>Training and latent space</h2>")
     sections += [_figure(run / name) for name in _FIGURE_CAPTIONS if (run / name).is_file()]
     for folder in sorted(run.glob(f"{ANALYSIS_PREFIX}*")):

@@ -17,7 +17,13 @@ from patchvae.analysis.fewlabel import few_label_auroc
 from patchvae.analysis.heatmap import backproject, voxel_metrics
 from patchvae.analysis.metrics import hungarian_accuracy
 from patchvae.analysis.projection import fit_projection
-from patchvae.artefacts import ANALYSIS_FILE, ANALYSIS_FILES, SETTINGS_FILE, analysis_dir
+from patchvae.artefacts import (
+    ANALYSIS_FILE,
+    ANALYSIS_FILES,
+    SETTINGS_FILE,
+    TRAINING_FILE,
+    analysis_dir,
+)
 from patchvae.config import PatchTrainConfig, load_yaml_config
 from patchvae.errors import DataError, RunDirError
 from patchvae.io import atomic_folder, read_json, write_json_atomic
@@ -76,11 +82,28 @@ def _check_analysis_target(out: Path, store: PatchStore) -> None:
         )
 
 
+def _check_training_store(run: Path, path: Path) -> None:
+    """The analysis compares held-out patches with the training patches' latents: the
+    training store must still be the one the run trained on."""
+    found = read_json(run / TRAINING_FILE, "training record")
+    record = found.get("store") if isinstance(found, dict) else None
+    record = record if isinstance(record, dict) else {}
+    if not path.is_file():
+        raise DataError(path, "the run's training store is gone; the analysis needs it")
+    if record.get("sha256") not in (None, file_sha256(path)):
+        raise DataError(
+            path,
+            "the run's training store changed since training (SHA-256 differs from "
+            f"{TRAINING_FILE}); extract it again with the run's settings, or train anew",
+        )
+
+
 def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
     settings = load_yaml_config(PatchTrainConfig, run / SETTINGS_FILE)
     out = analysis_dir(run, store.path)
     _check_analysis_target(out, store)
     made_from = checkpoint_record(run)
+    _check_training_store(run, Path(settings.patches))
     frame = embed_store(run, store.path)
     same_store = Path(settings.patches).resolve() == store.path.resolve()
     train_frame = frame if same_store else embed_store(run, settings.patches)

@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 
 from patchvae.artefacts import CHECKPOINT_FILE, SETTINGS_FILE, TRAINING_FILE
-from patchvae.checkpoint import checkpoint_epoch, load_model
+from patchvae.checkpoint import checkpoint_epoch, load_checkpoint, load_model
 from patchvae.config import PatchTrainConfig
 from patchvae.embed import score_patches
-from patchvae.errors import ConfigError, DataError
+from patchvae.errors import ConfigError, DataError, RunDirError
 from patchvae.io import atomic_path, check_replaceable, read_json, write_json_atomic
 from patchvae.locks import lock_file, lock_folder
 from patchvae.report.figures import plot_loss_curves
@@ -52,11 +52,13 @@ def train_on_store(
     patches = store.patches()
     y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
     out = Path(out)
+    store_record = {"path": str(store.path.resolve()), "sha256": file_sha256(store.path)}
+    if resume:
+        _check_same_store(out / CHECKPOINT_FILE, store_record["sha256"])
     with open_run_dir(out, config, resume) as resuming:
         x_train = torch.from_numpy(patches[split.train_rows])
         x_val = torch.from_numpy(patches[split.val_rows])
         del patches
-        store_record = {"path": str(store.path.resolve()), "sha256": file_sha256(store.path)}
         result = fit(
             config.model,
             config.train,
@@ -84,6 +86,19 @@ def train_on_store(
         }
         write_json_atomic(out / TRAINING_FILE, record)
     return record
+
+
+def _check_same_store(checkpoint: Path, sha256: str) -> None:
+    """Resuming on a store whose content changed would train on other data without a word."""
+    if not checkpoint.is_file():
+        return  # nothing trained yet: any store will do
+    recorded = load_checkpoint(checkpoint).get("metadata", {}).get("store", {}).get("sha256")
+    if recorded is not None and recorded != sha256:
+        raise RunDirError(
+            f"{checkpoint.parent}: the patch store changed since this run began (its SHA-256 "
+            f"was {recorded[:12]}, is {sha256[:12]}); resuming would train on other data, "
+            "start a new run instead"
+        )
 
 
 def _training_labels(
