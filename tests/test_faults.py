@@ -64,8 +64,8 @@ def test_01_force_never_replaces_what_is_not_a_store(
     (tmp_path / "link").symlink_to(tmp_path / "fifo")
     args = ["extract", "--root", str(dataset), "--out", str(tmp_path / target), "--force"]
     expected = {
-        "fifo": "is not a regular file",
-        "link": "is a symbolic link",
+        "fifo": "is not a regular file (a device, FIFO or socket); never written",
+        "link": "is a symbolic link; patchvae never writes through a link",
     }.get(target, "is not a patch store written by patchvae; it is never replaced")
     fails(args, capsys, tmp_path, expected)
 
@@ -707,7 +707,7 @@ def test_11_embed_out_that_is_not_a_table(
         ],
         capsys,
         tmp_path,
-        "is not a embedding table written by patchvae",
+        "is not an embedding table written by patchvae",
     )
 
 

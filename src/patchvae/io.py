@@ -184,15 +184,18 @@ def check_replaceable(
     except FileNotFoundError:
         return
     if stat.S_ISLNK(info.st_mode):
-        raise RunDirError(f"{path}: is a symbolic link; patchvae writes {what} only to a new path")
+        raise RunDirError(f"{path}: is a symbolic link; patchvae never writes through a link")
     if stat.S_ISDIR(info.st_mode):
         raise RunDirError(f"{path}: is a folder; --out must name the {what} file to write")
     if not stat.S_ISREG(info.st_mode):
-        raise RunDirError(f"{path}: is not a regular file; patchvae will not write {what} there")
+        raise RunDirError(
+            f"{path}: is not a regular file (a device, FIFO or socket); never written"
+        )
+    article = "an" if what[0] in "aeiou" else "a"
     if not is_ours(path):
         raise RunDirError(
-            f"{path}: exists and is not a {what} written by patchvae; it is never replaced "
-            "(choose another --out)"
+            f"{path}: exists and is not {article} {what} written by patchvae; it is never "
+            "replaced (choose another --out)"
         )
     if not force:
         raise RunDirError(f"{path}: already exists; pass --force to replace it, or another --out")

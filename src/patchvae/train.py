@@ -238,80 +238,78 @@ def fit(
     )
     model.train()
     warmup_steps = train_config.kl_warmup_epochs * steps_per_epoch
-    for epoch in range(start_epoch, train_config.epochs):
-        t0 = time.perf_counter()
-        beta: float | None = None
-        totals = torch.zeros(3, dtype=torch.float64, device=device)
-        seen = 0
-        for step, index in enumerate(batch_indices(n_train, batch_size, shuffle_gen)):
-            index = index.to(device)
-            batch = x_train[index]
-            seen += batch.shape[0]
-            if warmup_steps:
-                done = epoch * steps_per_epoch + step + 1
-                beta = model_config.beta * min(1.0, done / warmup_steps)
-            labels = None if y_train is None or labelled is not None else y_train[index]
-            out = model(batch, generator=noise_gen, beta=beta, labels=labels)
-            loss = out.loss
-            if labelled is not None:
-                loss = loss + model_config.classifier_weight * labelled.loss(model, shuffle_gen)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise _diverged(epoch, step, steps_per_epoch, "training loss", train_config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                totals += torch.stack(
-                    [out.loss * batch.shape[0], out.recon_loss.sum(), out.reg_loss.sum()]
-                ).double()
-            bar.update(1)
-            if progress and (step % 20 == 0 or seen == n_train):
-                bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
-        train_loss, train_recon, train_kl = (totals / n_train).tolist()
-        record = {
-            "epoch": float(epoch + 1),
-            "train_loss": train_loss,
-            "train_recon": train_recon,
-            "train_kl": train_kl,
-            "beta": model_config.beta if beta is None else beta,
-        }
-        if x_val is not None and x_val.shape[0] > 0:
-            val = evaluate(model, x_val, batch_size, seed=train_config.seed + _EVAL_STREAM)
-            record.update({f"val_{k}": v for k, v in val.items()})
-            bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.2f}", val=f"{val['loss']:.2f}")
-        if model_config.prior == "gmm" and epoch + 1 == train_config.gmm_init_epochs:
-            record["prior_init_bic"] = init_prior_from_gmm(
-                model, x_train, batch_size, train_config.seed, optimizer
-            )
-        record["seconds"] = time.perf_counter() - t0
-        checks = {
-            "training loss": record["train_loss"],
-            "validation loss": record.get("val_loss", 0.0),
-            "weights": sum(float(p.detach().sum()) for p in model.parameters()),
-        }
-        for what, value in checks.items():
-            if not np.isfinite(value):
-                bar.close()
-                raise _diverged(epoch, None, steps_per_epoch, what, train_config)
-        history.append(record)
-        if checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "model_config": model_config.model_dump(mode="json"),
-                    "train_config": train_config.model_dump(mode="json"),
-                    "model_state": model.state_dict(),
-                    "optimizer_state": optimizer.state_dict(),
-                    "shuffle_rng": shuffle_gen.get_state(),
-                    "noise_rng": noise_gen.get_state(),
-                    "noise_device": device.type,
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "metadata": {**(metadata or {}), **provenance(device)},
-                },
-            )
-    bar.close()
+    with bar:  # closed on any exit, so no bar line follows an error
+        for epoch in range(start_epoch, train_config.epochs):
+            t0 = time.perf_counter()
+            beta: float | None = None
+            totals = torch.zeros(3, dtype=torch.float64, device=device)
+            seen = 0
+            for step, index in enumerate(batch_indices(n_train, batch_size, shuffle_gen)):
+                index = index.to(device)
+                batch = x_train[index]
+                seen += batch.shape[0]
+                if warmup_steps:
+                    done = epoch * steps_per_epoch + step + 1
+                    beta = model_config.beta * min(1.0, done / warmup_steps)
+                labels = None if y_train is None or labelled is not None else y_train[index]
+                out = model(batch, generator=noise_gen, beta=beta, labels=labels)
+                loss = out.loss
+                if labelled is not None:
+                    loss = loss + model_config.classifier_weight * labelled.loss(model, shuffle_gen)
+                if not torch.isfinite(loss):
+                    raise _diverged(epoch, step, steps_per_epoch, "training loss", train_config)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    totals += torch.stack(
+                        [out.loss * batch.shape[0], out.recon_loss.sum(), out.reg_loss.sum()]
+                    ).double()
+                bar.update(1)
+                if progress and (step % 20 == 0 or seen == n_train):
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
+            train_loss, train_recon, train_kl = (totals / n_train).tolist()
+            record = {
+                "epoch": float(epoch + 1),
+                "train_loss": train_loss,
+                "train_recon": train_recon,
+                "train_kl": train_kl,
+                "beta": model_config.beta if beta is None else beta,
+            }
+            if x_val is not None and x_val.shape[0] > 0:
+                val = evaluate(model, x_val, batch_size, seed=train_config.seed + _EVAL_STREAM)
+                record.update({f"val_{k}": v for k, v in val.items()})
+                bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.2f}", val=f"{val['loss']:.2f}")
+            if model_config.prior == "gmm" and epoch + 1 == train_config.gmm_init_epochs:
+                record["prior_init_bic"] = init_prior_from_gmm(
+                    model, x_train, batch_size, train_config.seed, optimizer
+                )
+            record["seconds"] = time.perf_counter() - t0
+            checks = {
+                "training loss": record["train_loss"],
+                "validation loss": record.get("val_loss", 0.0),
+                "weights": sum(float(p.detach().sum()) for p in model.parameters()),
+            }
+            for what, value in checks.items():
+                if not np.isfinite(value):
+                    raise _diverged(epoch, None, steps_per_epoch, what, train_config)
+            history.append(record)
+            if checkpoint_path is not None:
+                save_checkpoint(
+                    checkpoint_path,
+                    {
+                        "model_config": model_config.model_dump(mode="json"),
+                        "train_config": train_config.model_dump(mode="json"),
+                        "model_state": model.state_dict(),
+                        "optimizer_state": optimizer.state_dict(),
+                        "shuffle_rng": shuffle_gen.get_state(),
+                        "noise_rng": noise_gen.get_state(),
+                        "noise_device": device.type,
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "metadata": {**(metadata or {}), **provenance(device)},
+                    },
+                )
     model.eval()
     return TrainResult(
         model=model,
