@@ -615,8 +615,8 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted as stop:
         what = "interrupted" if stop.signal_name == "SIGINT" else "terminated"
         _fail(
-            f"{what} ({stop.signal_name}); no half-written file was kept; finished epochs are "
-            "in the checkpoint (--resume)",
+            f"{what} ({stop.signal_name}); no half-written file was kept; run the same command "
+            "again (a training run continues from its last epoch with --resume)",
             stop.exit_code,
         )
     except PatchvaeError as exc:
