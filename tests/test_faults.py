@@ -258,6 +258,29 @@ def test_06_mask_values_and_ties_do_not_change_the_lesion(tmp_path: Path) -> Non
             assert resampled.lesion.sum() == 8 * native.lesion.sum()
 
 
+def test_06_lesion_patches_at_1mm_match_an_independent_count(tmp_path: Path) -> None:
+    """The bundled 2 mm case at 1 mm: the store's patch and lesion-patch counts equal those of
+    a plain numpy computation on the native arrays (each voxel a 2x2x2 block)."""
+    from patchvae.config import ExtractConfig
+    from patchvae.extract import extract_dataset
+
+    dwi, mask = (sitk.DICOMOrient(image, "LPS") for image in bundled_case_images())
+    brain = sitk.GetArrayFromImage(dwi) != 0  # "auto": the background is exactly zero
+    lesion = sitk.GetArrayFromImage(mask) > 0
+    up = [a.repeat(2, 0).repeat(2, 1).repeat(2, 2) for a in (brain, lesion)]
+    kept = lesion_patches = 0
+    for k in range(up[0].shape[0]):
+        for r in range(0, up[0].shape[1] - 27, 28):
+            for c in range(0, up[0].shape[2] - 27, 28):
+                if up[0][k, r : r + 28, c : c + 28].mean() >= 0.5:
+                    kept += 1
+                    lesion_patches += bool(up[1][k, r : r + 28, c : c + 28].any())
+    summary = extract_dataset(
+        ExtractConfig(root=str(bundled_isles22_dir()), spacing=1.0), tmp_path / "s.h5"
+    )
+    assert (summary.patches, summary.lesion_patches) == (kept, lesion_patches) == (1756, 90)
+
+
 def _multiclass(mask: sitk.Image) -> sitk.Image:
     """Labels 1-4 spread over the lesion (as BraTS' OTMultiClass)."""
     array = sitk.GetArrayFromImage(mask).astype(np.uint8)

@@ -32,7 +32,7 @@ def test_demo_end_to_end(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     for name in ("training.json", "report.html", "analysis-isles22-dwi-1mm/analysis.json"):
         assert (run / name).is_file(), name
     code, stdout, _ = run_cli(["inspect", str(demo_dir / "stroke" / "isles22-dwi-1mm.h5")], capsys)
-    # 90 of 1756 is the count computed independently (numpy) from the native 2 mm mask
+    # 90 of 1756: test_faults.py checks it against an independent numpy count
     assert code == 0 and "lesion patches: 90 of 1756" in stdout
 
 
