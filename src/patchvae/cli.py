@@ -19,7 +19,7 @@ import typer
 from patchvae.artefacts import SETTINGS_FILE
 from patchvae.config import M, MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
 from patchvae.errors import Interrupted, PatchvaeError, RunDirError, one_line
-from patchvae.io import oserror_message
+from patchvae.io import oserror_message, raise_or_defer, remove_live_temporaries
 from patchvae.presets import PRESETS, get_preset
 
 app = typer.Typer(
@@ -577,7 +577,7 @@ def expand_multi_value_options(
 
 def _raise_interrupted(signum: int, frame: object) -> None:
     name = signal.Signals(signum).name
-    raise Interrupted(name, 128 + signum)
+    raise_or_defer(Interrupted(name, 128 + signum))
 
 
 @contextmanager
@@ -613,6 +613,7 @@ def main(argv: list[str] | None = None) -> None:
             # standalone mode: typer reports usage errors itself (exit 2) and exits with the status
             app(args=args, prog_name="patchvae")
     except Interrupted as stop:
+        remove_live_temporaries()
         what = "interrupted" if stop.signal_name == "SIGINT" else "terminated"
         _fail(
             f"{what} ({stop.signal_name}); no half-written file was kept; run the same command "

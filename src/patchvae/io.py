@@ -62,17 +62,81 @@ def remove_stale_temporaries(folder: str | Path, of: str | None = None) -> list[
     return removed
 
 
-def temporary_sibling(final: str | Path) -> Path:
-    """Create an empty temporary file beside ``final`` (same folder, so a rename is atomic),
-    with the permissions a new file gets under the umask (mkstemp alone gives 0600); stale
-    temporaries of ``final`` from killed processes are removed first."""
+# Temporaries this process made and has not yet renamed or removed: a signal can arrive at
+# any bytecode, also between creating a temporary and the ``try`` that would remove it, so the
+# command line removes whatever is still listed here on its way out.
+_live: set[Path] = set()
+# Signals that arrive while a temporary is being created (and listed) wait until it is.
+_shield: dict[str, Any] = {"depth": 0, "pending": None}
+
+
+def raise_or_defer(exc: BaseException) -> None:
+    """Called by a signal handler: raise ``exc`` now, or at the end of a shielded step."""
+    if _shield["depth"]:
+        _shield["pending"] = exc
+        return
+    raise exc
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    _shield["depth"] += 1
+    try:
+        yield
+    finally:
+        _shield["depth"] -= 1
+        pending, _shield["pending"] = _shield["pending"], None
+        if pending is not None and not _shield["depth"]:
+            raise pending
+
+
+def _forget(path: Path) -> None:
+    _live.discard(path)
+
+
+def remove_live_temporaries() -> None:
+    """Remove every temporary this process still has (after an interruption)."""
+    for path in list(_live):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with suppress(OSError):
+                path.unlink()
+        _live.discard(path)
+
+
+def temporary_sibling(final: str | Path, folder: bool = False) -> Path:
+    """Create an empty temporary file (or ``folder``) beside ``final`` (same folder, so a
+    rename is atomic), with the permissions a new one gets under the umask (mkstemp alone
+    gives 0600); stale temporaries of ``final`` from killed processes are removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final.parent, of=final.name)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_umask())
-    return Path(name)
+    with shielded():
+        if folder:
+            made = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        else:
+            fd, made = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            os.close(fd)
+        _live.add(Path(made))
+    os.chmod(made, (0o777 if folder else 0o666) & ~_umask())
+    return Path(made)
+
+
+def discard_temporary(path: Path) -> None:
+    """Remove a temporary (file or folder) made by :func:`temporary_sibling`."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with suppress(FileNotFoundError):
+            path.unlink()
+    _forget(path)
+
+
+def rename_temporary(path: Path, final: Path) -> None:
+    """Rename a finished temporary to its final name."""
+    os.replace(path, final)
+    _forget(path)
 
 
 @contextmanager
@@ -96,15 +160,14 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     tmp = temporary_sibling(final)
     try:
         yield tmp
-        os.replace(tmp, final)
+        rename_temporary(tmp, final)
     except OSError as exc:
         if exc.filename in (None, str(tmp)) and exc.errno:
             # say which artefact could not be written, not its temporary name
             raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(final)) from None
         raise
     finally:
-        with suppress(FileNotFoundError):
-            tmp.unlink()
+        discard_temporary(tmp)
 
 
 @contextmanager
@@ -116,21 +179,22 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     folder patchvae made and checked (it holds nothing else).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(final.parent, of=final.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    tmp = temporary_sibling(final, folder=True)
+    old: Path | None = None
     try:
         yield tmp
-        old = None
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+            with shielded():
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+                )
+                _live.add(old)
             os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        rename_temporary(tmp, final)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_temporary(tmp)
+        if old is not None:
+            discard_temporary(old)
 
 
 def _umask() -> int:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from patchvae.errors import DataError
-from patchvae.io import temporary_sibling
+from patchvae.io import discard_temporary, rename_temporary, temporary_sibling
 from patchvae.patches import PatchBatch
 
 STORE_FORMAT = "patchvae-patch-store/3"
@@ -257,7 +257,7 @@ class PatchStoreWriter:
             self._file.close()
             self._guard.close()
             self._check()
-            os.replace(self._tmp, self.path)
+            rename_temporary(self._tmp, self.path)
         except BaseException as exc:
             self.abort()
             raise self._failure(exc) from None
@@ -269,8 +269,7 @@ class PatchStoreWriter:
             self._file.close()
         with suppress(Exception):
             self._guard.close()
-        with suppress(OSError):
-            self._tmp.unlink(missing_ok=True)
+        discard_temporary(self._tmp)
 
     def __enter__(self) -> PatchStoreWriter:
         return self
