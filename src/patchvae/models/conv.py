@@ -11,8 +11,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from patchvae.models.base import ACTIVATIONS, VAE
 from patchvae.models.config import VAEConfig
-from patchvae.models.vae import _ACTIVATIONS, VAE
 
 
 class ConvVAE(VAE):
@@ -21,7 +21,7 @@ class ConvVAE(VAE):
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
-        act = _ACTIVATIONS[config.activation]
+        act = ACTIVATIONS[config.activation]
         channels, height, width = config.input_shape
         sides = [(height, width)]
         for _ in config.conv_channels:

@@ -1,0 +1,142 @@
+"""The VAE family's shared interface: named outputs, the loss, the prior, the classifier head.
+
+Each architecture is a module of its own (``mlp.py``, ``conv.py``) subclassing :class:`VAE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patchvae.models.config import VAEConfig
+from patchvae.models.losses import gaussian_kl, gmm_prior_terms, reconstruction_loss
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+
+
+@dataclass
+class VAEOutput:
+    """Named outputs of a forward pass. Per-sample terms have shape (batch,)."""
+
+    recon_x: torch.Tensor  # sigmoid of the decoder's logits, same shape as the input
+    logits: torch.Tensor
+    z: torch.Tensor  # the latent sample that was decoded
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    recon_loss: torch.Tensor  # per sample, summed over pixels
+    reg_loss: torch.Tensor  # per sample KL, summed over latent dimensions (before beta)
+    loss: torch.Tensor  # scalar: mean over the batch of recon_loss + beta * reg_loss (+ labels)
+    # semi-supervised models, given labels or in eval mode: the classifier's logits
+    class_logits: torch.Tensor | None = None
+    class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
+
+
+class VAE(nn.Module):
+    """Base class: subclasses define ``encode`` and ``decode_logits``."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.prior == "gmm":
+            k, d = config.n_clusters, config.latent_dim
+            self.prior_logits = nn.Parameter(torch.zeros(k))
+            self.prior_mu = nn.Parameter(torch.randn(k, d))  # the run's seed fixes it
+            self.prior_logvar = nn.Parameter(torch.zeros(k, d))
+        if config.classifier_classes:
+            self.classifier = nn.Linear(config.classifier_input_dim, config.classifier_classes)
+
+    def regularizer(
+        self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The per-sample KL term of the prior, and the cluster responsibilities (gmm prior)."""
+        if self.config.prior == "gmm":
+            return gmm_prior_terms(
+                z, mu, logvar, self.prior_logits, self.prior_mu, self.prior_logvar
+            )
+        return gaussian_kl(mu, logvar), None
+
+    @torch.no_grad()
+    def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """p(cluster | posterior mean) under the mixture prior, (batch, n_clusters)."""
+        if self.config.prior != "gmm":
+            raise ValueError("cluster_probabilities needs a model with prior='gmm'")
+        mu, logvar = self.encode(x)
+        gamma = self.regularizer(mu, mu, logvar)[1]
+        assert gamma is not None
+        return gamma
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters (mu, logvar), each (batch, latent_dim)."""
+        raise NotImplementedError
+
+    def classifier_features(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """What the semi-supervised classifier sees (``config.classifier_input``)."""
+        return mu
+
+    def classify(self, x: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits of the semi-supervised classifier, (batch, classifier_classes);
+        ``mu``, when already computed, spares a second pass through the encoder."""
+        if mu is None:
+            mu = self.encode(x)[0]
+        return self.classifier(self.classifier_features(x, mu))
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder logits, shape (batch, *input_shape)."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoded images in [0, 1], shape (batch, *input_shape)."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
+        beta: float | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> VAEOutput:
+        """Encode, draw z = mu + sigma * eps with eps ~ N(0, I) (or z = mu), decode, score.
+
+        ``beta`` overrides the config's KL weight for this pass (KL warm-up). ``labels``
+        (batch,) with -1 for unlabelled samples add the classifier's cross-entropy on the
+        labelled ones (semi-supervised models)."""
+        mu, logvar = self.encode(x)
+        if sample:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + torch.exp(0.5 * logvar) * eps
+        else:
+            z = mu
+        logits = self.decode_logits(z)
+        recon = reconstruction_loss(logits, x, self.config.reconstruction_loss)
+        kl, _ = self.regularizer(z, mu, logvar)
+        weight = self.config.beta if beta is None else beta
+        per_sample = recon + weight * kl
+        class_logits = class_loss = None
+        # training without labels (the trainer then feeds the classifier its own labelled
+        # batches) skips the classifier: with pooled inputs it costs a second convolution pass
+        if self.config.classifier_classes and (labels is not None or not self.training):
+            class_logits = self.classify(x, mu)
+            if labels is not None:
+                known = labels >= 0
+                class_loss = torch.zeros_like(recon)
+                if known.any():
+                    class_loss = class_loss.masked_scatter(
+                        known, F.cross_entropy(class_logits[known], labels[known], reduction="none")
+                    )
+                per_sample = per_sample + self.config.classifier_weight * class_loss
+        return VAEOutput(
+            torch.sigmoid(logits),
+            logits,
+            z,
+            mu,
+            logvar,
+            recon,
+            kl,
+            per_sample.mean(),
+            class_logits,
+            class_loss,
+        )
