@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from patchvae.config.presets import get_preset
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
 from patchvae.models import build_model
-from patchvae.presets import get_preset
 from patchvae.runtime import select_device
 from patchvae.train import fit
 

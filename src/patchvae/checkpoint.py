@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from patchvae.config.model import VAEConfig
 from patchvae.errors import DataError
 from patchvae.io import atomic_path
-from patchvae.models.config import VAEConfig
 from patchvae.models.vae import VAE, build_model
 
 CHECKPOINT_FORMAT = 1

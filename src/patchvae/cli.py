@@ -18,9 +18,9 @@ import typer
 
 from patchvae.artefacts import SETTINGS_FILE
 from patchvae.config import M, MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
+from patchvae.config.presets import PRESETS, get_preset
 from patchvae.errors import Interrupted, PatchvaeError, RunDirError, one_line
 from patchvae.io import oserror_message, raise_or_defer, remove_live_temporaries
-from patchvae.presets import PRESETS, get_preset
 
 app = typer.Typer(
     add_completion=False,

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
+from patchvae.config.model import VAEConfig
 from patchvae.embed import encode
 from patchvae.errors import ConfigError, TrainingDiverged
-from patchvae.models.config import VAEConfig
 from patchvae.models.vae import VAE, build_model
 from patchvae.runtime import provenance, seed_everything, select_device
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from patchvae.config.presets import get_preset
 from patchvae.models import VAEConfig, build_model, count_parameters
 from patchvae.models.losses import gaussian_kl, reconstruction_loss
-from patchvae.presets import get_preset
 
 
 class TestBuild:

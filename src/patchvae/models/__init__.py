@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from patchvae.models.config import VAEConfig
+from patchvae.config.model import VAEConfig
 
 if TYPE_CHECKING:
     from patchvae.models.vae import MLPVAE, VAE, VAEOutput, build_model, count_parameters

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patchvae.models.config import VAEConfig
+from patchvae.config.model import VAEConfig
 from patchvae.models.losses import gaussian_kl, gmm_prior_terms, reconstruction_loss
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}

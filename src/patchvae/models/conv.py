@@ -11,8 +11,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from patchvae.config.model import VAEConfig
 from patchvae.models.base import ACTIVATIONS, VAE
-from patchvae.models.config import VAEConfig
 
 
 class ConvVAE(VAE):

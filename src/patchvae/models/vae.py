@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from patchvae.config.model import VAEConfig
 from patchvae.models.base import VAE, VAEOutput
-from patchvae.models.config import VAEConfig
 from patchvae.models.conv import ConvVAE
 from patchvae.models.mlp import MLPVAE
 

@@ -28,6 +28,7 @@ from patchvae.config import (
     build_config,
     load_yaml_config,
 )
+from patchvae.config.presets import get_preset
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
 from patchvae.errors import RunDirError
 from patchvae.io import (
@@ -39,7 +40,6 @@ from patchvae.io import (
     write_text_atomic,
 )
 from patchvae.locks import lock_folder
-from patchvae.presets import get_preset
 from patchvae.report.figures import plot_comparison
 from patchvae.store import PatchStore
 

@@ -15,12 +15,12 @@ from typing import Any
 
 from patchvae.artefacts import DEMO_MARKER
 from patchvae.config import ExtractConfig, PatchTrainConfig
+from patchvae.config.presets import get_preset
 from patchvae.data.volumes import bundled_isles22_dir
 from patchvae.errors import RunDirError
 from patchvae.extract import extract_dataset
 from patchvae.io import is_temporary, missing_folders, remove_empty, write_json_atomic
 from patchvae.locks import lock_folder
-from patchvae.presets import get_preset
 from patchvae.report.html import build_report
 from patchvae.studies.lesion_analysis import analyze_run
 from patchvae.studies.patches import train_on_store

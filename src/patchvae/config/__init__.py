@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
+from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError, DataError
 from patchvae.io import read_text
-from patchvae.models.config import VAEConfig
 
 Device = Literal["auto", "cpu", "cuda"]
 MAX_SEED = 2**32 - 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from patchvae.config import TrainConfig
+from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError
-from patchvae.models.config import VAEConfig
 
 PRESETS: dict[str, tuple[VAEConfig, TrainConfig]] = {
     # The 2016 Keras example (keras/examples/variational_autoencoder.py): 784-256-2, ReLU,
