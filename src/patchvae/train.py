@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
 from patchvae.config.model import VAEConfig
-from patchvae.embed import encode
 from patchvae.errors import ConfigError, TrainingDiverged
+from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, build_model
 from patchvae.runtime import provenance, seed_everything, select_device
 
@@ -345,7 +345,8 @@ def init_prior_from_gmm(
     mixture's BIC on those means."""
     from sklearn.mixture import GaussianMixture
 
-    data = encode(model, x, batch_size).mu.astype(np.float64)
+    (mu,) = infer(model, x, lambda m, b: (m.encode(b)[0],), batch_size)
+    data = mu.astype(np.float64)
     mixture = GaussianMixture(
         model.config.n_clusters, covariance_type="diag", n_init=3, random_state=seed
     ).fit(data)

@@ -30,6 +30,7 @@ from patchvae.data.mnist import (
 from patchvae.embed import encode, reconstruct
 from patchvae.errors import DataError
 from patchvae.io import write_json_atomic
+from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, count_parameters
 from patchvae.report.figures import (
     plot_latent_scatter,
@@ -180,13 +181,8 @@ def _umap_scores(
 
 def _prior_cluster_scores(model: VAE, x_test: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
     """Clusters read off the mixture prior: the most probable component of each test image."""
-    device = next(model.parameters()).device
-    assigned = np.concatenate(
-        [
-            model.cluster_probabilities(x_test[i : i + 1000].to(device)).argmax(dim=1).cpu().numpy()
-            for i in range(0, x_test.shape[0], 1000)
-        ]
-    )
+    (probabilities,) = infer(model, x_test, lambda m, b: (m.cluster_probabilities(b),))
+    assigned = probabilities.argmax(axis=1)
     return {
         "prior_cluster_accuracy": hungarian_accuracy(labels, assigned),
         "prior_cluster_nmi": float(normalized_mutual_info_score(labels, assigned)),
