@@ -21,8 +21,8 @@ from patchvae.io import check_replaceable
 from patchvae.locks import lock_file
 from patchvae.patches import PatchBatch, extract_patches
 from patchvae.preprocess import load_case
-from patchvae.runtime import versions
 from patchvae.store import PatchStoreWriter, file_sha256, is_patch_store
+from patchvae.versions import versions
 
 
 @dataclass

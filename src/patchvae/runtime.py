@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import random
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,6 +13,7 @@ if TYPE_CHECKING:
     import torch
 
 from patchvae.errors import ConfigError
+from patchvae.versions import versions
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -42,24 +42,6 @@ def seed_everything(seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
-
-
-def versions(*packages: str) -> dict[str, str]:
-    """Versions of Python, patchvae, torch, numpy and ``packages``, read from the installed
-    distributions' metadata (nothing is imported).
-
-    Example
-    -------
-    >>> sorted(versions("h5py"))
-    ['h5py', 'numpy', 'patchvae', 'python', 'torch']
-    """
-    found = {"python": platform.python_version()}
-    for name in ("patchvae", "torch", "numpy", *packages):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def provenance(device: torch.device | None = None) -> dict[str, Any]:
