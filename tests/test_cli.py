@@ -246,3 +246,12 @@ def test_conv_beta_warmup_options_reach_the_settings(
     assert settings["model"]["beta"] == 2.0 and settings["train"]["kl_warmup_epochs"] == 1
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert history[0]["beta"] == 2.0  # reached the full weight at the end of the warm-up epoch
+
+
+def test_version_and_short_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.startswith(f"patchvae {metadata.version('patchvae')} (python ")
+    code, out, _ = run_cli(["train", "-h"], capsys)
+    assert code == 0 and "--patches" in out and "--val-cases" in out

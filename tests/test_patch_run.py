@@ -163,3 +163,16 @@ def test_semi_supervised_pooled_conv_classifier(
     bad += ["--classifier-input", "pooled", "--out", str(tmp_path / "bad")]
     code, _, err = run_cli(bad, capsys)
     assert code == 2 and "needs architecture 'conv'" in err and not (tmp_path / "bad").exists()
+
+
+def test_embed_to_parquet_as_in_the_readme(
+    trained_run: Path, two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "embedding.parquet"
+    args = ["embed", str(trained_run), "--patches", str(two_case_store), "--out", str(out)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    frame = pd.read_parquet(out)
+    assert frame.equals(embed_store(trained_run, two_case_store))
+    code, _, err = run_cli([*args, "--force"], capsys)  # recognised as an embedding table
+    assert code == 0, err

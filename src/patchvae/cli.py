@@ -26,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Variational autoencoders for unlabelled medical image patches.",
 )
 _state = {"debug": False}
@@ -85,9 +86,25 @@ def _model_and_training(
     }
 
 
+def _print_version(given: bool) -> None:
+    if given:
+        from patchvae.versions import versions
+
+        found = versions("SimpleITK", "h5py")
+        typer.echo(
+            f"patchvae {found.pop('patchvae')} ("
+            + ", ".join(f"{name} {version}" for name, version in found.items())
+            + ")"
+        )
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     _state["debug"] = debug
 
