@@ -69,15 +69,16 @@ def test_compare_mnist_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_compare_adds_keras2016_and_scores_patches(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = tmp_path / "isles.h5"
     extract_dataset(ExtractConfig(root=str(bundled_isles22_dir())), store)
+    monkeypatch.chdir(tmp_path)
     grid = _grid(
         tmp_path,
         {
             "dataset": "patches",
-            "patches": str(store),
+            "patches": "isles.h5",  # relative, as in docs/grids
             "seeds": [3],
             "models": [{"name": "mlp-l4", "model": {"latent_dim": 4}, "train": {"epochs": 1}}],
         },
@@ -106,6 +107,11 @@ def test_compare_adds_keras2016_and_scores_patches(
     assert table.loc["intensity_p95 (no training)", "few_label_auroc_k20_mean"] == pytest.approx(
         few
     )
+    # run again: both runs are recognised as finished (their settings record the store's
+    # absolute path, the grid a relative one) and reused
+    code, out, err = run_cli(["compare", "--config", str(grid), "--out", "cmp"], capsys)
+    assert code == 0, err
+    assert out.count("done before, reused") == 2
 
 
 def test_compare_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,7 @@ import typer
 
 from patchvae.artefacts import SETTINGS_FILE
 from patchvae.config import M, MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
-from patchvae.config.presets import PRESETS, get_preset
+from patchvae.config.presets import PRESETS, build_settings
 from patchvae.errors import Interrupted, PatchvaeError, RunDirError, one_line
 from patchvae.io import oserror_message, raise_or_defer, remove_live_temporaries
 
@@ -109,32 +109,6 @@ def _main(
     _state["debug"] = debug
 
 
-def _study_config(
-    cls: type[M],
-    base: M | None,
-    preset: str | None,
-    overrides: dict[str, dict[str, Any]],
-    top: dict[str, Any],
-) -> M:
-    """Settings from a settings file or a preset, then the options given on the command line."""
-    if base is not None:
-        values = base.model_dump(mode="json")
-    else:
-        model, train = get_preset(preset or "keras2016")
-        values = {
-            "preset": preset or "keras2016",
-            "model": model.model_dump(),
-            "train": train.model_dump(),
-        }
-    for section, items in overrides.items():
-        given = {k: v for k, v in items.items() if v is not None}
-        values[section] = {**values.get(section, {}), **given}
-        if section == "model" and set(given) - {"input_shape"}:
-            values["preset"] = None  # no longer the preset's network
-    values.update({k: v for k, v in top.items() if v is not None})
-    return build_config(cls, values)
-
-
 @app.command()
 def mnist(
     out: Path = typer.Option(..., "--out", help="Run folder to create (or to --resume)."),
@@ -174,7 +148,7 @@ def mnist(
     base = _base_settings(MnistStudyConfig, config_file, out, resume and not data_dir)
     if base is not None and preset is not None:
         raise typer.BadParameter("give --config or --preset, not both")
-    config = _study_config(
+    config = build_settings(
         MnistStudyConfig,
         base,
         preset,
@@ -419,12 +393,11 @@ def train(
         seed,
         device,
     )
-    overrides["model"]["classifier_classes"] = 2 if label_budget else None
     overrides["model"]["classifier_input"] = classifier_input
     overrides["model"]["classifier_weight"] = classifier_weight
     shape = (len(store.channels), store.patch_size, store.patch_size)
     overrides["model"]["input_shape"] = None if base else shape
-    config = _study_config(
+    config = build_settings(
         PatchTrainConfig,
         base,
         preset,
@@ -516,7 +489,8 @@ def compare(
 ) -> None:
     """Train several model settings with several seeds each; one table (CSV, Markdown) and a
     figure, with the keras2016 network and a no-training baseline always as rows."""
-    from patchvae.studies.compare import CompareConfig, run_comparison
+    from patchvae.config.compare import CompareConfig
+    from patchvae.studies.compare import run_comparison
 
     config = load_yaml_config(CompareConfig, config_file)
     table = run_comparison(config, out, echo=typer.echo)
@@ -538,7 +512,7 @@ def demo(
     from patchvae.report.html import build_report
     from patchvae.studies.demo import demo_folder, run_stroke_demo
 
-    config = _study_config(
+    config = build_settings(
         MnistStudyConfig,
         None,
         "keras2016",

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError, DataError
@@ -187,3 +195,20 @@ class PatchTrainConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     # semi-supervised models: how many training patches keep their label (None: all)
     label_budget: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label_budget_needs_a_classifier(cls, values: Any) -> Any:
+        """A label budget trains a lesion/healthy classifier: without one named in the model
+        settings, it gets the two-class classifier (it would otherwise train unsupervised)."""
+        if not isinstance(values, dict) or not values.get("label_budget"):
+            return values
+        model = values.get("model")
+        if isinstance(model, VAEConfig):
+            if not model.classifier_classes:
+                values = {**values, "model": model.model_copy(update={"classifier_classes": 2})}
+        elif isinstance(model, dict) and not model.get("classifier_classes"):
+            values = {**values, "model": {**model, "classifier_classes": 2}}
+        elif model is None:
+            values = {**values, "model": {"classifier_classes": 2}}
+        return values

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from patchvae.config import TrainConfig
+from typing import Any
+
+from patchvae.config import M, TrainConfig, build_config
 from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError
 
@@ -39,3 +41,40 @@ def get_preset(name: str) -> tuple[VAEConfig, TrainConfig]:
         raise ConfigError(
             f"preset: unknown preset {name!r}; expected one of {sorted(PRESETS)}"
         ) from None
+
+
+def build_settings(
+    cls: type[M],
+    base: M | None,
+    preset: str | None,
+    overrides: dict[str, dict[str, Any]],
+    top: dict[str, Any] | None = None,
+) -> M:
+    """The one "preset + overrides" builder: settings from ``base`` (a settings file) or from
+    ``preset`` (default keras2016), then the ``model``/``train`` overrides (None: not given),
+    then top-level values. Changing the network (anything but its input shape) means the run
+    is no longer the preset's, and ``preset`` is recorded as None.
+
+    Example
+    -------
+    >>> from patchvae.config import MnistStudyConfig
+    >>> s = build_settings(MnistStudyConfig, None, None, {"train": {"epochs": 3}})
+    >>> s.preset, s.train.epochs, s.model.latent_dim
+    ('keras2016', 3, 2)
+    """
+    if base is not None:
+        values = base.model_dump(mode="json")
+    else:
+        model, train = get_preset(preset or "keras2016")
+        values = {
+            "preset": preset or "keras2016",
+            "model": model.model_dump(),
+            "train": train.model_dump(),
+        }
+    for section, items in overrides.items():
+        given = {k: v for k, v in items.items() if v is not None}
+        values[section] = {**values.get(section, {}), **given}
+        if section == "model" and set(given) - {"input_shape"}:
+            values["preset"] = None  # no longer the preset's network
+    values.update({k: v for k, v in (top or {}).items() if v is not None})
+    return build_config(cls, values)

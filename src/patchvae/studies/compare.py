@@ -12,23 +12,21 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
 from patchvae.analysis.metrics import clustering_scores
 from patchvae.artefacts import COMPARE_ROW_FILE, SETTINGS_FILE
 from patchvae.config import (
-    MAX_SEED,
-    PLAIN_NAME,
     MnistStudyConfig,
     PatchTrainConfig,
-    build_config,
     load_yaml_config,
 )
-from patchvae.config.presets import get_preset
+from patchvae.config.compare import CompareConfig, CompareEntry
+from patchvae.config.presets import build_settings
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
 from patchvae.errors import RunDirError
 from patchvae.io import (
@@ -46,42 +44,6 @@ from patchvae.store import PatchStore
 BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_p95 (no training)"}
 
 
-class CompareEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=PLAIN_NAME)  # a folder name under --out: no "/", no ".."
-    preset: str = "keras2016"
-    model: dict[str, Any] = Field(default_factory=dict)
-    train: dict[str, Any] = Field(default_factory=dict)
-    umap: bool = False  # MNIST: also cluster a 2-D UMAP of the latent
-    label_budget: int | None = None  # patches: semi-supervised with this many labels
-
-
-class CompareConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dataset: Literal["mnist", "patches"]
-    data_dir: str | None = None  # mnist: folder of the official files; None: the bundled sample
-    digits: list[int] = Field(default_factory=lambda: [7, 9])
-    patches: str | None = None  # patches: the store
-    val_cases: list[str] | None = None
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
-        default_factory=lambda: [0, 1, 2], min_length=1
-    )
-    models: list[CompareEntry] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _check(self) -> CompareConfig:
-        if self.dataset == "patches" and not self.patches:
-            raise ValueError("dataset 'patches' needs 'patches: STORE' (a store from extract)")
-        names = [entry.name for entry in self.models]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"model names must differ; repeated: {repeated}")
-        return self
-
-
 def _entries(config: CompareConfig) -> list[CompareEntry]:
     entries = list(config.models)
     # the 2016 network is always a row (its training settings, e.g. epochs, may be overridden)
@@ -90,13 +52,12 @@ def _entries(config: CompareConfig) -> list[CompareEntry]:
     return entries
 
 
-def _settings(entry: CompareEntry, seed: int, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    model, train = get_preset(entry.preset)
-    preset = entry.preset if not entry.model else None
+def _overrides(
+    entry: CompareEntry, seed: int, input_shape: tuple[int, int, int]
+) -> dict[str, dict[str, Any]]:
     return {
-        "preset": preset,
-        "model": {**model.model_dump(), "input_shape": input_shape, **entry.model},
-        "train": {**train.model_dump(), **entry.train, "seed": seed},
+        "model": {"input_shape": input_shape, **entry.model},
+        "train": {**entry.train, "seed": seed},
     }
 
 
@@ -104,26 +65,26 @@ def _study_settings(
     config: CompareConfig, entry: CompareEntry, seed: int
 ) -> MnistStudyConfig | PatchTrainConfig:
     """The settings of one run of the grid (what its ``settings.yaml`` holds)."""
+    # paths absolute, as every run records them, so a finished run is recognised again
     if config.dataset == "mnist":
-        values = {
-            **_settings(entry, seed, (1, 28, 28)),
+        top: dict[str, Any] = {
             "digits": config.digits,
-            "data_dir": config.data_dir,
+            "data_dir": str(Path(config.data_dir).resolve()) if config.data_dir else None,
             "use_bundled_sample": config.data_dir is None,
             "umap": entry.umap,
         }
-        return build_config(MnistStudyConfig, values)
+        overrides = _overrides(entry, seed, (1, 28, 28))
+        return build_settings(MnistStudyConfig, None, entry.preset, overrides, top)
     assert config.patches is not None
     store = PatchStore(config.patches)
     shape = (len(store.channels), store.patch_size, store.patch_size)
-    values = {
-        **_settings(entry, seed, shape),
-        "patches": config.patches,
+    top = {
+        "patches": str(store.path.resolve()),
         "val_cases": config.val_cases,
         "val_fraction": config.val_fraction,
         "label_budget": entry.label_budget,
     }
-    return build_config(PatchTrainConfig, values)
+    return build_settings(PatchTrainConfig, None, entry.preset, _overrides(entry, seed, shape), top)
 
 
 def _run_mnist(settings: MnistStudyConfig, out: Path) -> dict[str, Any]:
