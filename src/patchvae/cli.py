@@ -509,23 +509,9 @@ def demo(
     MNIST 7 vs 9 with the keras2016 network, then the stroke pipeline on the bundled ISLES'22
     case: extract, train, analyze, report. Re-running it replaces only the files an earlier
     demo wrote."""
-    from patchvae.report.html import build_report
-    from patchvae.studies.demo import demo_folder, run_stroke_demo
+    from patchvae.studies.demo import run_demo
 
-    config = build_settings(
-        MnistStudyConfig,
-        None,
-        "keras2016",
-        {"train": {"epochs": epochs}},
-        {"use_bundled_sample": True},
-    )
-    with demo_folder(out):
-        typer.echo("1/2 MNIST 7 vs 9 (bundled sample), keras2016 network:")
-        metrics = _run_mnist(config, out / "mnist", False, False, not quiet)
-        _print_metrics(metrics)
-        build_report(out / "mnist")
-        typer.echo("2/2 stroke DWI patches (bundled ISLES'22 case, 1 mm), keras2016 network:")
-        stroke = run_stroke_demo(out / "stroke", epochs, not quiet)
+    stroke = run_demo(out, epochs, not quiet, typer.echo, _print_metrics)
     split = stroke["split"]
     typer.echo(
         f"  {stroke['patches']} patches ({stroke['lesion_patches']} lesion); trained on "
@@ -533,7 +519,7 @@ def demo(
     )
     for name, m in stroke["analysis"]["patch_scores"].items():
         typer.echo(f"  {name:<14} patch AUROC {m['auroc']:.3f} ({m['kind']})")
-    typer.echo(f"demo done: open {stroke['report']} (MNIST: {out / 'mnist' / 'report.html'})")
+    typer.echo(f"demo done: open {stroke['report']} (MNIST: {stroke['mnist_report']})")
 
 
 def expand_multi_value_options(

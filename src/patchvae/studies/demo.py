@@ -8,14 +8,14 @@ held-out slabs, and write the report.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from patchvae.artefacts import DEMO_MARKER
-from patchvae.config import ExtractConfig, PatchTrainConfig
-from patchvae.config.presets import get_preset
+from patchvae.artefacts import DEMO_MARKER, REPORT_FILE
+from patchvae.config import ExtractConfig, MnistStudyConfig, PatchTrainConfig
+from patchvae.config.presets import build_settings
 from patchvae.data.volumes import bundled_isles22_dir
 from patchvae.errors import RunDirError
 from patchvae.extract import extract_dataset
@@ -81,6 +81,37 @@ def _remove_earlier_demo(out: Path) -> None:
             os.rmdir(folder)  # only when empty
 
 
+def run_demo(
+    out: str | Path,
+    epochs: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    on_mnist: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The whole demo in ``out``: MNIST 7 vs 9 with the keras2016 network on the bundled
+    sample (``out/mnist``), then the stroke pipeline (``out/stroke``). An earlier demo's files
+    are replaced (only those). ``on_mnist`` receives the MNIST metrics as soon as they exist."""
+    from patchvae.studies.mnist import run_mnist_study
+
+    out = Path(out)
+    config = build_settings(
+        MnistStudyConfig,
+        None,
+        "keras2016",
+        {"train": {"epochs": epochs}},
+        {"use_bundled_sample": True},
+    )
+    with demo_folder(out):
+        echo("1/2 MNIST 7 vs 9 (bundled sample), keras2016 network:")
+        metrics = run_mnist_study(config, out / "mnist", progress=progress)
+        if on_mnist is not None:
+            on_mnist(metrics)
+        build_report(out / "mnist")
+        echo("2/2 stroke DWI patches (bundled ISLES'22 case, 1 mm), keras2016 network:")
+        stroke = run_stroke_demo(out / "stroke", epochs, progress)
+    return {"mnist": metrics, "mnist_report": out / "mnist" / REPORT_FILE, **stroke}
+
+
 def run_stroke_demo(
     out: str | Path, epochs: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -92,10 +123,9 @@ def run_stroke_demo(
         ExtractConfig(root=str(bundled_isles22_dir()), layout="isles2022", spacing=DEMO_SPACING_MM),
         store,
     )
-    model, train = get_preset("keras2016")
-    if epochs is not None:
-        train = train.model_copy(update={"epochs": epochs})
-    config = PatchTrainConfig(patches=str(store), model=model, train=train)
+    config = build_settings(
+        PatchTrainConfig, None, "keras2016", {"train": {"epochs": epochs}}, {"patches": str(store)}
+    )
     run = out / "run"
     record = train_on_store(config, run, progress=progress)
     analysis = analyze_run(run, store)
