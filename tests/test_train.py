@@ -154,3 +154,13 @@ def test_cuda_request_without_gpu_is_a_clear_error() -> None:
         pytest.skip("a CUDA device is present")
     with pytest.raises(ConfigError, match="no CUDA device"):
         fit(SMALL, TrainConfig(epochs=1, device="cuda"), data(4), progress=False)
+
+
+def test_progress_is_a_few_plain_lines_when_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fit(VAEConfig(), TrainConfig(epochs=30, batch_size=10), torch.rand(40, 1, 28, 28))
+    err = capsys.readouterr().err  # captured: not a terminal
+    lines = err.strip().splitlines()
+    assert "\r" not in err and 5 <= len(lines) <= 11, err
+    assert lines[-1].startswith("  step 120/120 epoch=30 loss=")
