@@ -1,4 +1,4 @@
-"""Device choice, seeding and the versions every artefact records."""
+"""Device choice, seeding, and what made an artefact (versions, time, machine, device)."""
 
 from __future__ import annotations
 

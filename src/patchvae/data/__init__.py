@@ -1,1 +1,1 @@
-"""Data sources: MNIST IDX files (and, later, medical volumes)."""
+"""Data sources: MNIST IDX files and medical-volume datasets (layouts, manifests)."""

@@ -1,1 +1,1 @@
-"""End-to-end studies that chain the stages: the MNIST 7-vs-9 study (and, later, patches)."""
+"""Studies compose the stages: MNIST, patches (train, embed), analysis, compare, demo."""

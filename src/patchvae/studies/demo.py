@@ -1,8 +1,9 @@
-"""The stroke half of ``patchvae demo``: the study's medical pipeline on the bundled case.
+"""``patchvae demo``: the reference study on the data bundled with patchvae.
 
-Extract the bundled ISLES'22 DWI at 1 mm (as the study's ISLES 2015 data were), train the
-keras2016 network with slabs of slices held out (one case: no case to hold out), analyse the
-held-out slabs, and write the report.
+First MNIST 7 vs 9 with the keras2016 network; then the medical pipeline: extract the bundled
+ISLES'22 DWI at 1 mm (as the study's ISLES 2015 data were), train the keras2016 network with
+slabs of slices held out (one case: no case to hold out), analyse the held-out slabs, and
+write the reports.
 """
 
 from __future__ import annotations
