@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from patchvae.config import MnistStudyConfig, PatchTrainConfig
+from pathlib import Path
+
+import pytest
+
+from patchvae.config import MnistStudyConfig, PatchTrainConfig, load_yaml_config
+from patchvae.config.compare import CompareConfig
 from patchvae.config.model import VAEConfig
 from patchvae.config.presets import build_settings, get_preset
 
@@ -33,3 +38,16 @@ def test_builder_keeps_the_preset_only_for_its_own_network() -> None:
     assert other.preset is None and other.model.latent_dim == 8
     again = build_settings(MnistStudyConfig, other, None, {"train": {"epochs": 7}})
     assert again.model.latent_dim == 8 and again.train.epochs == 7 and again.preset is None
+
+
+def test_paths_in_a_settings_file_are_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "grids"
+    folder.mkdir()
+    (folder / "g.yaml").write_text("dataset: patches\npatches: ../stores/s.h5\nseeds: [0]\n")
+    (folder / "a.yaml").write_text(f"dataset: patches\npatches: {tmp_path}/x.h5\n")
+    monkeypatch.chdir(tmp_path / "grids")  # anywhere: the file's folder decides
+    grid = load_yaml_config(CompareConfig, tmp_path / "grids" / "g.yaml")
+    assert Path(grid.patches or "").resolve() == tmp_path / "stores" / "s.h5"
+    assert load_yaml_config(CompareConfig, folder / "a.yaml").patches == f"{tmp_path}/x.h5"

@@ -127,8 +127,15 @@ def parse_yaml(text: str, path: str | Path) -> Any:
         raise ConfigError(f"{path}: YAML nested too deeply") from None
 
 
+# settings that name files: in a settings or grid file, relative to that file's folder
+PATH_FIELDS = ("patches", "data_dir", "root")
+
+
 def load_yaml_config(cls: type[M], path: str | Path) -> M:
-    """Read a YAML settings file into ``cls``; any problem is a one-line error naming it."""
+    """Read a YAML settings file into ``cls``; any problem is a one-line error naming it.
+
+    Paths in it (``patches``, ``data_dir``, ``root``) are relative to the file's own folder, so
+    a grid or settings file works from wherever the command is started."""
     path = Path(path)
     try:
         text = read_text(path, "settings file")
@@ -137,6 +144,10 @@ def load_yaml_config(cls: type[M], path: str | Path) -> M:
     values = parse_yaml(text, path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    for key in PATH_FIELDS:
+        value = values.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            values[key] = str(path.parent / value)
     try:
         return cls.model_validate(values)
     except ValidationError as exc:
