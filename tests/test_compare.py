@@ -112,6 +112,19 @@ def test_compare_adds_keras2016_and_scores_patches(
     code, out, err = run_cli(["compare", "--config", str(grid), "--out", "cmp"], capsys)
     assert code == 0, err
     assert out.count("done before, reused") == 2
+    own = yaml.safe_load((tmp_path / "cmp" / "mlp-l4" / "seed-3" / "settings.yaml").read_text())
+    assert own["train"]["epochs"] == 1  # the entry's own epochs when none are given
+    # seeds and epochs from the command line, the grid untouched
+    args = ["compare", "--config", str(grid), "--out", "quick", "--seeds", "8", "9"]
+    code, _, err = run_cli([*args, "--epochs", "1"], capsys)
+    assert code == 0, err
+    assert (pd.read_csv(tmp_path / "quick" / "comparison.csv").seeds == 2).all()
+    for name in ("keras2016", "mlp-l4"):
+        for seed in (8, 9):
+            saved = yaml.safe_load(
+                (tmp_path / "quick" / name / f"seed-{seed}" / "settings.yaml").read_text()
+            )
+            assert saved["train"]["epochs"] == 1 and saved["train"]["seed"] == seed
 
 
 def test_compare_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

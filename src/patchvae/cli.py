@@ -486,13 +486,23 @@ def report(
 def compare(
     config_file: Path = typer.Option(..., "--config", help="Grid YAML: dataset, seeds, models."),
     out: Path = typer.Option(..., "--out", help="Folder for the runs and the table."),
+    seeds: list[int] | None = typer.Option(
+        None, "--seeds", help="Seeds to run instead of the grid's (e.g. --seeds 0 1)."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Train every model this many epochs (a quick look)."
+    ),
 ) -> None:
     """Train several model settings with several seeds each; one table (CSV, Markdown) and a
     figure, with the keras2016 network and a no-training baseline always as rows."""
     from patchvae.config.compare import CompareConfig
     from patchvae.studies.compare import run_comparison
 
-    config = load_yaml_config(CompareConfig, config_file)
+    grid = load_yaml_config(CompareConfig, config_file).model_dump()
+    given = {"seeds": seeds or None, "epochs": epochs}
+    config = build_config(
+        CompareConfig, {**grid, **{k: v for k, v in given.items() if v is not None}}
+    )
     table = run_comparison(config, out, echo=typer.echo)
     typer.echo(f"wrote {out}/comparison.csv, comparison.md, comparison.png ({len(table)} rows)")
     typer.echo((out / "comparison.md").read_text())
@@ -523,7 +533,7 @@ def demo(
 
 
 def expand_multi_value_options(
-    argv: list[str], options: tuple[str, ...] = ("--digits", "--val-cases")
+    argv: list[str], options: tuple[str, ...] = ("--digits", "--val-cases", "--seeds")
 ) -> list[str]:
     """Turn ``--digits 7 9`` into ``--digits 7 --digits 9``: click options take one value each.
 

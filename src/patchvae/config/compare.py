@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from patchvae.config import MAX_SEED, PLAIN_NAME
 
@@ -33,6 +33,8 @@ class CompareConfig(BaseModel):
         default_factory=lambda: [0, 1, 2], min_length=1
     )
     models: list[CompareEntry] = Field(default_factory=list)
+    # every model trains this many epochs (overrides the presets and the entries; None: theirs)
+    epochs: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _check(self) -> CompareConfig:

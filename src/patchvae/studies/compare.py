@@ -53,12 +53,12 @@ def _entries(config: CompareConfig) -> list[CompareEntry]:
 
 
 def _overrides(
-    entry: CompareEntry, seed: int, input_shape: tuple[int, int, int]
+    config: CompareConfig, entry: CompareEntry, seed: int, input_shape: tuple[int, int, int]
 ) -> dict[str, dict[str, Any]]:
-    return {
-        "model": {"input_shape": input_shape, **entry.model},
-        "train": {**entry.train, "seed": seed},
-    }
+    train = {**entry.train, "seed": seed}
+    if config.epochs is not None:
+        train["epochs"] = config.epochs
+    return {"model": {"input_shape": input_shape, **entry.model}, "train": train}
 
 
 def _study_settings(
@@ -73,7 +73,7 @@ def _study_settings(
             "use_bundled_sample": config.data_dir is None,
             "umap": entry.umap,
         }
-        overrides = _overrides(entry, seed, (1, 28, 28))
+        overrides = _overrides(config, entry, seed, (1, 28, 28))
         return build_settings(MnistStudyConfig, None, entry.preset, overrides, top)
     assert config.patches is not None
     store = PatchStore(config.patches)
@@ -84,7 +84,9 @@ def _study_settings(
         "val_fraction": config.val_fraction,
         "label_budget": entry.label_budget,
     }
-    return build_settings(PatchTrainConfig, None, entry.preset, _overrides(entry, seed, shape), top)
+    return build_settings(
+        PatchTrainConfig, None, entry.preset, _overrides(config, entry, seed, shape), top
+    )
 
 
 def _run_mnist(settings: MnistStudyConfig, out: Path) -> dict[str, Any]:
