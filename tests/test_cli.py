@@ -259,3 +259,11 @@ def test_version_and_short_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.startswith(f"patchvae {metadata.version('patchvae')} (python ")
     code, out, _ = run_cli(["train", "-h"], capsys)
     assert code == 0 and "--patches" in out and "--val-cases" in out
+
+
+def test_val_cases_take_several_values_as_the_readme_writes(
+    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--patches", str(two_case_store), "--val-cases", "1", "2"]
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "val_cases: every case is held out" in err  # both were read
