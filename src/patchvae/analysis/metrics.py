@@ -34,6 +34,21 @@ def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(counts[rows, cols].sum() / y_true.size)
 
 
+def agreement(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """How well clusters ``predicted`` match ``labels``: Hungarian ``accuracy``, ``nmi``, ``ari``.
+
+    Example
+    -------
+    >>> agreement(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]))["accuracy"]
+    1.0
+    """
+    return {
+        "accuracy": hungarian_accuracy(labels, predicted),
+        "nmi": float(normalized_mutual_info_score(labels, predicted)),
+        "ari": float(adjusted_rand_score(labels, predicted)),
+    }
+
+
 def clustering_scores(
     train_latent: np.ndarray,
     test_latent: np.ndarray,
@@ -56,10 +71,11 @@ def clustering_scores(
             return float("nan")
         return float(silhouette_score(test_latent, labels, sample_size=sample, random_state=seed))
 
+    matched = agreement(test_labels, predicted)
     return {
-        "kmeans_accuracy": hungarian_accuracy(test_labels, predicted),
-        "nmi": float(normalized_mutual_info_score(test_labels, predicted)),
-        "ari": float(adjusted_rand_score(test_labels, predicted)),
+        "kmeans_accuracy": matched["accuracy"],
+        "nmi": matched["nmi"],
+        "ari": matched["ari"],
         "silhouette": silhouette(predicted),
         "silhouette_labels": silhouette(test_labels),
     }

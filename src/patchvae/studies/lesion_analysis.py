@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
 
 from patchvae.analysis.anomaly import aggregate_posterior_nll, detection_metrics, intensity_baseline
 from patchvae.analysis.fewlabel import few_label_auroc
 from patchvae.analysis.heatmap import backproject, voxel_metrics
-from patchvae.analysis.metrics import hungarian_accuracy
+from patchvae.analysis.metrics import agreement
 from patchvae.analysis.projection import fit_projection
 from patchvae.artefacts import (
     ANALYSIS_FILE,
@@ -195,9 +195,7 @@ def _clustering(
         predicted = model.fit(train_mu).predict(mu)
         two = np.unique(predicted).size > 1
         found[name] = {
-            "accuracy": hungarian_accuracy(labels, predicted),
-            "nmi": float(normalized_mutual_info_score(labels, predicted)),
-            "ari": float(adjusted_rand_score(labels, predicted)),
+            **agreement(labels, predicted),
             "silhouette": float(
                 silhouette_score(mu, predicted, sample_size=min(5000, len(mu)), random_state=seed)
             )

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from patchvae.analysis.metrics import clustering_scores, hungarian_accuracy, logreg_accuracy
+from patchvae.analysis.metrics import agreement, clustering_scores, logreg_accuracy
 from patchvae.analysis.projection import fit_projection, umap_embed
 from patchvae.artefacts import CHECKPOINT_FILE, METRICS_FILE, SETTINGS_FILE
 from patchvae.config import MnistStudyConfig
@@ -183,10 +182,11 @@ def _prior_cluster_scores(model: VAE, x_test: torch.Tensor, labels: np.ndarray) 
     """Clusters read off the mixture prior: the most probable component of each test image."""
     (probabilities,) = infer(model, x_test, lambda m, b: (m.cluster_probabilities(b),))
     assigned = probabilities.argmax(axis=1)
+    matched = agreement(labels, assigned)
     return {
-        "prior_cluster_accuracy": hungarian_accuracy(labels, assigned),
-        "prior_cluster_nmi": float(normalized_mutual_info_score(labels, assigned)),
-        "prior_cluster_ari": float(adjusted_rand_score(labels, assigned)),
+        "prior_cluster_accuracy": matched["accuracy"],
+        "prior_cluster_nmi": matched["nmi"],
+        "prior_cluster_ari": matched["ari"],
         "prior_clusters_used": int(np.unique(assigned).size),
     }
 
