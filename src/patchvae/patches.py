@@ -96,6 +96,28 @@ def extract_patches(
     )
 
 
+def paste(
+    tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape_yx: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put tiles (n, ..., s, s) of one slice back on a (..., y, x) canvas at their (row, col)
+    corners; also return the (y, x) mask of covered voxels. Where tiles overlap (stride < size)
+    the later one wins: they hold the same voxels.
+
+    Example
+    -------
+    >>> canvas, covered = paste(np.ones((1, 2, 2)), np.array([1]), np.array([0]), (3, 3))
+    >>> canvas.tolist(), int(covered.sum())
+    ([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0]], 4)
+    """
+    size = tiles.shape[-1]
+    canvas = np.zeros((*tiles.shape[1:-2], *shape_yx), dtype=tiles.dtype)
+    covered = np.zeros(shape_yx, dtype=bool)
+    for tile, r, c in zip(tiles, rows, cols, strict=True):
+        canvas[..., r : r + size, c : c + size] = tile
+        covered[r : r + size, c : c + size] = True
+    return canvas, covered
+
+
 def reassemble(
     pixels: np.ndarray,
     slices: np.ndarray,
@@ -109,8 +131,9 @@ def reassemble(
     """
     volume = np.zeros(shape, dtype=np.float32)
     covered = np.zeros(shape[1:], dtype=bool)
-    size = pixels.shape[-1]
-    for patch, k, r, c in zip(pixels, slices, rows, cols, strict=True):
-        volume[:, k, r : r + size, c : c + size] = patch
-        covered[k, r : r + size, c : c + size] = True
+    for k in np.unique(slices):
+        on = np.flatnonzero(slices == k)  # in order: the later patch still wins
+        canvas, mask = paste(pixels[on], rows[on], cols[on], (shape[2], shape[3]))
+        volume[:, k][:, mask] = canvas[:, mask]
+        covered[k] |= mask
     return volume, covered

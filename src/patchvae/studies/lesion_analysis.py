@@ -28,6 +28,7 @@ from patchvae.config import PatchTrainConfig, load_yaml_config
 from patchvae.errors import DataError, RunDirError
 from patchvae.io import atomic_folder, read_json, write_json_atomic
 from patchvae.locks import lock_folder
+from patchvae.patches import paste
 from patchvae.report.figures import (
     plot_few_labels,
     plot_heatmaps,
@@ -250,13 +251,9 @@ def _figures(
         in_slice = ((part.case_id == case_id) & (part.slice == k)).to_numpy()
         sub = part[in_slice]
         height, width = shapes[case_id]
-        image = np.zeros((height, width))
-        lesion = np.zeros((height, width), dtype=bool)
-        for patch, mask, r, c in zip(
-            patches[in_slice], lesion_masks[in_slice], sub.row, sub.col, strict=True
-        ):
-            image[r : r + size, c : c + size] = patch[0]
-            lesion[r : r + size, c : c + size] = mask
+        rows, cols = sub.row.to_numpy(), sub.col.to_numpy()
+        image, _ = paste(patches[in_slice][:, 0].astype(np.float64), rows, cols, (height, width))
+        lesion, _ = paste(lesion_masks[in_slice], rows, cols, (height, width))
         panel: dict[str, Any] = {"image": image, "lesion": lesion, "label": f"{case_id}\nslice {k}"}
         for name in names:
             maps = backproject(ranks[name][in_slice], sub, size, (height, width))
