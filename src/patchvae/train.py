@@ -238,128 +238,186 @@ def fit(
         )
     if x_train.shape[0] == 0:
         raise ConfigError("training data: no samples to train on")
-    device = select_device(train_config.device)
-    seed_everything(train_config.seed)
-    model = build_model(model_config).to(device)
-    optimizer = make_optimizer(model.parameters(), train_config)
-    shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
-    noise_gen = torch.Generator(device=device).manual_seed(train_config.seed + _NOISE_STREAM)
+    run = _Run(model_config, train_config)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume:
         if checkpoint_path is None:
             raise ConfigError("resume: no checkpoint path given")
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        _check_resumable(state, model_config, train_config)
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        shuffle_gen.set_state(state["shuffle_rng"].cpu())
-        if state.get("noise_device") == device.type:
-            noise_gen.set_state(state["noise_rng"].cpu())
-        else:  # CPU and CUDA generators do not share a state format: start a new stream
-            noise_gen.manual_seed(train_config.seed + _NOISE_STREAM + 1000 * int(state["epoch"]))
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-    x_train = x_train.to(device)
-    if y_train is not None:
-        if y_train.shape != (x_train.shape[0],):
-            raise ConfigError(
-                f"y_train: expected {x_train.shape[0]} labels, got {tuple(y_train.shape)}"
-            )
-        y_train = y_train.to(device=device, dtype=torch.long)
-    labelled = None
-    if y_train is not None and model_config.classifier_classes and train_config.labelled_batch_size:
-        labelled = LabelledBatches(
-            x_train, y_train, train_config.labelled_batch_size, train_config.augment_labelled
-        )
-    n_train = x_train.shape[0]
-    batch_size = train_config.batch_size
-    steps_per_epoch = -(-n_train // batch_size)
-    bar = progress_bar(
-        steps_per_epoch * train_config.epochs, steps_per_epoch * start_epoch, progress
-    )
-    model.train()
-    warmup_steps = train_config.kl_warmup_epochs * steps_per_epoch
+        history, start_epoch = run.restore(checkpoint_path)
+    run.set_data(x_train, y_train)
+    bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
+    run.model.train()
     with bar:  # closed on any exit, so no bar line follows an error
         for epoch in range(start_epoch, train_config.epochs):
             t0 = time.perf_counter()
-            beta: float | None = None
-            totals = torch.zeros(3, dtype=torch.float64, device=device)
-            seen = 0
-            for step, index in enumerate(batch_indices(n_train, batch_size, shuffle_gen)):
-                index = index.to(device)
-                batch = x_train[index]
-                seen += batch.shape[0]
-                if warmup_steps:
-                    done = epoch * steps_per_epoch + step + 1
-                    beta = model_config.beta * min(1.0, done / warmup_steps)
-                labels = None if y_train is None or labelled is not None else y_train[index]
-                out = model(batch, generator=noise_gen, beta=beta, labels=labels)
-                loss = out.loss
-                if labelled is not None:
-                    loss = loss + model_config.classifier_weight * labelled.loss(model, shuffle_gen)
-                if not torch.isfinite(loss):
-                    raise _diverged(epoch, step, steps_per_epoch, "training loss", train_config)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    totals += torch.stack(
-                        [out.loss * batch.shape[0], out.recon_loss.sum(), out.reg_loss.sum()]
-                    ).double()
-                bar.update(1)
-                if progress and (step % 20 == 0 or seen == n_train):
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
-            train_loss, train_recon, train_kl = (totals / n_train).tolist()
-            record = {
-                "epoch": float(epoch + 1),
-                "train_loss": train_loss,
-                "train_recon": train_recon,
-                "train_kl": train_kl,
-                "beta": model_config.beta if beta is None else beta,
-            }
+            record = run.train_epoch(epoch, bar if progress else None)
             if x_val is not None and x_val.shape[0] > 0:
-                val = evaluate(model, x_val, batch_size, seed=train_config.seed + _EVAL_STREAM)
-                record.update({f"val_{k}": v for k, v in val.items()})
-                bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss:.2f}", val=f"{val['loss']:.2f}")
-            if model_config.prior == "gmm" and epoch + 1 == train_config.gmm_init_epochs:
-                record["prior_init_bic"] = init_prior_from_gmm(
-                    model, x_train, batch_size, train_config.seed, optimizer
+                val = evaluate(
+                    run.model, x_val, train_config.batch_size, train_config.seed + _EVAL_STREAM
                 )
+                record.update({f"val_{k}": v for k, v in val.items()})
+                bar.set_postfix(
+                    epoch=epoch + 1, loss=f"{record['train_loss']:.2f}", val=f"{val['loss']:.2f}"
+                )
+            run.after_epoch(epoch, record)
             record["seconds"] = time.perf_counter() - t0
-            checks = {
-                "training loss": record["train_loss"],
-                "validation loss": record.get("val_loss", 0.0),
-                "weights": sum(float(p.detach().sum()) for p in model.parameters()),
-            }
-            for what, value in checks.items():
-                if not np.isfinite(value):
-                    raise _diverged(epoch, None, steps_per_epoch, what, train_config)
+            run.check_finite(epoch, record)
             history.append(record)
             if checkpoint_path is not None:
-                save_checkpoint(
-                    checkpoint_path,
-                    {
-                        "model_config": model_config.model_dump(mode="json"),
-                        "train_config": train_config.model_dump(mode="json"),
-                        "model_state": model.state_dict(),
-                        "optimizer_state": optimizer.state_dict(),
-                        "shuffle_rng": shuffle_gen.get_state(),
-                        "noise_rng": noise_gen.get_state(),
-                        "noise_device": device.type,
-                        "epoch": epoch + 1,
-                        "history": history,
-                        "metadata": {**(metadata or {}), **provenance(device)},
-                    },
-                )
-    model.eval()
+                run.save(checkpoint_path, epoch + 1, history, metadata)
+    run.model.eval()
     return TrainResult(
-        model=model,
+        model=run.model,
         history=history,
         train_seconds=sum(h["seconds"] for h in history),
-        device=device,
+        device=run.device,
         resumed_from_epoch=start_epoch,
     )
+
+
+class _Run:
+    """The state of one training run: model, optimiser, random streams and data, and the
+    steps of an epoch. Random numbers are drawn in a fixed order, so a resumed run repeats an
+    uninterrupted one exactly."""
+
+    def __init__(self, model_config: VAEConfig, train_config: TrainConfig) -> None:
+        self.model_config, self.config = model_config, train_config
+        self.device = select_device(train_config.device)
+        seed_everything(train_config.seed)
+        self.model = build_model(model_config).to(self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), train_config)
+        self.shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(
+            train_config.seed + _NOISE_STREAM
+        )
+
+    def restore(self, path: str | Path) -> tuple[list[dict[str, float]], int]:
+        """Load weights, optimiser and random streams from a checkpoint; its history and the
+        number of epochs it holds."""
+        state = load_checkpoint(path, map_location=self.device)
+        _check_resumable(state, self.model_config, self.config)
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.shuffle_gen.set_state(state["shuffle_rng"].cpu())
+        if state.get("noise_device") == self.device.type:
+            self.noise_gen.set_state(state["noise_rng"].cpu())
+        else:  # CPU and CUDA generators do not share a state format: start a new stream
+            self.noise_gen.manual_seed(self.config.seed + _NOISE_STREAM + 1000 * state["epoch"])
+        return list(state["history"]), int(state["epoch"])
+
+    def set_data(self, x_train: torch.Tensor, y_train: torch.Tensor | None) -> None:
+        self.x = x_train.to(self.device)
+        self.y: torch.Tensor | None = None
+        if y_train is not None:
+            if y_train.shape != (self.x.shape[0],):
+                raise ConfigError(
+                    f"y_train: expected {self.x.shape[0]} labels, got {tuple(y_train.shape)}"
+                )
+            self.y = y_train.to(device=self.device, dtype=torch.long)
+        self.labelled = None
+        config = self.config
+        if (
+            self.y is not None
+            and self.model_config.classifier_classes
+            and config.labelled_batch_size
+        ):
+            self.labelled = LabelledBatches(
+                self.x, self.y, config.labelled_batch_size, config.augment_labelled
+            )
+        self.steps = -(-self.x.shape[0] // config.batch_size)
+
+    def _beta(self, epoch: int, step: int) -> float | None:
+        """The KL weight during warm-up (None after it, or without one)."""
+        warmup_steps = self.config.kl_warmup_epochs * self.steps
+        if not warmup_steps:
+            return None
+        done = epoch * self.steps + step + 1
+        return self.model_config.beta * min(1.0, done / warmup_steps)
+
+    def train_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """One pass over the training data; the epoch's mean loss terms."""
+        n = self.x.shape[0]
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        seen, beta = 0, None
+        for step, index in enumerate(batch_indices(n, self.config.batch_size, self.shuffle_gen)):
+            index = index.to(self.device)
+            batch = self.x[index]
+            seen += batch.shape[0]
+            beta = self._beta(epoch, step)
+            out = self._step(epoch, step, batch, index, beta)
+            with torch.no_grad():
+                totals += torch.stack(
+                    [out.loss * batch.shape[0], out.recon_loss.sum(), out.reg_loss.sum()]
+                ).double()
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0 or seen == n:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
+        train_loss, train_recon, train_kl = (totals / n).tolist()
+        return {
+            "epoch": float(epoch + 1),
+            "train_loss": train_loss,
+            "train_recon": train_recon,
+            "train_kl": train_kl,
+            "beta": self.model_config.beta if beta is None else beta,
+        }
+
+    def _step(
+        self, epoch: int, step: int, batch: torch.Tensor, index: torch.Tensor, beta: float | None
+    ) -> Any:
+        labels = None if self.y is None or self.labelled is not None else self.y[index]
+        out = self.model(batch, generator=self.noise_gen, beta=beta, labels=labels)
+        loss = out.loss
+        if self.labelled is not None:
+            weight = self.model_config.classifier_weight
+            loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
+        if not torch.isfinite(loss):
+            raise _diverged(epoch, step, self.steps, "training loss", self.config)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return out
+
+    def after_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        """The mixture prior starts from a Gaussian mixture after its warm-up epochs."""
+        if self.model_config.prior == "gmm" and epoch + 1 == self.config.gmm_init_epochs:
+            record["prior_init_bic"] = init_prior_from_gmm(
+                self.model, self.x, self.config.batch_size, self.config.seed, self.optimizer
+            )
+
+    def check_finite(self, epoch: int, record: dict[str, float]) -> None:
+        checks = {
+            "training loss": record["train_loss"],
+            "validation loss": record.get("val_loss", 0.0),
+            "weights": sum(float(p.detach().sum()) for p in self.model.parameters()),
+        }
+        for what, value in checks.items():
+            if not np.isfinite(value):
+                raise _diverged(epoch, None, self.steps, what, self.config)
+
+    def save(
+        self,
+        path: str | Path,
+        epoch: int,
+        history: list[dict[str, float]],
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        save_checkpoint(
+            path,
+            {
+                "model_config": self.model_config.model_dump(mode="json"),
+                "train_config": self.config.model_dump(mode="json"),
+                "model_state": self.model.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(),
+                "shuffle_rng": self.shuffle_gen.get_state(),
+                "noise_rng": self.noise_gen.get_state(),
+                "noise_device": self.device.type,
+                "epoch": epoch,
+                "history": history,
+                "metadata": {**(metadata or {}), **provenance(self.device)},
+            },
+        )
 
 
 def _diverged(
