@@ -90,28 +90,21 @@ def shielded() -> Iterator[None]:
             raise pending
 
 
-def _forget(path: Path) -> None:
-    _live.discard(path)
-
-
 def remove_live_temporaries() -> None:
     """Remove every temporary this process still has (after an interruption)."""
     for path in list(_live):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with suppress(OSError):
-                path.unlink()
-        _live.discard(path)
+        discard_temporary(path)
 
 
-def temporary_sibling(final: str | Path, folder: bool = False) -> Path:
+def temporary_sibling(final: str | Path, folder: bool = False, clean: bool = True) -> Path:
     """Create an empty temporary file (or ``folder``) beside ``final`` (same folder, so a
     rename is atomic), with the permissions a new one gets under the umask (mkstemp alone
-    gives 0600); stale temporaries of ``final`` from killed processes are removed first."""
+    gives 0600); with ``clean``, stale temporaries of ``final`` from killed processes are
+    removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(final.parent, of=final.name)
+    if clean:
+        remove_stale_temporaries(final.parent, of=final.name)
     with shielded():
         if folder:
             made = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -128,15 +121,15 @@ def discard_temporary(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with suppress(FileNotFoundError):
+        with suppress(OSError):
             path.unlink()
-    _forget(path)
+    _live.discard(path)
 
 
 def rename_temporary(path: Path, final: Path) -> None:
     """Rename a finished temporary to its final name."""
     os.replace(path, final)
-    _forget(path)
+    _live.discard(path)
 
 
 @contextmanager
@@ -184,11 +177,8 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if final.exists():
-            with shielded():
-                old = Path(
-                    tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-                )
-                _live.add(old)
+            # moved aside, not cleaned: ``tmp`` is a temporary of ``final`` too
+            old = temporary_sibling(final, folder=True, clean=False)
             os.replace(final, old)
         rename_temporary(tmp, final)
     finally:
@@ -299,7 +289,6 @@ def read_json(path: str | Path, what: str) -> Any:
 def oserror_message(exc: OSError) -> str:
     """One line for an operating-system error: the file and what went wrong."""
     reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
-    where = exc.filename if exc.filename is not None else None
     if exc.errno == errno.ENOSPC:
         reason += "; nothing half-written was kept, free space and run the same command again"
-    return f"{where}: {reason}" if where else reason
+    return f"{exc.filename}: {reason}" if exc.filename else reason

@@ -40,7 +40,8 @@ from patchvae.errors import DataError
 from patchvae.io import discard_temporary, rename_temporary, temporary_sibling
 from patchvae.patches import PatchBatch
 
-STORE_FORMAT = "patchvae-patch-store/3"
+_FORMAT_NAME = "patchvae-patch-store/"  # + version: the marker of every store patchvae wrote
+STORE_FORMAT = f"{_FORMAT_NAME}3"
 MASKS = ("brain", "lesion")
 INDEX_COLUMNS = ("case", "slice", "row", "col", "brain_fraction", "lesion_fraction", "label")
 _INDEX_DTYPES = {
@@ -73,7 +74,7 @@ def is_patch_store(path: str | Path) -> bool:
             marker = handle.attrs.get("format", "")
     except Exception:  # not HDF5, damaged: not ours to replace
         return False
-    return isinstance(marker, str) and marker.startswith("patchvae-patch-store/")
+    return isinstance(marker, str) and marker.startswith(_FORMAT_NAME)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -362,7 +363,7 @@ class PatchStore:
 
 
 def _format_problem(found: object) -> str:
-    if isinstance(found, str) and found.startswith("patchvae-patch-store/"):
+    if isinstance(found, str) and found.startswith(_FORMAT_NAME):
         return (
             f"a patch store of the older format {found} (no checksums); run `patchvae extract` "
             f"again to write {STORE_FORMAT}"
