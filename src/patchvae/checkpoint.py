@@ -49,9 +49,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def checkpoint_epoch(path: str | Path) -> int:
-    """How many epochs a checkpoint holds."""
-    epoch = load_checkpoint(path).get("epoch")
+def checkpoint_epoch(path: str | Path, payload: dict[str, Any] | None = None) -> int:
+    """How many epochs a checkpoint holds (from its ``payload`` when already loaded)."""
+    epoch = (payload if payload is not None else load_checkpoint(path)).get("epoch")
     if not isinstance(epoch, int) or epoch < 0:
         raise DataError(path, "the checkpoint records no epoch count")
     return epoch
@@ -71,7 +71,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VA
     >>> load_model(p).config == model.config
     True
     """
-    payload = load_checkpoint(path, map_location)
+    return model_from_payload(load_checkpoint(path, map_location), path, map_location)
+
+
+def model_from_payload(
+    payload: dict[str, Any], path: str | Path, map_location: str | torch.device = "cpu"
+) -> VAE:
+    """The model of an already loaded checkpoint ``payload`` (read from ``path``)."""
     try:
         model = build_model(VAEConfig.model_validate(payload.get("model_config")))
         model.load_state_dict(payload["model_state"])

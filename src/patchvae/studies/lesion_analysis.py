@@ -83,20 +83,22 @@ def _check_analysis_target(out: Path, store: PatchStore) -> None:
         )
 
 
-def _check_training_store(run: Path, path: Path) -> None:
+def _check_training_store(run: Path, path: Path) -> str:
     """The analysis compares held-out patches with the training patches' latents: the
-    training store must still be the one the run trained on."""
+    training store must still be the one the run trained on. Returns its SHA-256."""
     found = read_json(run / TRAINING_FILE, "training record")
     record = found.get("store") if isinstance(found, dict) else None
     record = record if isinstance(record, dict) else {}
     if not path.is_file():
         raise DataError(path, "the run's training store is gone; the analysis needs it")
-    if record.get("sha256") not in (None, file_sha256(path)):
+    sha256 = file_sha256(path)
+    if record.get("sha256") not in (None, sha256):
         raise DataError(
             path,
             "the run's training store changed since training (SHA-256 differs from "
             f"{TRAINING_FILE}); extract it again with the run's settings, or train anew",
         )
+    return sha256
 
 
 def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
@@ -104,9 +106,11 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
     out = analysis_dir(run, store.path)
     _check_analysis_target(out, store)
     made_from = checkpoint_record(run)
-    _check_training_store(run, Path(settings.patches))
+    training_sha256 = _check_training_store(run, Path(settings.patches))
     frame = embed_store(run, store.path)
     same_store = Path(settings.patches).resolve() == store.path.resolve()
+    # a store of many GB is read once for its checksum, not twice
+    store_sha256 = training_sha256 if same_store else file_sha256(store.path)
     train_frame = frame if same_store else embed_store(run, settings.patches)
     train_part = train_frame[train_frame.seen_in_training]
     if len(train_part) < 2:
@@ -140,7 +144,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
     labels = part.label.to_numpy()
 
     result: dict[str, Any] = {
-        "store": {"path": str(store.path.resolve()), "sha256": file_sha256(store.path)},
+        "store": {"path": str(store.path.resolve()), "sha256": store_sha256},
         "run": str(run.resolve()),
         "checkpoint": made_from,
         "seed": seed,

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from patchvae.artefacts import CHECKPOINT_FILE, SETTINGS_FILE, TRAINING_FILE
-from patchvae.checkpoint import checkpoint_epoch, load_checkpoint, load_model
+from patchvae.checkpoint import checkpoint_epoch, load_checkpoint, model_from_payload
 from patchvae.config import PatchTrainConfig
 from patchvae.embed import score_patches
 from patchvae.errors import ConfigError, DataError, RunDirError
@@ -158,8 +158,9 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
     negative ELBO, the store's provenance columns, and whether the run trained on the patch."""
     run = Path(run)
     split = run_split(run)
-    model = load_model(run / CHECKPOINT_FILE)
-    epoch = checkpoint_epoch(run / CHECKPOINT_FILE)
+    path = run / CHECKPOINT_FILE
+    payload = load_checkpoint(path)
+    model, epoch = model_from_payload(payload, path), checkpoint_epoch(path, payload)
     store = PatchStore(store_path)
     expected = tuple(model.config.input_shape)
     found = (len(store.channels), store.patch_size, store.patch_size)
