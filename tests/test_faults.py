@@ -94,7 +94,13 @@ def test_02_demo_rerun_keeps_user_files(tmp_path: Path, capsys: Capsys) -> None:
     args = ["demo", "--epochs", "1", "--quiet", "--out", str(out)]
     assert run_cli(args, capsys)[0] == 0
     (out / "notes.txt").write_text("mine")
-    assert run_cli(args, capsys)[0] == 0  # replaces its own runs, keeps notes.txt
+    # what a demo killed with -9 leaves: a temporary file and folder, a store's lock file
+    (out / "mnist" / ".checkpoint.pt.abcd1234.tmp").write_bytes(b"half")
+    (out / "stroke" / "run" / ".analysis-isles22-dwi-1mm.abcd1234.tmp").mkdir()
+    (out / "stroke" / ".isles22-dwi-1mm.h5.lock").touch()
+    code, _, err = run_cli(args, capsys)  # replaces its own runs, keeps notes.txt
+    assert code == 0, err
+    assert not temporaries(out)
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "stroke" / "run" / "report.html").is_file()
     (out / "mnist" / "mine.txt").write_text("also mine")

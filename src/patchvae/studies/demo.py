@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ from patchvae.config.presets import build_settings
 from patchvae.data.volumes import bundled_isles22_dir
 from patchvae.errors import RunDirError
 from patchvae.extract import extract_dataset
-from patchvae.io import is_temporary, missing_folders, remove_empty, write_json_atomic
-from patchvae.locks import lock_folder
+from patchvae.io import missing_folders, remove_empty, write_json_atomic
+from patchvae.locks import lock_file, lock_folder
 from patchvae.report.html import build_report
 from patchvae.studies.lesion_analysis import analyze_run
 from patchvae.studies.patches import train_on_store
@@ -58,27 +58,33 @@ def _remove_earlier_demo(out: Path) -> None:
     from patchvae.rundir import own_run_files
     from patchvae.store import is_patch_store
 
-    files: list[Path] = []
-    folders = [out / "mnist", out / "stroke" / "run", out / "stroke"]
-    for run in folders[:2]:
-        if run.is_dir():
-            files += own_run_files(run)
+    runs = [run for run in (out / "mnist", out / "stroke" / "run") if run.is_dir()]
     stroke = out / "stroke"
-    if stroke.is_dir():
-        for entry in stroke.iterdir():
-            if entry.name == "run":
-                continue
-            ours = is_temporary(entry.name) or (entry.name == DEMO_STORE and is_patch_store(entry))
-            if not ours:
-                raise RunDirError(
-                    f"{entry}: was not written by the demo; it is never removed (move it, or "
-                    "choose another --out)"
-                )
-            files.append(entry)
-    for path in files:
-        path.unlink()
-    for folder in sorted({p.parent for p in files} | set(folders), key=lambda p: -len(p.parts)):
-        with suppress(FileNotFoundError, OSError):
+    files: list[Path] = []
+    with ExitStack() as held:
+        # holding each output removes what a killed demo left there (temporaries, a store's
+        # lock file), and makes sure no other process is using it
+        for run in runs:
+            held.enter_context(lock_folder(run, create=False))
+        if stroke.is_dir():
+            held.enter_context(lock_file(stroke / DEMO_STORE))
+        for run in runs:
+            files += own_run_files(run)
+        if stroke.is_dir():
+            for entry in stroke.iterdir():
+                if entry.name in ("run", f".{DEMO_STORE}.lock"):
+                    continue
+                if not (entry.name == DEMO_STORE and is_patch_store(entry)):
+                    raise RunDirError(
+                        f"{entry}: was not written by the demo; it is never removed (move it, "
+                        "or choose another --out)"
+                    )
+                files.append(entry)
+        for path in files:
+            path.unlink()
+    folders = {p.parent for p in files} | {*runs, stroke}
+    for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
+        with suppress(OSError):
             os.rmdir(folder)  # only when empty
 
 
