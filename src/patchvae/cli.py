@@ -452,11 +452,12 @@ def analyze(
 ) -> None:
     """Lesion vs healthy in the latent space: clusters, anomaly scores beside an intensity
     baseline, few-label AUROC, heat maps; writes RUN/analysis-<store>/."""
-    from patchvae.studies.lesion_analysis import analysis_dir, analyze_run
+    from patchvae.artefacts import ANALYSIS_FILE, analysis_dir
+    from patchvae.studies.lesion_analysis import analyze_run
 
     result = analyze_run(run, patches, seed)
     typer.echo(
-        f"wrote {analysis_dir(run, patches)}/analysis.json: {result['n_patches']} patches "
+        f"wrote {analysis_dir(run, patches) / ANALYSIS_FILE}: {result['n_patches']} patches "
         f"({result['n_lesion']} lesion), {result['evaluation_set']}"
     )
     for name, metrics in result["patch_scores"].items():
