@@ -624,7 +624,7 @@ def test_11_damaged_run_records(
         tmp_path,
         "training.json: training record is damaged (JSONDecodeError)",
     )
-    fails(["report", str(run)], capsys, tmp_path, "training.json: run record is damaged")
+    fails(["report", str(run)], capsys, tmp_path, "training.json: training record is damaged")
     (run / "training.json").unlink()  # as after an interrupted run
     fails(["report", str(run)], capsys, tmp_path, "the run has not finished")
     fails(

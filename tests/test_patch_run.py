@@ -15,7 +15,8 @@ import torch
 from patchvae.checkpoint import load_model
 from patchvae.embed import encode
 from patchvae.store import PatchStore
-from patchvae.studies.patches import embed_store
+from patchvae.stages.embedding import embed_store
+from patchvae.tables import read_embedding
 from tests.test_cli import run_cli
 
 
@@ -25,7 +26,8 @@ def test_train_records_a_case_split(trained_run: Path, two_case_store: Path) -> 
     table = PatchStore(two_case_store).table()
     assert record["split"]["n_train"] == int((table.case_id == "1").sum())
     assert len(record["history"]) == 3 and "val_loss" in record["history"][0]
-    assert (trained_run / "settings.yaml").is_file() and (trained_run / "loss.png").is_file()
+    assert (trained_run / "settings.yaml").is_file()
+    assert not (trained_run / "loss.png").exists()  # the report draws it
 
 
 def test_embed_aligns_row_by_row_with_the_store(
@@ -73,6 +75,13 @@ def test_analyze_and_report(
         assert scores[name]["auroc"] == pytest.approx(expected, abs=1e-12), name
     assert set(result["clustering"]) == {"kmeans", "gmm"}
     assert result["few_labels"]["latent"]["5"]["draws"] > 0
+    # analyze wrote the run's embedding of the store and read the analysis from it
+    embedded, info = read_embedding(trained_run / f"embedding-{two_case_store.stem}.parquet")
+    pd.testing.assert_frame_equal(embedded, frame)
+    assert info.checkpoint.sha256 == result["checkpoint"]["sha256"]
+    assert sorted(p.name for p in folder.iterdir()) == ["analysis.json", "figure-data.npz"]
+    code, _, err = run_cli(["report", str(trained_run)], capsys)
+    assert code == 0, err
     for name in (
         "latent_lesion.png",
         "latent_lesion_fraction.png",
@@ -80,8 +89,7 @@ def test_analyze_and_report(
         "few_labels.png",
     ):
         assert (folder / name).stat().st_size > 5000
-    code, _, err = run_cli(["report", str(trained_run)], capsys)
-    assert code == 0, err
+    assert (trained_run / "loss.png").stat().st_size > 5000
     page = (trained_run / "report.html").read_text()
     assert not re.search(
         r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.IGNORECASE
@@ -183,3 +191,31 @@ def test_embed_to_parquet_as_in_the_readme(
     assert frame.equals(embed_store(trained_run, two_case_store))
     code, _, err = run_cli([*args, "--force"], capsys)  # recognised as an embedding table
     assert code == 0, err
+
+
+def test_analyze_and_report_from_artefacts_alone(
+    trained_run: Path, two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After ``embed``, the checkpoint is not needed: analyze reads the embeddings, the report
+    draws from the records; the numbers are those of a run that still has its checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("analysis-*", "embedding-*"))
+    assert run_cli(["embed", str(run), "--patches", str(two_case_store)], capsys)[0] == 0
+    (run / "checkpoint.pt").unlink()
+    code, _, err = run_cli(["analyze", str(run), "--patches", str(two_case_store)], capsys)
+    assert code == 0, err
+    assert run_cli(["report", str(run)], capsys)[0] == 0
+    assert (run / f"analysis-{two_case_store.stem}" / "heatmaps.png").stat().st_size > 5000
+    with_model = tmp_path / "with-model"
+    shutil.copytree(trained_run, with_model, ignore=shutil.ignore_patterns("analysis-*"))
+    assert run_cli(["analyze", str(with_model), "--patches", str(two_case_store)], capsys)[0] == 0
+    name = f"analysis-{two_case_store.stem}/analysis.json"
+    alone, full = (json.loads((r / name).read_text()) for r in (run, with_model))
+    assert alone["patch_scores"] == full["patch_scores"]
+    assert alone["clustering"] == full["clustering"]
+    # without the checkpoint and without an embedding, one line says what is missing
+    other = tmp_path / "other.h5"
+    shutil.copy(two_case_store, other)
+    code, _, err = run_cli(["analyze", str(run), "--patches", str(other)], capsys)
+    assert code == 2 and "checkpoint.pt: not found, and the run holds no embedding" in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,15 +1,26 @@
-"""File names of patchvae's artefacts, and how to recognise a folder patchvae made.
+"""patchvae's artefacts: every file name of a run folder, and the typed records stages hand on.
 
 A run folder holds ``settings.yaml`` (written first), ``checkpoint.pt`` (after every epoch),
-the stage records (``training.json``, ``metrics.json``), figures, ``report.html``, default
-embedding tables and ``analysis-<store>/`` folders. Only files named here are ever removed by
-patchvae (when the demo replaces its own earlier output).
+the stage records (``training.json`` or ``metrics.json``), the embeddings
+(``embedding-<store>.parquet``), ``analysis-<store>/`` folders (``analysis.json`` and
+``figure-data.npz``), and what the report draws from them (figures, ``report.html``). Only
+files named here are ever removed by patchvae (when the demo replaces its own earlier output).
+
+Stages hand results on as the records below (pydantic models, read back with
+:func:`read_record`): the report and ``compare`` read these, never a stage's in-memory dicts.
+Records accept fields they do not name, so an older patchvae reads a newer file.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from patchvae.errors import DataError
+from patchvae.io import read_json
 
 SETTINGS_FILE = "settings.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -20,6 +31,9 @@ REPORT_FILE = "report.html"
 COMPARE_ROW_FILE = "compare-row.json"
 DEMO_MARKER = "patchvae-demo.json"
 ANALYSIS_PREFIX = "analysis-"
+EMBEDDING_PREFIX = "embedding-"
+FIGURE_DATA_FILE = "figure-data.npz"  # the arrays the report draws a stage's figures from
+EMBEDDING_FORMAT = "patchvae-embedding/1"  # Parquet key-value metadata "patchvae"
 
 FIGURES = (
     "loss.png",
@@ -37,12 +51,13 @@ RUN_FILES = (
     CHECKPOINT_FILE,
     TRAINING_FILE,
     METRICS_FILE,
+    FIGURE_DATA_FILE,
     REPORT_FILE,
     COMPARE_ROW_FILE,
     *FIGURES,
 )
-RUN_FILE_PATTERNS = ("embedding-*.csv", "embedding-*.parquet")
-ANALYSIS_FILES = (ANALYSIS_FILE, *FIGURES)
+RUN_FILE_PATTERNS = (f"{EMBEDDING_PREFIX}*.csv", f"{EMBEDDING_PREFIX}*.parquet")
+ANALYSIS_FILES = (ANALYSIS_FILE, FIGURE_DATA_FILE, *FIGURES)
 
 
 def is_run_file(name: str) -> bool:
@@ -59,3 +74,131 @@ def is_run_file(name: str) -> bool:
 def analysis_dir(run: str | Path, store: str | Path) -> Path:
     """Where ``patchvae analyze RUN --patches STORE`` writes: ``RUN/analysis-<store name>/``."""
     return Path(run) / f"{ANALYSIS_PREFIX}{Path(store).stem}"
+
+
+def embedding_path(run: str | Path, store: str | Path) -> Path:
+    """The run's own embedding of a store, written by ``patchvae embed`` (and by ``analyze``
+    when it is missing or older than the checkpoint): ``RUN/embedding-<store name>.parquet``."""
+    return Path(run) / f"{EMBEDDING_PREFIX}{Path(store).stem}.parquet"
+
+
+class Record(BaseModel):
+    """Base of the records: unknown fields are kept (a newer patchvae may add some)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class FileRef(Record):
+    """A file an artefact was made from, and its SHA-256 at the time."""
+
+    path: str
+    sha256: str
+
+
+class CheckpointRef(Record):
+    """The checkpoint an artefact was made from: its epoch count and SHA-256."""
+
+    epoch: int
+    sha256: str
+
+
+class TrainingRecord(Record):
+    """``training.json``: what ``patchvae train`` did (the split, the losses per epoch)."""
+
+    split: dict[str, Any]
+    store: FileRef
+    labelled_training_patches: int = 0
+    history: list[dict[str, float]]
+    epochs: int
+    train_seconds: float
+    settings: dict[str, Any]
+    provenance: dict[str, Any]
+    reproduce: str
+
+
+class MnistRecord(Record):
+    """``metrics.json`` of an MNIST run: clustering of the test latents, losses, the history.
+    Optional scores (``umap_*``, ``prior_cluster_*``) are extra fields."""
+
+    kmeans_accuracy: float
+    nmi: float
+    ari: float
+    silhouette: float
+    logreg_accuracy: float
+    test_loss: float
+    test_recon: float
+    test_kl: float
+    epochs: int
+    seed: int
+    train_seconds: float
+    n_train: int
+    n_test: int
+    digits: list[int]
+    latent_dim: int
+    parameters: int
+    device: str
+    projection: dict[str, Any]
+    history: list[dict[str, float]]
+    settings: dict[str, Any]
+    data_dir: str
+    data_sources: dict[str, Any]
+    split: dict[str, Any]
+    provenance: dict[str, Any]
+    reproduce: str
+    command: str = ""
+
+    def scores(self) -> dict[str, float]:
+        """Every number of the run (the named scores and the optional extra ones)."""
+        return {
+            k: v
+            for k, v in self.model_dump().items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+
+
+class EmbeddingInfo(Record):
+    """What an embedding table was made from (Parquet metadata ``patchvae``)."""
+
+    format: str
+    run: str
+    checkpoint: CheckpointRef
+    store: FileRef
+    provenance: dict[str, Any]
+
+
+class AnalysisResult(Record):
+    """``analysis.json``: lesion against healthy on held-out patches, beside the baseline."""
+
+    store: FileRef
+    run: str
+    checkpoint: CheckpointRef | None = None
+    embeddings: dict[str, str] = {}
+    seed: int
+    evaluation_set: str
+    n_patches: int
+    n_lesion: int
+    cases: list[str]
+    patch_scores: dict[str, dict[str, Any]]
+    voxel_scores: dict[str, dict[str, Any]]
+    clustering: dict[str, dict[str, float]]
+    few_labels: dict[str, dict[str, dict[str, float] | None]]
+    projection: dict[str, Any] = {}
+    heatmaps: dict[str, Any] = {}
+    settings: dict[str, Any]
+    provenance: dict[str, Any]
+    reproduce: str
+
+
+R = TypeVar("R", bound=Record)
+
+
+def read_record(cls: type[R], path: str | Path, what: str) -> R:
+    """Read a record back; missing or damaged is one line naming the file."""
+    try:
+        return cls.model_validate(read_json(path, what))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
+        raise DataError(
+            path, f"{what} is damaged ({where}: {first['msg']}); re-create it"
+        ) from None

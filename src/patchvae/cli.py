@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from patchvae.artefacts import SETTINGS_FILE
+from patchvae.artefacts import SETTINGS_FILE, MnistRecord
 from patchvae.config import M, MnistStudyConfig, PatchTrainConfig, build_config, load_yaml_config
 from patchvae.config.presets import PRESETS, build_settings
 from patchvae.errors import Interrupted, PatchvaeError, RunDirError, one_line
@@ -173,9 +173,9 @@ def mnist(
             "umap": True if umap else None,
         },
     )
-    metrics = _run_mnist(config, out, resume, download, not quiet)
-    typer.echo(f"wrote {out}/ (metrics.json, latent.png, manifold.png, reconstructions.png)")
-    _print_metrics(metrics)
+    record = _run_mnist(config, out, resume, download, not quiet)
+    typer.echo(f"wrote {out}/ (metrics.json, figure-data.npz; figures: patchvae report {out})")
+    _print_metrics(record)
 
 
 def _base_settings(cls: type[M], config_file: Path | None, out: Path, from_run: bool) -> M | None:
@@ -191,18 +191,19 @@ def _base_settings(cls: type[M], config_file: Path | None, out: Path, from_run: 
 
 def _run_mnist(
     config: MnistStudyConfig, out: Path, resume: bool, download: bool, progress: bool
-) -> dict[str, Any]:
+) -> MnistRecord:
     from patchvae.studies.mnist import run_mnist_study  # torch import deferred past parsing
 
     return run_mnist_study(config, out, resume=resume, download=download, progress=progress)
 
 
-def _print_metrics(metrics: dict[str, Any]) -> None:
+def _print_metrics(record: MnistRecord) -> None:
+    scores = record.scores()
     keys = ("kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss")
-    typer.echo("  " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+    typer.echo("  " + "  ".join(f"{k}={scores[k]:.4g}" for k in keys))
     typer.echo(
-        f"  epochs={metrics['epochs']} train={metrics['n_train']} test={metrics['n_test']} "
-        f"train_seconds={metrics['train_seconds']:.1f} device={metrics['device']}"
+        f"  epochs={record.epochs} train={record.n_train} test={record.n_test} "
+        f"train_seconds={record.train_seconds:.1f} device={record.device}"
     )
 
 
@@ -370,8 +371,8 @@ def train(
     quiet: bool = _QUIET,
 ) -> None:
     """Train a VAE on a patch store, holding out whole cases (or slabs of slices of one case)."""
+    from patchvae.stages.training import train_on_store
     from patchvae.store import PatchStore
-    from patchvae.studies.patches import train_on_store
 
     base = _base_settings(PatchTrainConfig, config_file, out, resume and patches is None)
     if base is None and patches is None:
@@ -410,16 +411,16 @@ def train(
         },
     )
     record = train_on_store(config, out, resume=resume, progress=not quiet)
-    split = record["split"]
-    last = record["history"][-1]
+    split = record.split
+    last = record.history[-1]
     typer.echo(
         f"wrote {out}/: {split['n_train']} training patches ({', '.join(split['train_cases'])}), "
         f"{split['n_val']} validation ({split['method']}: {', '.join(split['val_cases'])})"
     )
     typer.echo(
-        f"  epochs={record['epochs']} train_loss={last['train_loss']:.2f} "
+        f"  epochs={record.epochs} train_loss={last['train_loss']:.2f} "
         f"val_loss={last.get('val_loss', float('nan')):.2f} "
-        f"train_seconds={record['train_seconds']:.1f}"
+        f"train_seconds={record.train_seconds:.1f}"
     )
 
 
@@ -428,14 +429,17 @@ def embed(
     run: Path = typer.Argument(..., help="Run folder from `patchvae train`."),
     patches: Path = typer.Option(..., "--patches", help="Patch store to embed (any cases)."),
     out: Path | None = typer.Option(
-        None, "--out", help="Table to write: .csv or .parquet (default RUN/embedding-STORE.csv)."
+        None,
+        "--out",
+        help="Table to write: .csv or .parquet (default RUN/embedding-STORE.parquet, which "
+        "analyze reads).",
     ),
     force: bool = typer.Option(
         False, "--force", help="Replace an existing embedding table (never any other file)."
     ),
 ) -> None:
     """Per patch: latent means and log-variances, reconstruction error, KL, ELBO, provenance."""
-    from patchvae.studies.patches import embed_to_table
+    from patchvae.stages.embedding import embed_to_table
 
     target, frame = embed_to_table(run, patches, out, force)
     typer.echo(
@@ -451,21 +455,22 @@ def analyze(
     seed: int = typer.Option(0, "--seed", help="Seed of clustering, density subsampling, draws."),
 ) -> None:
     """Lesion vs healthy in the latent space: clusters, anomaly scores beside an intensity
-    baseline, few-label AUROC, heat maps; writes RUN/analysis-<store>/."""
+    baseline, few-label AUROC, heat-map data; writes RUN/analysis-<store>/ from the run's
+    embeddings (made first where missing or older than the checkpoint)."""
     from patchvae.artefacts import ANALYSIS_FILE, analysis_dir
-    from patchvae.studies.lesion_analysis import analyze_run
+    from patchvae.studies.analyze import analyze as analyze_store
 
-    result = analyze_run(run, patches, seed)
+    result = analyze_store(run, patches, seed)
     typer.echo(
-        f"wrote {analysis_dir(run, patches) / ANALYSIS_FILE}: {result['n_patches']} patches "
-        f"({result['n_lesion']} lesion), {result['evaluation_set']}"
+        f"wrote {analysis_dir(run, patches) / ANALYSIS_FILE}: {result.n_patches} patches "
+        f"({result.n_lesion} lesion), {result.evaluation_set}"
     )
-    for name, metrics in result["patch_scores"].items():
+    for name, metrics in result.patch_scores.items():
         typer.echo(
             f"  {name:<14} patch AUROC {metrics['auroc']:.3f}  "
             f"AUPRC {metrics['auprc']:.3f}  ({metrics['kind']})"
         )
-    for name, metrics in result["clustering"].items():
+    for name, metrics in result.clustering.items():
         typer.echo(
             f"  {name:<14} accuracy {metrics['accuracy']:.3f}  "
             f"NMI {metrics['nmi']:.3f}  ARI {metrics['ari']:.3f}"
@@ -476,8 +481,9 @@ def analyze(
 def report(
     run: Path = typer.Argument(..., help="Run folder (from train + analyze, or mnist)."),
 ) -> None:
-    """Write RUN/report.html: one self-contained page with settings, data, curves, figures,
-    metrics beside the baseline, and the commands that reproduce them."""
+    """Draw the figures and write RUN/report.html: one self-contained page with settings,
+    data, curves, figures, metrics beside the baseline, and the commands that reproduce them.
+    Reads the run's records only (not the checkpoint)."""
     from patchvae.report.html import build_report
 
     typer.echo(f"wrote {build_report(run)}")
@@ -528,7 +534,7 @@ def demo(
         f"  {stroke['patches']} patches ({stroke['lesion_patches']} lesion); trained on "
         f"{split['n_train']}, analysed {split['n_val']} held-out patches (slabs of slices)"
     )
-    for name, m in stroke["analysis"]["patch_scores"].items():
+    for name, m in stroke["analysis"].patch_scores.items():
         typer.echo(f"  {name:<14} patch AUROC {m['auroc']:.3f} ({m['kind']})")
     typer.echo(f"demo done: open {stroke['report']} (MNIST: {stroke['mnist_report']})")
 

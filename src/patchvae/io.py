@@ -208,6 +208,17 @@ def write_json_atomic(final: str | Path, payload: Any) -> Path:
     return write_text_atomic(final, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
+def write_arrays_atomic(final: str | Path, arrays: dict[str, Any]) -> Path:
+    """Named numpy arrays as one compressed ``.npz``, written whole (no pickled objects)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez_compressed(handle, allow_pickle=False, **arrays)
+
+    return write_atomic(final, write)
+
+
 def missing_folders(path: str | Path) -> list[Path]:
     """``path`` and its parents that do not exist yet, deepest first: the folders a command
     creates, and removes again (when still empty) if it fails."""

@@ -77,12 +77,24 @@ def is_patch_store(path: str | Path) -> bool:
     return isinstance(marker, str) and marker.startswith(_FORMAT_NAME)
 
 
+_SHA256_SEEN: dict[tuple[str, int, int, int, int], str] = {}
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file. A file read once in this process is not read again while its
+    inode, size and modification time are unchanged (a store of many GB is checked by
+    several stages of one command)."""
+    path = Path(path)
+    info = path.stat()
+    key = (str(path.resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if key in _SHA256_SEEN:
+        return _SHA256_SEEN[key]
     digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
+    with path.open("rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+    _SHA256_SEEN[key] = digest.hexdigest()
+    return _SHA256_SEEN[key]
 
 
 class _GuardedFile(io.RawIOBase):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 from sklearn.decomposition import PCA
 
 from patchvae.errors import ConfigError
@@ -63,3 +64,22 @@ def umap_embed(train: np.ndarray, test: np.ndarray, seed: int = 0) -> tuple[np.n
         ) from None
     reducer = umap.UMAP(n_components=2, random_state=seed).fit(train)
     return np.asarray(reducer.embedding_), np.asarray(reducer.transform(test))
+
+
+def manifold_grid(n: int = 15, quantile_range: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
+    """Grid values through the inverse normal CDF, as in the 2016 Keras example: evenly spaced
+    quantiles of N(0, 1), so the grid is dense where the prior has its mass."""
+    return norm.ppf(np.linspace(quantile_range[0], quantile_range[1], n))
+
+
+def manifold_plane(
+    n: int = 15, scale: tuple[float, float] = (1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``n x n`` grid over the latent plane that :func:`plot_manifold` tiles: the N(0, 1)
+    quantile grid stretched by ``scale`` along each axis (1 for a standard-normal latent).
+    Returns (coords (n*n, 2) float32, row by row from high to low y; xs; ys)."""
+    values = manifold_grid(n)
+    xs, ys = values * scale[0], values * scale[1]
+    # Rows run top to bottom from high to low y, as a plot's axis does.
+    coords = np.array([[x, y] for y in ys[::-1] for x in xs], dtype=np.float32)
+    return coords, xs, ys

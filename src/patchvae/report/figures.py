@@ -5,7 +5,7 @@ Each figure is written atomically (temporary name, then rename) as PNG.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.stats import norm
 
 from patchvae.io import atomic_path
 
@@ -77,30 +76,16 @@ def plot_latent_scatter(
     return save_figure(fig, path)
 
 
-def manifold_grid(n: int = 15, quantile_range: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
-    """Grid values through the inverse normal CDF, as in the 2016 Keras example: evenly spaced
-    quantiles of N(0, 1), so the grid is dense where the prior has its mass."""
-    return norm.ppf(np.linspace(quantile_range[0], quantile_range[1], n))
-
-
 def plot_manifold(
-    decode: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
     path: str | Path,
     title: str,
-    n: int = 15,
-    scale: tuple[float, float] = (1.0, 1.0),
     axis_labels: Sequence[str] = ("z1", "z2"),
 ) -> Path:
-    """Decode a ``n x n`` grid over the plane and tile the images.
-
-    ``decode`` maps (k, 2) plane coordinates to (k, C, H, W) images in [0, 1]; ``scale``
-    stretches the N(0, 1) quantile grid along each axis (1 for a standard-normal latent).
-    """
-    values = manifold_grid(n)
-    xs, ys = values * scale[0], values * scale[1]
-    # Rows run top to bottom from high to low y, as a plot's axis does.
-    coords = np.array([[x, y] for y in ys[::-1] for x in xs], dtype=np.float32)
-    images = decode(coords)
+    """Tile the images decoded from :func:`manifold_plane`'s grid, (n*n, C, H, W) in [0, 1]."""
+    n = len(xs)
     channels, height, width = images.shape[1:]
     tiles = images[:, 0] if channels == 1 else images.mean(axis=1)
     canvas = tiles.reshape(n, n, height, width).transpose(0, 2, 1, 3).reshape(n * height, n * width)

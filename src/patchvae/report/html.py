@@ -1,7 +1,10 @@
-"""`patchvae report`: one self-contained HTML page per run.
+"""`patchvae report`: one self-contained HTML page per run, from its artefacts alone.
 
-Figures are embedded as base64 PNG and the style is inline, so the page makes no request:
-it can be mailed, archived or opened offline.
+It reads the records (``training.json`` or ``metrics.json``, each ``analysis.json``), draws
+every figure from them and the stages' ``figure-data.npz`` (:mod:`patchvae.report.draw`),
+writes the figures as PNG files beside the records, and embeds them in the page as base64 PNG
+with an inline style, so the page makes no request: it can be mailed, archived or opened
+offline. The model (``checkpoint.pt``) is never read.
 """
 
 from __future__ import annotations
@@ -19,10 +22,16 @@ from patchvae.artefacts import (
     REPORT_FILE,
     SETTINGS_FILE,
     TRAINING_FILE,
+    AnalysisResult,
+    CheckpointRef,
+    MnistRecord,
+    TrainingRecord,
+    read_record,
 )
 from patchvae.errors import DataError
-from patchvae.io import read_json, write_text_atomic
+from patchvae.io import write_text_atomic
 from patchvae.locks import lock_folder
+from patchvae.report.draw import draw_analysis, draw_loss, draw_mnist
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -80,97 +89,77 @@ def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None =
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _staleness(made_from: dict[str, Any] | None, epochs: int) -> str:
+def _staleness(made_from: CheckpointRef | None, epochs: int) -> str:
     """A warning when an analysis was made from another checkpoint than the run's last."""
-    if not made_from:
+    if made_from is None:
         return (
             '<p class="stale">This analysis does not record the checkpoint it was made from '
             "(made by an older patchvae); run <code>patchvae analyze</code> again.</p>"
         )
-    if made_from.get("epoch") != epochs:
+    if made_from.epoch != epochs:
         return (
             f'<p class="stale">Stale: this analysis was made from the checkpoint of epoch '
-            f"{made_from.get('epoch')}; the run now holds {epochs} epochs. Run "
+            f"{made_from.epoch}; the run now holds {epochs} epochs. Run "
             "<code>patchvae analyze</code> again for current numbers.</p>"
         )
     return ""
 
 
-def _analysis_section(folder: Path, epochs: int) -> str:
-    result = read_json(folder / ANALYSIS_FILE, "analysis")
-    parts = [
-        f"<h2>Analysis: {html.escape(Path(result['store']['path']).name)}</h2>",
-        _staleness(result.get("checkpoint"), epochs),
-        f"<p>{result['n_patches']} patches ({result['n_lesion']} with lesion) of case(s) "
-        f"{html.escape(', '.join(result['cases']))}; "
-        f"evaluated on {html.escape(result['evaluation_set'])}.</p>",
-        "<h3>Anomaly scores, patch and voxel level (baseline in grey)</h3>",
-    ]
+def _score_table(result: AnalysisResult) -> str:
     rows, classes = [], []
-    for name, m in result["patch_scores"].items():
-        voxel = result["voxel_scores"][name]
-        rows.append(
-            [
-                name,
-                m["kind"],
-                m["auroc"],
-                m["auprc"],
-                voxel["auroc"],
-                voxel["auprc"],
-                voxel["best_dice"],
-            ]
-        )
+    for name, m in result.patch_scores.items():
+        voxel = result.voxel_scores[name]
+        patch = [name, m["kind"], m["auroc"], m["auprc"]]
+        rows.append([*patch, voxel["auroc"], voxel["auprc"], voxel["best_dice"]])
         classes.append("baseline" if m["kind"] == "baseline" else "")
-    parts.append(
-        _table(
-            [
-                "score",
-                "kind",
-                "patch AUROC",
-                "patch AUPRC",
-                "voxel AUROC",
-                "voxel AUPRC",
-                "best Dice",
-            ],
-            rows,
-            classes,
-        )
-    )
-    parts.append("<h3>Clustering of the latent space against the lesion label</h3>")
-    parts.append(
-        _table(
-            ["method", "Hungarian accuracy", "NMI", "ARI", "silhouette"],
-            [
-                [k, v["accuracy"], v["nmi"], v["ari"], v["silhouette"]]
-                for k, v in result["clustering"].items()
-            ],
-        )
-    )
-    parts.append("<h3>A few labels: AUROC on the other patches (mean &plusmn; sd over draws)</h3>")
-    few = result["few_labels"]
+    header = ["score", "kind", "patch AUROC", "patch AUPRC", "voxel AUROC", "voxel AUPRC"]
+    return _table([*header, "best Dice"], rows, classes)
+
+
+def _few_label_table(result: AnalysisResult) -> str:
+    few = result.few_labels
     ks = list(next(iter(few.values())))
-    parts.append(
-        _table(
-            ["features", *[f"k = {k}" for k in ks]],
-            [
-                [
-                    name,
-                    *[
-                        ("n/a" if r is None else f"{r['mean']:.3f} ± {r['sd']:.3f}")
-                        for r in by_k.values()
-                    ],
-                ]
-                for name, by_k in few.items()
-            ],
-        )
+
+    def cell(r: dict[str, float] | None) -> str:
+        return "n/a" if r is None else f"{r['mean']:.3f} ± {r['sd']:.3f}"
+
+    return _table(
+        ["features", *[f"k = {k}" for k in ks]],
+        [[name, *[cell(r) for r in by_k.values()]] for name, by_k in few.items()],
     )
-    parts += [_figure(p) for p in sorted(folder.glob("*.png"))]
-    parts.append(f"<pre>{html.escape(result['reproduce'])}</pre>")
+
+
+def _analysis_section(folder: Path, epochs: int) -> str:
+    result = read_record(AnalysisResult, folder / ANALYSIS_FILE, "analysis")
+    figures = draw_analysis(folder, result)
+    clustering = _table(
+        ["method", "Hungarian accuracy", "NMI", "ARI", "silhouette"],
+        [
+            [k, v["accuracy"], v["nmi"], v["ari"], v["silhouette"]]
+            for k, v in result.clustering.items()
+        ],
+    )
+    parts = [
+        f"<h2>Analysis: {html.escape(Path(result.store.path).name)}</h2>",
+        _staleness(result.checkpoint, epochs),
+        f"<p>{result.n_patches} patches ({result.n_lesion} with lesion) of case(s) "
+        f"{html.escape(', '.join(result.cases))}; "
+        f"evaluated on {html.escape(result.evaluation_set)}.</p>",
+        "<h3>Anomaly scores, patch and voxel level (baseline in grey)</h3>",
+        _score_table(result),
+        "<h3>Clustering of the latent space against the lesion label</h3>",
+        clustering,
+        "<h3>A few labels: AUROC on the other patches (mean &plusmn; sd over draws)</h3>",
+        _few_label_table(result),
+        *(_figure(p) for p in sorted(figures)),
+        f"<pre>{html.escape(result.reproduce)}</pre>",
+    ]
     return "\n".join(parts)
 
 
 def build_report(run: str | Path) -> Path:
-    """Write ``RUN/report.html`` from what the run folder holds; return its path."""
+    """Draw the run's figures and write ``RUN/report.html`` from what the run folder holds;
+    return its path. Needs the records only, not the checkpoint."""
     run = Path(run)
     settings_path = run / SETTINGS_FILE
     if not settings_path.is_file():
@@ -183,64 +172,68 @@ def build_report(run: str | Path) -> Path:
             "--resume, then write the report",
         )
     with lock_folder(run, create=False):
-        return _write_report(run, settings_path, training_path, metrics_path)
+        if training_path.is_file():
+            record: TrainingRecord | MnistRecord = read_record(
+                TrainingRecord, training_path, "training record"
+            )
+        else:
+            record = read_record(MnistRecord, metrics_path, "run record")
+        try:
+            return _page(run, settings_path, record)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(
+                training_path if isinstance(record, TrainingRecord) else metrics_path,
+                f"damaged run record ({type(exc).__name__}: {exc}); re-create it",
+            ) from None
 
 
-def _write_report(run: Path, settings_path: Path, training_path: Path, metrics_path: Path) -> Path:
-    sections = [f"<h1>patchvae report: {html.escape(run.name)}</h1>"]
-    record_path = training_path if training_path.is_file() else metrics_path
-    record = read_json(record_path, "run record")
-    try:
-        return _page(run, settings_path, training_path, record, sections)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataError(
-            record_path, f"damaged run record ({type(exc).__name__}: {exc}); re-create it"
-        ) from None
-
-
-def _page(
-    run: Path,
-    settings_path: Path,
-    training_path: Path,
-    record: dict[str, Any],
-    sections: list[str],
-) -> Path:
-    sections.append(
-        f"<p>Made with {html.escape(json.dumps(record['provenance']['versions']))}.</p>"
-    )
-    sections.append("<h2>Data</h2>")
-    if training_path.is_file():
-        split = record["split"]
-        sections.append(
-            f"<p>Patch store {html.escape(record['store']['path'])} "
-            f"(sha256 {record['store']['sha256'][:16]}…). "
+def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
+    if isinstance(record, TrainingRecord):
+        split = record.split
+        return [
+            f"<p>Patch store {html.escape(record.store.path)} "
+            f"(sha256 {record.store.sha256[:16]}…). "
             f"Split by {html.escape(split['method'])}: {split['n_train']} training patches from "
             f"{html.escape(', '.join(split['train_cases']))}; "
             f"{split['n_val']} validation patches from "
             f"{html.escape(', '.join(split['val_cases']))}"
             + (f", slices {split['val_slices']}" if split.get("val_slices") else "")
             + ".</p>"
-        )
-    else:
-        sections.append(
-            f"<p>MNIST digits {record['digits']}: {record['n_train']} training and "
-            f"{record['n_test']} test images.</p>"
-        )
-        keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]
-        sections.append(_table(["metric", "value"], [[k, float(record[k])] for k in keys]))
-    sections.append(
-        f"<p>{record['epochs']} epochs in {record['train_seconds']:.1f} s. This page shows the "
-        f"run as it was at epoch {record['epochs']}; if the run is resumed, write it again.</p>"
-    )
-    sections.append("<h2>Training and latent space</h2>")
-    sections += [_figure(run / name) for name in _FIGURE_CAPTIONS if (run / name).is_file()]
+        ]
+    keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]
+    scores = record.scores()
+    return [
+        f"<p>MNIST digits {record.digits}: {record.n_train} training and "
+        f"{record.n_test} test images.</p>",
+        _table(["metric", "value"], [[k, float(scores[k])] for k in keys]),
+    ]
+
+
+def _page(run: Path, settings_path: Path, record: TrainingRecord | MnistRecord) -> Path:
+    patches = isinstance(record, TrainingRecord)
+    drawn = draw_loss(run, record.history, patches)
+    if isinstance(record, MnistRecord):
+        drawn += draw_mnist(run, record)
+    sections = [
+        f"<h1>patchvae report: {html.escape(run.name)}</h1>",
+        f"<p>Made with {html.escape(json.dumps(record.provenance['versions']))}.</p>",
+        "<h2>Data</h2>",
+        *_data_section(record),
+        f"<p>{record.epochs} epochs in {record.train_seconds:.1f} s. This page shows the "
+        f"run as it was at epoch {record.epochs}; if the run is resumed, write it again.</p>",
+        "<h2>Training and latent space</h2>",
+    ]
+    names = {p.name for p in drawn}
+    sections += [_figure(run / name) for name in _FIGURE_CAPTIONS if name in names]
     for folder in sorted(run.glob(f"{ANALYSIS_PREFIX}*")):
         if (folder / ANALYSIS_FILE).is_file():
-            sections.append(_analysis_section(folder, int(record["epochs"])))
-    sections.append("<h2>Settings</h2>")
-    sections.append(f"<pre>{html.escape(settings_path.read_text())}</pre>")
-    sections.append("<h2>Reproduce</h2>")
-    sections.append(f"<pre>{html.escape(record['reproduce'])}</pre>")
+            sections.append(_analysis_section(folder, record.epochs))
+    sections += [
+        "<h2>Settings</h2>",
+        f"<pre>{html.escape(settings_path.read_text())}</pre>",
+        "<h2>Reproduce</h2>",
+        f"<pre>{html.escape(record.reproduce)}</pre>",
+    ]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>patchvae report: {html.escape(run.name)}</title><style>{_STYLE}</style></head>"

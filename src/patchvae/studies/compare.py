@@ -92,26 +92,26 @@ def _study_settings(
 def _run_mnist(settings: MnistStudyConfig, out: Path) -> dict[str, Any]:
     from patchvae.studies.mnist import run_mnist_study
 
-    metrics = run_mnist_study(settings, out, resume=_started(out), progress=False)
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    return run_mnist_study(settings, out, resume=_started(out), progress=False).scores()
 
 
 def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
-    from patchvae.studies.lesion_analysis import BASELINE, analyze_run
-    from patchvae.studies.patches import train_on_store
+    from patchvae.stages.analysis import BASELINE
+    from patchvae.stages.training import train_on_store
+    from patchvae.studies.analyze import analyze
 
     record = train_on_store(settings, out, resume=_started(out), progress=False)
-    result = analyze_run(out, settings.patches, settings.train.seed)
-    row: dict[str, Any] = {"train_seconds": record["train_seconds"]}
-    for name, metrics in result["patch_scores"].items():
+    result = analyze(out, settings.patches, settings.train.seed)
+    row: dict[str, Any] = {"train_seconds": record.train_seconds}
+    for name, metrics in result.patch_scores.items():
         row[f"auroc_{name}"] = metrics["auroc"]
     for key, source in (
         ("few_label_auroc_k20", "latent"),
         ("baseline_few_label_auroc_k20", BASELINE),
     ):
-        few = result["few_labels"][source].get("20")
+        few = result.few_labels[source].get("20")
         row[key] = few["mean"] if few else float("nan")
-    for method, metrics in result["clustering"].items():
+    for method, metrics in result.clustering.items():
         row[f"{method}_accuracy"] = metrics["accuracy"]
         row[f"{method}_nmi"] = metrics["nmi"]
         row[f"{method}_ari"] = metrics["ari"]

@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from patchvae.artefacts import DEMO_MARKER, REPORT_FILE
+from patchvae.artefacts import DEMO_MARKER, REPORT_FILE, MnistRecord
 from patchvae.config import ExtractConfig, MnistStudyConfig, PatchTrainConfig
 from patchvae.config.presets import build_settings
 from patchvae.data.volumes import bundled_isles22_dir
@@ -23,8 +23,8 @@ from patchvae.extract import extract_dataset
 from patchvae.io import missing_folders, remove_empty, write_json_atomic
 from patchvae.locks import lock_file, lock_folder
 from patchvae.report.html import build_report
-from patchvae.studies.lesion_analysis import analyze_run
-from patchvae.studies.patches import train_on_store
+from patchvae.stages.training import train_on_store
+from patchvae.studies.analyze import analyze
 
 DEMO_SPACING_MM = 1.0
 DEMO_STORE = "isles22-dwi-1mm.h5"
@@ -93,7 +93,7 @@ def run_demo(
     epochs: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-    on_mnist: Callable[[dict[str, Any]], None] | None = None,
+    on_mnist: Callable[[MnistRecord], None] | None = None,
 ) -> dict[str, Any]:
     """The whole demo in ``out``: MNIST 7 vs 9 with the keras2016 network on the bundled
     sample (``out/mnist``), then the stroke pipeline (``out/stroke``). An earlier demo's files
@@ -135,12 +135,12 @@ def run_stroke_demo(
     )
     run = out / "run"
     record = train_on_store(config, run, progress=progress)
-    analysis = analyze_run(run, store)
+    analysis = analyze(run, store)
     report = build_report(run)
     return {
         "patches": summary.patches,
         "lesion_patches": summary.lesion_patches,
-        "split": record["split"],
+        "split": record.split,
         "analysis": analysis,
         "report": report,
     }

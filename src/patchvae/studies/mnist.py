@@ -2,7 +2,8 @@
 
 Trains on the official train split of the chosen digits, validates on the official test split
 (as the Keras example did; nothing is selected on it), and analyses the test split with
-posterior means: latent scatter, decoded manifold, reconstructions, clustering metrics.
+posterior means: clustering metrics (``metrics.json``) and what the report draws
+(``figure-data.npz``: the latent plane, a decoded manifold, reconstructions).
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ import numpy as np
 import torch
 
 from patchvae.analysis.metrics import agreement, clustering_scores, logreg_accuracy
-from patchvae.analysis.projection import fit_projection, umap_embed
-from patchvae.artefacts import CHECKPOINT_FILE, METRICS_FILE, SETTINGS_FILE
+from patchvae.analysis.projection import fit_projection, manifold_plane, umap_embed
+from patchvae.artefacts import (
+    CHECKPOINT_FILE,
+    FIGURE_DATA_FILE,
+    METRICS_FILE,
+    SETTINGS_FILE,
+    MnistRecord,
+)
 from patchvae.config import MnistStudyConfig
 from patchvae.data.mnist import (
     FILE_STEMS,
@@ -28,15 +35,9 @@ from patchvae.data.mnist import (
 )
 from patchvae.embed import encode, reconstruct
 from patchvae.errors import DataError
-from patchvae.io import write_json_atomic
+from patchvae.io import write_arrays_atomic, write_json_atomic
 from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, count_parameters
-from patchvae.report.figures import (
-    plot_latent_scatter,
-    plot_loss_curves,
-    plot_manifold,
-    plot_reconstructions,
-)
 from patchvae.rundir import open_run_dir
 from patchvae.runtime import provenance, select_device
 from patchvae.train import evaluate, fit
@@ -68,8 +69,8 @@ def run_mnist_study(
     resume: bool = False,
     download: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train, analyse and write the run folder; return the metrics written to ``metrics.json``.
+) -> MnistRecord:
+    """Train, analyse and write the run folder; return the record written to ``metrics.json``.
 
     The data are read and validated before the run folder is touched, so bad input leaves
     nothing behind.
@@ -92,8 +93,7 @@ def _train_and_analyse(
     test: MnistSplit,
     data_dir: Path,
     progress: bool,
-) -> dict[str, Any]:
-
+) -> MnistRecord:
     x_train = torch.from_numpy(train.as_float())
     x_test = torch.from_numpy(test.as_float())
     sources = {**train.sources, **test.sources}
@@ -112,47 +112,41 @@ def _train_and_analyse(
     test_terms = evaluate(model, x_test, config.train.batch_size, seed=seed + _EVAL_SEED_OFFSET)
     train_latent = encode(model, x_train).mu
     test_latent = encode(model, x_test).mu
-    metrics: dict[str, Any] = {
+    arrays, projection = _figure_data(model, train_latent, test_latent, test, x_test, seed)
+    optional: dict[str, Any] = {}
+    if config.umap:
+        optional.update(_umap_scores(train_latent, test_latent, test.labels, config, arrays))
+    if config.model.prior == "gmm":
+        optional.update(_prior_cluster_scores(model, x_test, test.labels))
+    record = MnistRecord(
         **clustering_scores(train_latent, test_latent, test.labels, len(config.digits), seed),
-        "logreg_accuracy": logreg_accuracy(train_latent, train.labels, test_latent, test.labels),
-        **(
-            _umap_scores(train_latent, test_latent, test.labels, config, out) if config.umap else {}
-        ),
-        **(
-            _prior_cluster_scores(model, x_test, test.labels) if config.model.prior == "gmm" else {}
-        ),
-        "test_loss": test_terms["loss"],
-        "test_recon_loss": test_terms["recon"],
-        "test_kl": test_terms["kl"],
-        "epochs": len(result.history),
-        "seed": seed,
-        "train_seconds": round(result.train_seconds, 3),
-        "n_train": len(train),
-        "n_test": len(test),
-        "digits": config.digits,
-        "latent_dim": config.model.latent_dim,
-        "parameters": count_parameters(model),
-        "device": str(result.device),
-    }
-    metrics["projection"] = _write_figures(
-        model, out, train_latent, test_latent, test, x_test, config
+        logreg_accuracy=logreg_accuracy(train_latent, train.labels, test_latent, test.labels),
+        **optional,
+        test_loss=test_terms["loss"],
+        test_recon=test_terms["recon"],
+        test_kl=test_terms["kl"],
+        epochs=len(result.history),
+        seed=seed,
+        train_seconds=round(result.train_seconds, 3),
+        n_train=len(train),
+        n_test=len(test),
+        digits=config.digits,
+        latent_dim=config.model.latent_dim,
+        parameters=count_parameters(model),
+        device=str(result.device),
+        projection=projection,
+        history=result.history,
+        settings=config.model_dump(mode="json"),
+        data_dir=str(data_dir),
+        data_sources=sources,
+        split=_split_record(train, test),
+        provenance=provenance(result.device),
+        reproduce=f"patchvae mnist --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
+        command=" ".join(sys.argv),
     )
-    plot_loss_curves(result.history, out / "loss.png", "Loss per sample (validation: test split)")
-    write_json_atomic(
-        out / METRICS_FILE,
-        {
-            **metrics,
-            "history": result.history,
-            "settings": config.model_dump(mode="json"),
-            "data_dir": str(data_dir),
-            "data_sources": sources,
-            "split": _split_record(train, test),
-            "provenance": provenance(result.device),
-            "reproduce": f"patchvae mnist --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
-            "command": " ".join(sys.argv),
-        },
-    )
-    return metrics
+    write_arrays_atomic(out / FIGURE_DATA_FILE, arrays)
+    write_json_atomic(out / METRICS_FILE, record.model_dump(mode="json"))
+    return record
 
 
 def _umap_scores(
@@ -160,21 +154,14 @@ def _umap_scores(
     test_latent: np.ndarray,
     labels: np.ndarray,
     config: MnistStudyConfig,
-    out: Path,
+    arrays: dict[str, np.ndarray],
 ) -> dict[str, float]:
-    """k-means on a 2-D UMAP of the latent (umap_kmeans_accuracy, umap_nmi, umap_ari, ...),
-    and its picture, ``latent_umap.png``."""
+    """k-means on a 2-D UMAP of the latent (umap_kmeans_accuracy, umap_nmi, umap_ari, ...);
+    the UMAP coordinates join the figure data."""
     seed = config.train.seed
     train_2d, test_2d = umap_embed(train_latent, test_latent, seed)
     scores = clustering_scores(train_2d, test_2d, labels, len(config.digits), seed)
-    plot_latent_scatter(
-        test_2d,
-        labels,
-        out / "latent_umap.png",
-        f"Test digits: UMAP (fitted on train latents) of the posterior means (n={len(labels)})",
-        ("UMAP 1", "UMAP 2"),
-        {d: f"digit {d}" for d in config.digits},
-    )
+    arrays["umap_coords"] = test_2d
     return {f"umap_{key}": value for key, value in scores.items()}
 
 
@@ -200,47 +187,36 @@ def _split_record(train: MnistSplit, test: MnistSplit) -> dict[str, Any]:
     }
 
 
-def _write_figures(
-    model: torch.nn.Module,
-    out: Path,
+def _figure_data(
+    model: VAE,
     train_latent: np.ndarray,
     test_latent: np.ndarray,
     test: MnistSplit,
     x_test: torch.Tensor,
-    config: MnistStudyConfig,
-) -> str:
-    projection = fit_projection(train_latent, config.train.seed)
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """What the report draws: the test latents on a plane, images decoded from a grid over
+    that plane, and some test digits with their reconstructions; and the plane's facts."""
+    projection = fit_projection(train_latent, seed)
     coords = projection.transform(test_latent)
-    digits = "/".join(str(d) for d in config.digits)
-    plot_latent_scatter(
-        coords,
-        test.labels,
-        out / "latent.png",
-        f"Test digits {digits}: posterior means (n={len(test)}); {projection.description}",
-        projection.axis_labels,
-        {d: f"digit {d}" for d in config.digits},
-    )
-    device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def decode(plane: np.ndarray) -> np.ndarray:
-        latent = torch.from_numpy(projection.inverse(plane).astype(np.float32)).to(device)
-        return model.decode(latent).cpu().numpy()  # type: ignore[operator]
-
     # A 2-D latent uses the prior's grid; a PCA plane is scaled to the test latents' spread.
     scale = (1.0, 1.0) if projection.method == "identity" else tuple(coords.std(axis=0).tolist())
-    plot_manifold(
-        decode,
-        out / "manifold.png",
-        f"Decoded grid over the latent plane (inverse normal CDF); {projection.description}",
-        scale=(scale[0], scale[1]),
-        axis_labels=projection.axis_labels,
-    )
+    plane, xs, ys = manifold_plane(scale=(scale[0], scale[1]))
+    latent = projection.inverse(plane).astype(np.float32)
+    (decoded,) = infer(model, latent, lambda m, z: (m.decode(z),))
     shown = np.linspace(0, len(test) - 1, 12).astype(int)
-    plot_reconstructions(
-        x_test[shown].numpy(),
-        reconstruct(model, x_test[shown]),  # type: ignore[arg-type]
-        out / "reconstructions.png",
-        "Test digits and their reconstructions (decoded posterior mean)",
-    )
-    return projection.description
+    arrays = {
+        "coords": coords,
+        "label": test.labels,
+        "manifold": decoded,
+        "manifold_xs": xs,
+        "manifold_ys": ys,
+        "originals": x_test[shown].numpy(),
+        "reconstructions": reconstruct(model, x_test[shown]),
+    }
+    facts = {
+        "method": projection.method,
+        "description": projection.description,
+        "axis_labels": list(projection.axis_labels),
+    }
+    return arrays, facts

@@ -1,5 +1,10 @@
-"""`patchvae analyze`: how well a run's latent space and scores separate lesion from healthy
-patches, on patches the model never trained on, always beside an intensity-only baseline."""
+"""The analysis stage: a run's embeddings + the store -> ``RUN/analysis-<store>/``.
+
+How well a run's latent space and scores separate lesion from healthy patches, on patches the
+model never trained on, always beside an intensity-only baseline. It reads the embedding
+tables (``RUN/embedding-<store>.parquet``), never the model: ``analysis.json`` holds the
+numbers, ``figure-data.npz`` what the report draws.
+"""
 
 from __future__ import annotations
 
@@ -20,24 +25,25 @@ from patchvae.analysis.projection import fit_projection
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_FILES,
+    FIGURE_DATA_FILE,
     SETTINGS_FILE,
     TRAINING_FILE,
+    AnalysisResult,
+    EmbeddingInfo,
+    FileRef,
+    TrainingRecord,
     analysis_dir,
+    embedding_path,
+    read_record,
 )
 from patchvae.config import PatchTrainConfig, load_yaml_config
 from patchvae.errors import DataError, RunDirError
-from patchvae.io import atomic_folder, read_json, write_json_atomic
+from patchvae.io import atomic_folder, read_json, write_arrays_atomic, write_json_atomic
 from patchvae.locks import lock_folder
 from patchvae.patches import paste
-from patchvae.report.figures import (
-    plot_few_labels,
-    plot_heatmaps,
-    plot_latent_continuous,
-    plot_latent_scatter,
-)
 from patchvae.runtime import provenance
 from patchvae.store import PatchStore, file_sha256
-from patchvae.studies.patches import checkpoint_record, embed_store
+from patchvae.tables import read_embedding
 
 VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
 BASELINE = "intensity_p95"
@@ -46,8 +52,9 @@ _KINDS = {BASELINE: "baseline", "p_lesion": "semi-supervised"}
 HEATMAP_SLICES = 4
 
 
-def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[str, Any]:
-    """Write ``analysis.json`` and figures into ``RUN/analysis-<store>/``; return the numbers.
+def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> AnalysisResult:
+    """Write ``analysis.json`` and ``figure-data.npz`` into ``RUN/analysis-<store>/`` from the
+    run's embeddings of this store and of its training store; return the result.
 
     The run folder is held for the whole analysis. An analysis folder that holds the analysis
     of another store (same file name, other path) is not replaced.
@@ -59,7 +66,8 @@ def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> dict[
         return _analyze(run, PatchStore(store_path), seed)
 
 
-def _check_analysis_target(out: Path, store: PatchStore) -> None:
+def check_analysis_target(out: Path, store: PatchStore) -> None:
+    """``out`` may receive this store's analysis: a folder patchvae made for this store."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise RunDirError(f"{out}: is not a folder patchvae made; it is never replaced")
     if out.is_dir():
@@ -86,13 +94,11 @@ def _check_analysis_target(out: Path, store: PatchStore) -> None:
 def _check_training_store(run: Path, path: Path) -> str:
     """The analysis compares held-out patches with the training patches' latents: the
     training store must still be the one the run trained on. Returns its SHA-256."""
-    found = read_json(run / TRAINING_FILE, "training record")
-    record = found.get("store") if isinstance(found, dict) else None
-    record = record if isinstance(record, dict) else {}
+    recorded = read_record(TrainingRecord, run / TRAINING_FILE, "training record").store.sha256
     if not path.is_file():
         raise DataError(path, "the run's training store is gone; the analysis needs it")
     sha256 = file_sha256(path)
-    if record.get("sha256") not in (None, sha256):
+    if recorded != sha256:
         raise DataError(
             path,
             "the run's training store changed since training (SHA-256 differs from "
@@ -101,21 +107,46 @@ def _check_training_store(run: Path, path: Path) -> str:
     return sha256
 
 
-def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
+def _embedding(run: Path, store: Path, sha256: str) -> tuple[pd.DataFrame, EmbeddingInfo]:
+    """The run's embedding of ``store``, which must be of the store as it is now."""
+    path = embedding_path(run, store)
+    if not path.is_file():
+        raise DataError(
+            path, f"not found: embed the store first (patchvae embed {run} --patches {store})"
+        )
+    frame, info = read_embedding(path)
+    if info.store.sha256 != sha256:
+        raise DataError(
+            path,
+            f"was made from another version of {store.name} (SHA-256 differs); embed again "
+            "(needs the run's checkpoint)",
+        )
+    return frame, info
+
+
+def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     settings = load_yaml_config(PatchTrainConfig, run / SETTINGS_FILE)
     out = analysis_dir(run, store.path)
-    _check_analysis_target(out, store)
-    made_from = checkpoint_record(run)
-    training_sha256 = _check_training_store(run, Path(settings.patches))
-    frame = embed_store(run, store.path)
-    same_store = Path(settings.patches).resolve() == store.path.resolve()
+    check_analysis_target(out, store)
+    training_store = Path(settings.patches)
+    training_sha256 = _check_training_store(run, training_store)
+    same_store = training_store.resolve() == store.path.resolve()
     # a store of many GB is read once for its checksum, not twice
     store_sha256 = training_sha256 if same_store else file_sha256(store.path)
-    train_frame = frame if same_store else embed_store(run, settings.patches)
+    frame, info = _embedding(run, store.path, store_sha256)
+    train_frame, train_info = (
+        (frame, info) if same_store else _embedding(run, training_store, training_sha256)
+    )
+    if train_info.checkpoint.sha256 != info.checkpoint.sha256:
+        raise DataError(
+            embedding_path(run, store.path),
+            f"and {embedding_path(run, training_store).name} were made from different "
+            "checkpoints; embed both stores again",
+        )
     train_part = train_frame[train_frame.seen_in_training]
     if len(train_part) < 2:
         raise DataError(
-            Path(settings.patches),
+            training_store,
             f"the run trained on {len(train_part)} patch(es) of this store; the analysis fits "
             "its clusters and densities on training patches and needs at least 2",
         )
@@ -126,65 +157,67 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> dict[str, Any]:
         evaluation = "ALL patches (every patch of this store was seen in training)"
     rows = np.flatnonzero(held_out)
     part = frame.iloc[rows].reset_index(drop=True)
-    labelled = (part.label >= 0).to_numpy()
+    labels = part.label.to_numpy()
+    labelled = labels >= 0
     if not labelled.any():
         raise DataError(
             store.path, "no patch has a lesion label (no lesion masks): nothing to score"
         )
-    latent_dim = sum(c.startswith("mu_") for c in frame.columns)
-    mu = part[[f"mu_{i}" for i in range(latent_dim)]].to_numpy()
-    train_mu = train_part[[f"mu_{i}" for i in range(latent_dim)]].to_numpy()
-    train_logvar = train_part[[f"logvar_{i}" for i in range(latent_dim)]].to_numpy()
+    mu, train_mu = _latent(part, "mu"), _latent(train_part, "mu")
     patches = store.patches(rows)
     scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
-    scores["latent_nll"] = aggregate_posterior_nll(mu, train_mu, train_logvar, seed)
+    scores["latent_nll"] = aggregate_posterior_nll(
+        mu, train_mu, _latent(train_part, "logvar"), seed
+    )
     if "p_lesion" in part:
         scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
-    labels = part.label.to_numpy()
-
-    result: dict[str, Any] = {
-        "store": {"path": str(store.path.resolve()), "sha256": store_sha256},
-        "run": str(run.resolve()),
-        "checkpoint": made_from,
-        "seed": seed,
-        "evaluation_set": evaluation,
-        "n_patches": len(part),
-        "n_lesion": int((labels == 1).sum()),
-        "cases": sorted(part.case_id.unique().tolist()),
-        "patch_scores": {
+    masks_lesion, masks_brain = store.masks("lesion")[rows], store.masks("brain")[rows]
+    figure_data, drawn = _figure_data(part, mu, train_mu, scores, patches, masks_lesion, store)
+    result = AnalysisResult(
+        store=FileRef(path=str(store.path.resolve()), sha256=store_sha256),
+        run=str(run.resolve()),
+        checkpoint=info.checkpoint,
+        embeddings={
+            "analysed": str(embedding_path(run, store.path).resolve()),
+            "training": str(embedding_path(run, training_store).resolve()),
+        },
+        seed=seed,
+        evaluation_set=evaluation,
+        n_patches=len(part),
+        n_lesion=int((labels == 1).sum()),
+        cases=sorted(part.case_id.unique().tolist()),
+        patch_scores={
             name: {
                 **detection_metrics(labels[labelled], s[labelled]),
                 "kind": _KINDS.get(name, "vae"),
             }
             for name, s in scores.items()
         },
-        "clustering": _clustering(train_mu, mu[labelled], labels[labelled], seed),
-        "few_labels": {
+        voxel_scores={
+            name: voxel_metrics(s, masks_lesion, masks_brain) for name, s in scores.items()
+        },
+        clustering=_clustering(train_mu, mu[labelled], labels[labelled], seed),
+        few_labels={
             "latent": _few(mu[labelled], labels[labelled], seed),
             BASELINE: _few(scores[BASELINE][labelled, None], labels[labelled], seed),
         },
-    }
-    masks_lesion, masks_brain = store.masks("lesion")[rows], store.masks("brain")[rows]
-    result["voxel_scores"] = {
-        name: voxel_metrics(s, masks_lesion, masks_brain) for name, s in scores.items()
-    }
-    result["settings"] = settings.model_dump(mode="json")
-    result["provenance"] = provenance()
-    result["reproduce"] = f"patchvae analyze {run} --patches {store.path} --seed {seed}"
+        **drawn,
+        settings=settings.model_dump(mode="json"),
+        provenance=provenance(),
+        reproduce=f"patchvae analyze {run} --patches {store.path} --seed {seed}",
+    )
     # all files of the analysis appear together, replacing an earlier one whole
     with atomic_folder(out) as folder:
-        _figures(folder, part, mu, train_mu, labels, scores, patches, masks_lesion, store)
-        plot_few_labels(
-            {
-                "latent (logistic regression)": result["few_labels"]["latent"],
-                f"{BASELINE} only": result["few_labels"][BASELINE],
-            },
-            folder / "few_labels.png",
-            "A few labelled patches: AUROC on the rest (mean +- sd over draws)",
-        )
-        write_json_atomic(folder / ANALYSIS_FILE, result)
+        write_arrays_atomic(folder / FIGURE_DATA_FILE, figure_data)
+        write_json_atomic(folder / ANALYSIS_FILE, result.model_dump(mode="json"))
     return result
+
+
+def _latent(frame: pd.DataFrame, kind: str) -> np.ndarray:
+    """The ``mu_*`` or ``logvar_*`` columns of an embedding, (N, latent_dim)."""
+    columns = [c for c in frame.columns if c.startswith(f"{kind}_")]
+    return frame[sorted(columns, key=lambda c: int(c.split("_")[1]))].to_numpy()
 
 
 def _clustering(
@@ -210,35 +243,23 @@ def _clustering(
     return found
 
 
-def _figures(
-    out: Path,
+def _figure_data(
     part: pd.DataFrame,
     mu: np.ndarray,
     train_mu: np.ndarray,
-    labels: np.ndarray,
     scores: dict[str, np.ndarray],
     patches: np.ndarray,
     lesion_masks: np.ndarray,
     store: PatchStore,
-) -> None:
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """What the report draws the analysis's figures from: arrays (``figure-data.npz``) and
+    the facts beside them (``projection``, ``heatmaps`` of ``analysis.json``)."""
     projection = fit_projection(train_mu)
-    coords = projection.transform(mu)
-    plot_latent_scatter(
-        coords,
-        labels,
-        out / "latent_lesion.png",
-        f"Held-out patches: posterior means (n={len(part)}); {projection.description}",
-        projection.axis_labels,
-        {0: "healthy", 1: "lesion", -1: "unlabelled"},
-    )
-    plot_latent_continuous(
-        coords,
-        np.nan_to_num(part.lesion_fraction.to_numpy()),
-        out / "latent_lesion_fraction.png",
-        "Held-out patches coloured by the fraction of lesion voxels",
-        projection.axis_labels,
-    )
-    size = store.patch_size
+    arrays = {
+        "coords": projection.transform(mu),
+        "label": part.label.to_numpy(),
+        "lesion_fraction": np.nan_to_num(part.lesion_fraction.to_numpy()),
+    }
     names = ["neg_elbo", "latent_nll", *(["p_lesion"] if "p_lesion" in scores else []), BASELINE]
     lesion_voxels = lesion_masks.reshape(len(part), -1).sum(axis=1)
     per_slice = (
@@ -250,26 +271,27 @@ def _figures(
     shapes = {case["case_id"]: case["shape_zyx"][1:] for case in store.cases}
     # percentile ranks among the analysed patches: one colour scale for every slice
     ranks = {name: pd.Series(scores[name]).rank(pct=True).to_numpy() for name in names}
-    panels: list[dict[str, Any]] = []
-    for case_id, k in per_slice.index[:HEATMAP_SLICES]:
+    labels = []
+    for i, (case_id, k) in enumerate(per_slice.index[:HEATMAP_SLICES]):
         in_slice = ((part.case_id == case_id) & (part.slice == k)).to_numpy()
         sub = part[in_slice]
-        height, width = shapes[case_id]
+        shape = tuple(shapes[case_id])
         rows, cols = sub.row.to_numpy(), sub.col.to_numpy()
-        image, _ = paste(patches[in_slice][:, 0].astype(np.float64), rows, cols, (height, width))
-        lesion, _ = paste(lesion_masks[in_slice], rows, cols, (height, width))
-        panel: dict[str, Any] = {"image": image, "lesion": lesion, "label": f"{case_id}\nslice {k}"}
+        image = patches[in_slice][:, 0].astype(np.float64)
+        arrays[f"panel{i}_image"] = paste(image, rows, cols, shape)[0]
+        arrays[f"panel{i}_lesion"] = paste(lesion_masks[in_slice], rows, cols, shape)[0]
         for name in names:
-            maps = backproject(ranks[name][in_slice], sub, size, (height, width))
-            panel[name] = maps[(str(case_id), int(k))]
-        panels.append(panel)
-    if panels:
-        plot_heatmaps(
-            panels,
-            names,
-            out / "heatmaps.png",
-            "Patch scores (percentile among held-out patches) on the slices with the most lesion",
-        )
+            maps = backproject(ranks[name][in_slice], sub, store.patch_size, shape)
+            arrays[f"panel{i}_{name}"] = maps[(str(case_id), int(k))]
+        labels.append(f"{case_id}\nslice {k}")
+    facts = {
+        "projection": {
+            "description": projection.description,
+            "axis_labels": list(projection.axis_labels),
+        },
+        "heatmaps": {"scores": names, "panels": labels},
+    }
+    return arrays, facts
 
 
 def _few(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, dict[str, float] | None]:

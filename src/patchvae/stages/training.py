@@ -1,0 +1,145 @@
+"""The training stage: a patch store -> a run folder (``checkpoint.pt``, ``training.json``).
+
+The reference study's second part: the same network trained on image patches, with a by-case
+split (:mod:`patchvae.splits`). The report draws the loss curves from ``training.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patchvae.artefacts import (
+    CHECKPOINT_FILE,
+    SETTINGS_FILE,
+    TRAINING_FILE,
+    FileRef,
+    TrainingRecord,
+    read_record,
+)
+from patchvae.checkpoint import load_checkpoint
+from patchvae.config import PatchTrainConfig
+from patchvae.errors import ConfigError, DataError, RunDirError
+from patchvae.io import write_json_atomic
+from patchvae.rundir import open_run_dir
+from patchvae.runtime import provenance, select_device
+from patchvae.splits import Split, split_patches
+from patchvae.store import PatchStore, file_sha256
+from patchvae.train import fit
+
+
+def train_on_store(
+    config: PatchTrainConfig, out: str | Path, resume: bool = False, progress: bool = True
+) -> TrainingRecord:
+    """Train a VAE on the training part of a patch store; write the run folder.
+
+    Returns the training record (split, history, seconds) also written to ``training.json``.
+    """
+    store = PatchStore(config.patches)
+    if store.n_patches == 0:
+        raise DataError(store.path, "the patch store holds no patches")
+    expected = (len(store.channels), store.patch_size, store.patch_size)
+    if tuple(config.model.input_shape) != expected:
+        raise ConfigError(
+            f"model.input_shape: {tuple(config.model.input_shape)} does not match the store's "
+            f"patches {expected}"
+        )
+    # the run must find its store from any folder: record it absolute
+    config = config.model_copy(update={"patches": str(store.path.resolve())})
+    select_device(config.train.device)  # refuse an unusable device before writing anything
+    table = store.table()
+    split = split_patches(table, config.val_cases, config.val_fraction, config.train.seed)
+    patches = store.patches()
+    y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
+    out = Path(out)
+    store_record = FileRef(path=str(store.path.resolve()), sha256=file_sha256(store.path))
+    if resume:
+        _check_same_store(out / CHECKPOINT_FILE, store_record.sha256)
+    with open_run_dir(out, config, resume) as resuming:
+        x_train = torch.from_numpy(patches[split.train_rows])
+        x_val = torch.from_numpy(patches[split.val_rows])
+        del patches
+        result = fit(
+            config.model,
+            config.train,
+            x_train,
+            x_val,
+            checkpoint_path=out / CHECKPOINT_FILE,
+            resume=resuming,
+            progress=progress,
+            metadata={"split": split.record(), "store": store_record.model_dump()},
+            y_train=y_train,
+        )
+        record = TrainingRecord(
+            split=split.record(),
+            store=store_record,
+            labelled_training_patches=labelled,
+            history=result.history,
+            epochs=len(result.history),
+            train_seconds=round(result.train_seconds, 3),
+            settings=config.model_dump(mode="json"),
+            provenance=provenance(result.device),
+            reproduce=f"patchvae train --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
+        )
+        write_json_atomic(out / TRAINING_FILE, record.model_dump(mode="json"))
+    return record
+
+
+def _check_same_store(checkpoint: Path, sha256: str) -> None:
+    """Resuming on a store whose content changed would train on other data without a word."""
+    if not checkpoint.is_file():
+        return  # nothing trained yet: any store will do
+    recorded = load_checkpoint(checkpoint).get("metadata", {}).get("store", {}).get("sha256")
+    if recorded is not None and recorded != sha256:
+        raise RunDirError(
+            f"{checkpoint.parent}: the patch store changed since this run began (its SHA-256 "
+            f"was {recorded[:12]}, is {sha256[:12]}); resuming would train on other data, "
+            "start a new run instead"
+        )
+
+
+def _training_labels(
+    config: PatchTrainConfig, labels: np.ndarray
+) -> tuple[torch.Tensor | None, int]:
+    """Labels for a semi-supervised model: the store's labels of ``label_budget`` training
+    patches drawn at random (at least one of each class), -1 for the others."""
+    if not config.model.classifier_classes:
+        return None, 0
+    if config.model.classifier_classes != 2:
+        raise ConfigError("model.classifier_classes: patch labels are lesion/healthy; use 2")
+    kept = np.full(labels.shape, -1, dtype=np.int64)
+    known = np.flatnonzero(labels >= 0)
+    budget = known.size if config.label_budget is None else min(config.label_budget, known.size)
+    rng = np.random.default_rng(config.train.seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c)) for c in (0, 1) if (labels == c).any()]
+    rest = np.setdiff1d(known, chosen)
+    chosen += rng.choice(rest, size=max(0, budget - len(chosen)), replace=False).tolist()
+    kept[chosen] = labels[chosen]
+    if (kept >= 0).sum() == 0:
+        raise ConfigError("label_budget: no training patch has a label (no lesion masks?)")
+    return torch.from_numpy(kept), int((kept >= 0).sum())
+
+
+def run_split(run: str | Path) -> Split:
+    """The split a run was trained with, rebuilt from its ``training.json``."""
+    path = Path(run) / TRAINING_FILE
+    if not path.is_file():
+        raise DataError(
+            path,
+            "not found: the run has not finished training (resume it with `patchvae train "
+            "--out RUN --resume`), or this is not a folder made by `patchvae train`",
+        )
+    try:
+        split = read_record(TrainingRecord, path, "training record").split
+        return Split(
+            split["method"],
+            np.zeros(0),
+            np.zeros(0),
+            list(split["train_cases"]),
+            list(split["val_cases"]),
+            split["val_slices"],
+        )
+    except (KeyError, TypeError):
+        raise DataError(path, "training record is damaged (no valid split)") from None
