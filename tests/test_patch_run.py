@@ -14,8 +14,8 @@ import torch
 
 from patchvae.checkpoint import load_model
 from patchvae.embed import encode
-from patchvae.store import PatchStore
 from patchvae.stages.embedding import embed_store
+from patchvae.store import PatchStore
 from patchvae.tables import read_embedding
 from tests.test_cli import run_cli
 

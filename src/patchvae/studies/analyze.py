@@ -13,9 +13,9 @@ from patchvae.artefacts import SETTINGS_FILE, AnalysisResult, analysis_dir
 from patchvae.config import PatchTrainConfig, load_yaml_config
 from patchvae.errors import DataError
 from patchvae.locks import lock_folder
-from patchvae.store import PatchStore
 from patchvae.stages.analysis import analyze_run, check_analysis_target
 from patchvae.stages.embedding import current_embedding
+from patchvae.store import PatchStore
 
 
 def analyze(run: str | Path, store: str | Path, seed: int = 0) -> AnalysisResult:
