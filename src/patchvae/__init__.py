@@ -2,6 +2,6 @@
 
 from patchvae.errors import ConfigError, DataError, PatchvaeError, RunDirError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["ConfigError", "DataError", "PatchvaeError", "RunDirError", "__version__"]

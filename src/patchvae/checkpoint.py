@@ -78,8 +78,13 @@ def model_from_payload(
     payload: dict[str, Any], path: str | Path, map_location: str | torch.device = "cpu"
 ) -> VAE:
     """The model of an already loaded checkpoint ``payload`` (read from ``path``)."""
+    config = payload.get("model_config")
+    if isinstance(config, dict) and config.get("architecture") == "conv":
+        # patchvae 0.1 recorded init glorot_uniform for conv runs, whose layers always
+        # had PyTorch's default initialisation: read what the weights were made with
+        config = {**config, "init": "torch_default"}
     try:
-        model = build_model(VAEConfig.model_validate(payload.get("model_config")))
+        model = build_model(VAEConfig.model_validate(config))
         model.load_state_dict(payload["model_state"])
     except (ValidationError, RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(

@@ -23,6 +23,32 @@ class TestBuild:
         out = model(torch.rand(2, *shape))
         assert out.recon_x.shape == (2, *shape) and out.mu.shape == (2, 4)
 
+    def test_init_is_what_the_layers_have(self, tmp_path: Path) -> None:
+        """A conv network keeps PyTorch's initialisation; its settings say so, and asking for
+        Glorot-uniform is refused instead of silently ignored."""
+        from patchvae.checkpoint import save_checkpoint
+        from patchvae.config import MnistStudyConfig
+        from patchvae.config.presets import build_settings
+
+        assert VAEConfig(architecture="conv").init == "torch_default"
+        assert VAEConfig().init == "glorot_uniform"
+        with pytest.raises(
+            ValidationError, match="init: glorot_uniform is implemented for the mlp"
+        ):
+            VAEConfig(architecture="conv", init="glorot_uniform")
+        # the keras2016 preset pins glorot_uniform; switching it to conv takes conv's default
+        built = build_settings(
+            MnistStudyConfig, None, "keras2016", {"model": {"architecture": "conv"}}
+        )
+        assert built.model.init == "torch_default"
+        # a checkpoint written when conv runs recorded glorot_uniform still loads
+        model = build_model(VAEConfig(architecture="conv", conv_channels=[4]))
+        old = {**model.config.model_dump(mode="json"), "init": "glorot_uniform"}
+        path = save_checkpoint(
+            tmp_path / "c.pt", {"model_config": old, "model_state": model.state_dict()}
+        )
+        assert load_model(path).config.init == "torch_default"
+
     def test_too_many_halvings_is_rejected(self) -> None:
         with pytest.raises(ValidationError, match="stride-2 convolutions do not fit"):
             VAEConfig(architecture="conv", input_shape=(1, 6, 6), conv_channels=[4, 4, 4])

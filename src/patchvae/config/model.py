@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
@@ -42,8 +42,18 @@ class VAEConfig(BaseModel):
     classifier_input: Literal["latent", "pooled"] = "latent"
     reconstruction_loss: Literal["bce", "mse"] = "bce"
     beta: float = Field(default=1.0, ge=0.0)
-    # Keras initialises Dense layers Glorot-uniform with zero biases; PyTorch differs.
+    # Keras initialises Dense layers Glorot-uniform with zero biases; PyTorch differs. Not
+    # given (None): glorot_uniform for mlp (the 2016 network), torch_default for conv, whose
+    # layers keep PyTorch's initialisation (glorot_uniform is refused there, not ignored).
     init: Literal["glorot_uniform", "torch_default"] = "glorot_uniform"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _architecture_default_init(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("init") is None:
+            conv = values.get("architecture") == "conv"
+            values = {**values, "init": "torch_default" if conv else "glorot_uniform"}
+        return values
 
     @model_validator(mode="after")
     def _check_conv_fits(self) -> VAEConfig:
@@ -54,6 +64,11 @@ class VAEConfig(BaseModel):
                     f"{len(self.conv_channels)} stride-2 convolutions do not fit "
                     f"{self.input_shape[1]}x{self.input_shape[2]} inputs"
                 )
+        if self.architecture == "conv" and self.init != "torch_default":
+            raise ValueError(
+                f"init: {self.init} is implemented for the mlp only; conv layers keep "
+                "PyTorch's default initialisation (init: torch_default, the default for conv)"
+            )
         if self.classifier_input == "pooled" and self.architecture != "conv":
             raise ValueError("classifier_input 'pooled' needs architecture 'conv'")
         return self

@@ -53,7 +53,8 @@ def build_settings(
     """The one "preset + overrides" builder: settings from ``base`` (a settings file) or from
     ``preset`` (default keras2016), then the ``model``/``train`` overrides (None: not given),
     then top-level values. Changing the network (anything but its input shape) means the run
-    is no longer the preset's, and ``preset`` is recorded as None.
+    is no longer the preset's, and ``preset`` is recorded as None; changing the architecture
+    without naming ``init`` takes that architecture's default initialisation.
 
     Example
     -------
@@ -73,6 +74,8 @@ def build_settings(
         }
     for section, items in overrides.items():
         given = {k: v for k, v in items.items() if v is not None}
+        if section == "model" and "architecture" in given and "init" not in given:
+            given["init"] = None  # the new architecture's own default initialisation
         values[section] = {**values.get(section, {}), **given}
         if section == "model" and set(given) - {"input_shape"}:
             values["preset"] = None  # no longer the preset's network
