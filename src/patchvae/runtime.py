@@ -1,10 +1,8 @@
-"""Device choice, seeding, and what made an artefact (versions, time, machine, device)."""
+"""Device choice, seeding, and the device an artefact was made on."""
 
 from __future__ import annotations
 
-import platform
 import random
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,7 +11,7 @@ if TYPE_CHECKING:
     import torch
 
 from patchvae.errors import ConfigError
-from patchvae.versions import versions
+from patchvae.versions import made_by
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -45,16 +43,12 @@ def seed_everything(seed: int) -> None:
 
 
 def provenance(device: torch.device | None = None) -> dict[str, Any]:
-    """What made an artefact: versions, time, machine, device."""
-    info: dict[str, Any] = {
-        "versions": versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-    }
-    if device is not None:
-        info["device"] = str(device)
-        if device.type == "cuda":
-            import torch
+    """What made an artefact: versions, time, machine, and the device it ran on."""
+    if device is None:
+        return made_by()
+    name = None
+    if device.type == "cuda":
+        import torch
 
-            info["device_name"] = torch.cuda.get_device_name(device)
-    return info
+        name = torch.cuda.get_device_name(device)
+    return made_by(str(device), name)

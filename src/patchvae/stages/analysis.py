@@ -41,9 +41,9 @@ from patchvae.errors import DataError, RunDirError
 from patchvae.io import atomic_folder, read_json, write_arrays_atomic, write_json_atomic
 from patchvae.locks import lock_folder
 from patchvae.patches import paste
-from patchvae.runtime import provenance
 from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import read_embedding
+from patchvae.versions import made_by
 
 VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
 BASELINE = "intensity_p95"
@@ -204,7 +204,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         },
         **drawn,
         settings=settings.model_dump(mode="json"),
-        provenance=provenance(),
+        provenance=made_by(),
         reproduce=f"patchvae analyze {run} --patches {store.path} --seed {seed}",
     )
     # all files of the analysis appear together, replacing an earlier one whole
