@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from patchvae.batches import batch_indices
 from patchvae.checkpoint import load_checkpoint, load_model
 from patchvae.config import TrainConfig
 from patchvae.errors import ConfigError, DataError
 from patchvae.models import VAEConfig
-from patchvae.train import batch_indices, fit
+from patchvae.train import fit
 
 SMALL = VAEConfig(input_shape=(1, 6, 6), hidden_dims=[16], latent_dim=2)
 

@@ -249,21 +249,7 @@ def load_case(
     when given, receives the seconds spent in each step (for ``benchmarks/extract.py``).
     """
     first_name, first_path = next(iter(case.channels.items()))
-    with _timed(timings, "read"):
-        images = {name: read_volume(path) for name, path in case.channels.items()}
-        masks = {
-            kind: (path, read_volume(path))
-            for kind, path in (("lesion", case.lesion_mask), ("brain", case.brain_mask))
-            if path is not None
-        }
-    with _timed(timings, "check"):
-        reference = images[first_name]
-        for name, image in images.items():
-            check_finite(sitk.GetArrayViewFromImage(image), case.channels[name])
-            if name != first_name:
-                check_same_grid(reference, image, first_path, case.channels[name])
-        for path, mask in masks.values():
-            check_same_grid(reference, mask, first_path, path)
+    images, masks = _read_checked(case, timings)
 
     def canonical(image: sitk.Image, is_mask: bool) -> sitk.Image:
         image = reorient(image)
@@ -294,17 +280,7 @@ def load_case(
         if "brain" in mask_arrays:
             brain, params["brain_mask"] = mask_arrays["brain"], "file"
         else:
-            # Derived on the file's own grid, then resampled as a mask: a "non-zero" test after
-            # interpolation would hinge on tiny values (and on whether denormals are flushed).
-            native = reorient(images[first_name])
-            native_brain, params["brain_mask"] = derive_brain_mask(
-                sitk.GetArrayFromImage(native), settings.brain_mask
-            )
-            mask_image = sitk.GetImageFromArray(native_brain.astype(np.uint8))
-            mask_image.CopyInformation(native)
-            if settings.spacing is not None:
-                mask_image = resample_isotropic(mask_image, settings.spacing, is_mask=True)
-            brain = sitk.GetArrayFromImage(mask_image) > 0
+            brain, params["brain_mask"] = _derived_brain_mask(images[first_name], settings)
     if not brain.any():
         raise DataError(
             masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty"
@@ -329,3 +305,40 @@ def load_case(
         (spacing[0], spacing[1], spacing[2]),
         params,
     )
+
+
+def _read_checked(
+    case: CaseFiles, timings: dict[str, float] | None
+) -> tuple[dict[str, sitk.Image], dict[str, tuple[Path, sitk.Image]]]:
+    """A case's channels and masks, read and checked: finite, all on the first channel's grid."""
+    first_name, first_path = next(iter(case.channels.items()))
+    with _timed(timings, "read"):
+        images = {name: read_volume(path) for name, path in case.channels.items()}
+        masks = {
+            kind: (path, read_volume(path))
+            for kind, path in (("lesion", case.lesion_mask), ("brain", case.brain_mask))
+            if path is not None
+        }
+    with _timed(timings, "check"):
+        reference = images[first_name]
+        for name, image in images.items():
+            check_finite(sitk.GetArrayViewFromImage(image), case.channels[name])
+            if name != first_name:
+                check_same_grid(reference, image, first_path, case.channels[name])
+        for path, mask in masks.values():
+            check_same_grid(reference, mask, first_path, path)
+    return images, masks
+
+
+def _derived_brain_mask(image: sitk.Image, settings: ExtractConfig) -> tuple[np.ndarray, str]:
+    """A brain mask derived from the first channel (no mask file), on the case's final grid.
+
+    Derived on the file's own grid, then resampled as a mask: a "non-zero" test after
+    interpolation would hinge on tiny values (and on whether denormals are flushed)."""
+    native = reorient(image)
+    native_brain, method = derive_brain_mask(sitk.GetArrayFromImage(native), settings.brain_mask)
+    mask_image = sitk.GetImageFromArray(native_brain.astype(np.uint8))
+    mask_image.CopyInformation(native)
+    if settings.spacing is not None:
+        mask_image = resample_isotropic(mask_image, settings.spacing, is_mask=True)
+    return sitk.GetArrayFromImage(mask_image) > 0, method

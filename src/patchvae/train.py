@@ -9,7 +9,6 @@ resumed run gives the losses of an uninterrupted one.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +16,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from patchvae.batches import LabelledBatches, batch_indices
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
 from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError, TrainingDiverged
 from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, build_model
+from patchvae.progress import progress_bar
 from patchvae.runtime import provenance, seed_everything, select_device
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
@@ -42,119 +41,6 @@ class TrainResult:
     device: torch.device
     resumed_from_epoch: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch's batches: a seeded permutation of range(n) cut into ``batch_size`` pieces; the
-    last piece keeps the remainder, so every sample is seen once whatever ``batch_size`` is.
-
-    Example
-    -------
-    >>> [len(b) for b in batch_indices(37, 10, torch.Generator().manual_seed(0))]
-    [10, 10, 10, 7]
-    """
-    return list(torch.randperm(n, generator=generator).split(batch_size))
-
-
-class LabelledBatches:
-    """The few labelled samples of a semi-supervised run, served to every training step.
-
-    With a handful of labels among thousands of samples, a random batch rarely holds one, so
-    the classifier would hardly learn. Instead each step draws ``size`` labelled samples,
-    class-balanced and with replacement, optionally under a random flip/quarter turn, and
-    returns the classifier's mean cross-entropy on them.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int, augment: bool) -> None:
-        known = torch.nonzero(y >= 0).flatten()
-        self.x, self.y = x[known], y[known]
-        classes = torch.unique(self.y)
-        self.by_class = [torch.nonzero(self.y == c).flatten().cpu() for c in classes]
-        self.size, self.augment = size, augment
-
-    def loss(self, model: VAE, generator: torch.Generator) -> torch.Tensor:
-        if not self.by_class:
-            return torch.zeros((), device=self.x.device)
-        pick = torch.randint(len(self.by_class), (self.size,), generator=generator)
-        index = torch.stack(
-            [
-                members[torch.randint(len(members), (1,), generator=generator)[0]]
-                for members in (self.by_class[int(c)] for c in pick)
-            ]
-        ).to(self.x.device)
-        x = self.x[index]
-        if self.augment:
-            which = torch.randint(8, (self.size,), generator=generator)
-            if x.shape[2] != x.shape[3]:  # not square: half turns and flips only
-                which = which // 2 * 2
-            x = dihedral(x, which)
-        return F.cross_entropy(model.classify(x), self.y[index])
-
-
-def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-    """Turn each image ``x[i]`` (N, C, H, W) by the element ``which[i]`` (0-7) of the square's
-    symmetry group: ``which % 4`` quarter turns, then a left-right flip if ``which >= 4`` (odd
-    quarter turns need H = W).
-
-    Example
-    -------
-    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
-    >>> dihedral(x, torch.tensor([4])).flatten().tolist()
-    [1.0, 0.0, 3.0, 2.0]
-    """
-    out = torch.empty_like(x)
-    for k in range(8):
-        chosen = torch.nonzero(which.to(x.device) == k).flatten()
-        if chosen.numel():
-            turned = torch.rot90(x[chosen], k % 4, dims=(2, 3))
-            out[chosen] = torch.flip(turned, dims=(3,)) if k >= 4 else turned
-    return out
-
-
-class PlainProgress:
-    """Progress as a few plain lines (about ten per run) for a log file or a pipe, where a
-    progress bar would write thousands of carriage-return updates."""
-
-    def __init__(self, total: int, initial: int, lines: int = 10) -> None:
-        self.total, self.done = total, initial
-        self.every = max(1, total // lines)
-        self.postfix: dict[str, Any] = {}
-        self.due = False  # a line is owed: printed with the next figures, or at the end
-
-    def update(self, steps: int = 1) -> None:
-        before, self.done = self.done, self.done + steps
-        self.due |= self.done // self.every > before // self.every
-
-    def set_postfix(self, **values: Any) -> None:
-        self.postfix = values
-        if self.due:
-            self._print()
-
-    def _print(self) -> None:
-        shown = " ".join(f"{k}={v}" for k, v in self.postfix.items())
-        print(f"  step {self.done}/{self.total} {shown}".rstrip(), file=sys.stderr, flush=True)
-        self.due = False
-
-    def __enter__(self) -> PlainProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.due and exc[0] is None:
-            self._print()
-
-
-def progress_bar(total: int, initial: int, enabled: bool) -> Any:
-    """A tqdm bar on a terminal, a few plain lines otherwise, nothing when disabled."""
-    if enabled and not sys.stderr.isatty():
-        return PlainProgress(total, initial)
-    return tqdm(
-        total=total,
-        initial=initial,
-        disable=not enabled,
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
 
 
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from patchvae.batches import LabelledBatches, dihedral
 from patchvae.config import TrainConfig
 from patchvae.models import VAEConfig, build_model
-from patchvae.train import LabelledBatches, dihedral, fit
+from patchvae.train import fit
 
 CONFIG = VAEConfig(
     input_shape=(1, 6, 6),

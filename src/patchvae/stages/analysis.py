@@ -129,27 +129,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     out = analysis_dir(run, store.path)
     check_analysis_target(out, store)
     training_store = Path(settings.patches)
-    training_sha256 = _check_training_store(run, training_store)
-    same_store = training_store.resolve() == store.path.resolve()
-    # a store of many GB is read once for its checksum, not twice
-    store_sha256 = training_sha256 if same_store else file_sha256(store.path)
-    frame, info = _embedding(run, store.path, store_sha256)
-    train_frame, train_info = (
-        (frame, info) if same_store else _embedding(run, training_store, training_sha256)
-    )
-    if train_info.checkpoint.sha256 != info.checkpoint.sha256:
-        raise DataError(
-            embedding_path(run, store.path),
-            f"and {embedding_path(run, training_store).name} were made from different "
-            "checkpoints; embed both stores again",
-        )
-    train_part = train_frame[train_frame.seen_in_training]
-    if len(train_part) < 2:
-        raise DataError(
-            training_store,
-            f"the run trained on {len(train_part)} patch(es) of this store; the analysis fits "
-            "its clusters and densities on training patches and needs at least 2",
-        )
+    frame, train_part, info, store_sha256 = _embeddings(run, store, training_store)
     held_out = ~frame.seen_in_training.to_numpy()
     evaluation = "patches the model never trained on"
     if not held_out.any():
@@ -165,13 +145,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         )
     mu, train_mu = _latent(part, "mu"), _latent(train_part, "mu")
     patches = store.patches(rows)
-    scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
-    scores["latent_nll"] = aggregate_posterior_nll(
-        mu, train_mu, _latent(train_part, "logvar"), seed
-    )
-    if "p_lesion" in part:
-        scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
-    scores[BASELINE] = intensity_baseline(patches)
+    scores = _scores(part, mu, train_mu, _latent(train_part, "logvar"), patches, seed)
     masks_lesion, masks_brain = store.masks("lesion")[rows], store.masks("brain")[rows]
     figure_data, drawn = _figure_data(part, mu, train_mu, scores, patches, masks_lesion, store)
     result = AnalysisResult(
@@ -212,6 +186,53 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         write_arrays_atomic(folder / FIGURE_DATA_FILE, figure_data)
         write_json_atomic(folder / ANALYSIS_FILE, result.model_dump(mode="json"))
     return result
+
+
+def _embeddings(
+    run: Path, store: PatchStore, training_store: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, EmbeddingInfo, str]:
+    """The embedding of the analysed store, the training patches' rows of the training
+    store's embedding, what they were made from, and the analysed store's SHA-256."""
+    training_sha256 = _check_training_store(run, training_store)
+    same_store = training_store.resolve() == store.path.resolve()
+    # a store of many GB is read once for its checksum, not twice
+    store_sha256 = training_sha256 if same_store else file_sha256(store.path)
+    frame, info = _embedding(run, store.path, store_sha256)
+    train_frame, train_info = (
+        (frame, info) if same_store else _embedding(run, training_store, training_sha256)
+    )
+    if train_info.checkpoint.sha256 != info.checkpoint.sha256:
+        raise DataError(
+            embedding_path(run, store.path),
+            f"and {embedding_path(run, training_store).name} were made from different "
+            "checkpoints; embed both stores again",
+        )
+    train_part = train_frame[train_frame.seen_in_training]
+    if len(train_part) < 2:
+        raise DataError(
+            training_store,
+            f"the run trained on {len(train_part)} patch(es) of this store; the analysis fits "
+            "its clusters and densities on training patches and needs at least 2",
+        )
+    return frame, train_part, info, store_sha256
+
+
+def _scores(
+    part: pd.DataFrame,
+    mu: np.ndarray,
+    train_mu: np.ndarray,
+    train_logvar: np.ndarray,
+    patches: np.ndarray,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Every patch score: the embedding's ELBO terms, the latent density under the training
+    patches' aggregate posterior, the classifier's probability, and the intensity baseline."""
+    scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
+    scores["latent_nll"] = aggregate_posterior_nll(mu, train_mu, train_logvar, seed)
+    if "p_lesion" in part:
+        scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
+    scores[BASELINE] = intensity_baseline(patches)
+    return scores
 
 
 def _latent(frame: pd.DataFrame, kind: str) -> np.ndarray:
