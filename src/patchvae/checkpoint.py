@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from patchvae.config.model import VAEConfig
+from patchvae.config.model import VAEConfig, upgrade_saved_model
 from patchvae.errors import DataError
 from patchvae.io import atomic_path
 from patchvae.models.vae import VAE, build_model
@@ -79,10 +79,8 @@ def model_from_payload(
 ) -> VAE:
     """The model of an already loaded checkpoint ``payload`` (read from ``path``)."""
     config = payload.get("model_config")
-    if isinstance(config, dict) and config.get("architecture") == "conv":
-        # patchvae 0.1 recorded init glorot_uniform for conv runs, whose layers always
-        # had PyTorch's default initialisation: read what the weights were made with
-        config = {**config, "init": "torch_default"}
+    if isinstance(config, dict):
+        config = upgrade_saved_model(config)  # as patchvae 0.1 saved them
     try:
         model = build_model(VAEConfig.model_validate(config))
         model.load_state_dict(payload["model_state"])

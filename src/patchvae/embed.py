@@ -60,7 +60,7 @@ def score_patches(model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 10
             if out.class_logits is not None
             else out.mu.new_zeros((out.mu.shape[0], 0))
         )
-        return out.mu, out.logvar, out.recon_loss, out.reg_loss, probability
+        return out.mu, out.logvar, out.recon, out.kl, probability
 
     mu, logvar, recon, kl, probability = infer(model, x, step, batch_size)
     return PatchScores(

@@ -75,8 +75,8 @@ def evaluate(
     for start in range(0, x.shape[0], batch_size):
         batch = x[start : start + batch_size].to(device)
         out = model(batch, generator=generator, sample=sample)
-        per_sample = out.recon_loss + model.config.beta * out.reg_loss
-        totals += torch.stack([per_sample.sum(), out.recon_loss.sum(), out.reg_loss.sum()]).double()
+        per_sample = out.recon + model.config.beta * out.kl
+        totals += torch.stack([per_sample.sum(), out.recon.sum(), out.kl.sum()]).double()
     model.train(was_training)
     loss, recon, kl = (totals / max(x.shape[0], 1)).tolist()
     return {"loss": loss, "recon": recon, "kl": kl}
@@ -234,7 +234,7 @@ class _Run:
             out = self._step(epoch, step, batch, index, beta)
             with torch.no_grad():
                 totals += torch.stack(
-                    [out.loss * batch.shape[0], out.recon_loss.sum(), out.reg_loss.sum()]
+                    [out.loss * batch.shape[0], out.recon.sum(), out.kl.sum()]
                 ).double()
             if bar is not None:
                 bar.update(1)
@@ -334,7 +334,7 @@ def init_prior_from_gmm(
     (mu,) = infer(model, x, lambda m, b: (m.encode(b)[0],), batch_size)
     data = mu.astype(np.float64)
     mixture = GaussianMixture(
-        model.config.n_clusters, covariance_type="diag", n_init=3, random_state=seed
+        model.config.clusters, covariance_type="diag", n_init=3, random_state=seed
     ).fit(data)
     fitted = {
         "prior_logits": np.log(mixture.weights_),

@@ -51,3 +51,36 @@ def test_paths_in_a_settings_file_are_relative_to_it(
     grid = load_yaml_config(CompareConfig, tmp_path / "grids" / "g.yaml")
     assert Path(grid.patches or "").resolve() == tmp_path / "stores" / "s.h5"
     assert load_yaml_config(CompareConfig, folder / "a.yaml").patches == f"{tmp_path}/x.h5"
+
+
+def test_each_setting_belongs_to_the_network_that_honours_it(tmp_path: Path) -> None:
+    """A setting one kind of network does not have is refused, not saved and ignored; the
+    defaults of each kind appear only in that kind; 0.1 settings files (which saved every
+    kind's defaults) still load."""
+    from pydantic import ValidationError
+
+    from patchvae.config import MnistStudyConfig, load_yaml_config
+    from patchvae.config.model import VAEConfig
+    from patchvae.config.presets import build_settings
+
+    assert VAEConfig().conv_channels is None and VAEConfig().n_clusters is None
+    assert VAEConfig(architecture="conv").conv_channels == [32, 64]
+    assert VAEConfig(prior="gmm").n_clusters == 2
+    with pytest.raises(ValidationError, match="a mlp network has no convolutions"):
+        VAEConfig(conv_channels=[8])
+    with pytest.raises(ValidationError, match="only a mixture prior"):
+        VAEConfig(n_clusters=3)
+    gmm = build_settings(MnistStudyConfig, None, "keras2016", {"model": {"prior": "gmm"}})
+    assert gmm.model.n_clusters == 2
+    # a conv run's settings file, switched back to mlp, drops what only conv had
+    conv = build_settings(MnistStudyConfig, None, None, {"model": {"architecture": "conv"}})
+    mlp = build_settings(MnistStudyConfig, conv, None, {"model": {"architecture": "mlp"}})
+    assert mlp.model.conv_channels is None and mlp.model.init == "glorot_uniform"
+    # as patchvae 0.1 wrote settings.yaml: every kind's defaults
+    import yaml
+
+    old = MnistStudyConfig().model_dump(mode="json")
+    old["model"].update(conv_channels=[32, 64], n_clusters=2)
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert load_yaml_config(MnistStudyConfig, path) == MnistStudyConfig()

@@ -49,6 +49,21 @@ class TestBuild:
         )
         assert load_model(path).config.init == "torch_default"
 
+    def test_weights_of_a_single_encoder_load(self) -> None:
+        """Checkpoints of patchvae 0.1 held convolutions and dense layers in one ``encoder``."""
+        model = build_model(VAEConfig(architecture="conv", conv_channels=[4, 8], latent_dim=3))
+        state = model.state_dict()
+        old = {k: v for k, v in state.items() if not k.startswith("encoder_dense.")}
+        for key, value in state.items():
+            if key.startswith("encoder_dense."):
+                index, rest = key.split(".", 2)[1:]
+                old[f"encoder.{int(index) + 4}.{rest}"] = value
+        assert set(old) != set(state)
+        again = build_model(model.config)
+        again.load_state_dict(old)
+        x = torch.rand(2, 1, 28, 28)
+        assert torch.equal(again.encode(x)[0], model.encode(x)[0])
+
     def test_too_many_halvings_is_rejected(self) -> None:
         with pytest.raises(ValidationError, match="stride-2 convolutions do not fit"):
             VAEConfig(architecture="conv", input_shape=(1, 6, 6), conv_channels=[4, 4, 4])

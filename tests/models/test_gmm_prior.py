@@ -48,7 +48,7 @@ class TestModel:
     def test_forward_shapes_and_clusters(self) -> None:
         model = build_model(self.config)
         out = model(torch.rand(4, 1, 8, 8))
-        assert out.reg_loss.shape == (4,) and torch.isfinite(out.loss)
+        assert out.kl.shape == (4,) and torch.isfinite(out.loss)
         probabilities = model.cluster_probabilities(torch.rand(4, 1, 8, 8))
         assert probabilities.shape == (4, 3) and torch.allclose(
             probabilities.sum(dim=1), torch.ones(4)

@@ -111,10 +111,9 @@ def test_pooled_classifier_sees_the_convolution_maps_and_the_latent() -> None:
     out = model.eval()(x, sample=False)
     assert out.class_logits is not None and torch.equal(out.class_logits, model.classify(x))
     # the encoder's convolutions, pooled over positions: "a bright spot anywhere" is one filter
-    conv_only = torch.nn.Sequential(*list(model.encoder)[:4])
-    maps = conv_only(x)
+    maps = model.encoder(x)  # the convolutions
     mu = model.encode(x)[0]
-    features = model.classifier_features(x, mu)
+    features = model.classifier_features(model.encoder_outputs(x))
     assert torch.allclose(features[:, :6], maps.amax(dim=(2, 3)))
     assert torch.allclose(features[:, 6:12], maps.mean(dim=(2, 3)))
     assert torch.equal(features[:, 12:], mu)

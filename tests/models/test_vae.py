@@ -50,7 +50,7 @@ class TestForward:
         out = model(x)
         assert out.recon_x.shape == x.shape and out.logits.shape == x.shape
         assert out.mu.shape == out.logvar.shape == out.z.shape == (5, 3)
-        assert out.recon_loss.shape == out.reg_loss.shape == (5,)
+        assert out.recon.shape == out.kl.shape == (5,)
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert torch.all((out.recon_x >= 0) & (out.recon_x <= 1))
 
@@ -95,4 +95,4 @@ class TestLoss:
         heavy.load_state_dict(base.state_dict())
         x = torch.rand(2, 1, 28, 28)
         a, b = base(x, sample=False), heavy(x, sample=False)
-        assert (b.loss - a.loss).item() == pytest.approx(3 * a.reg_loss.mean().item(), rel=1e-5)
+        assert (b.loss - a.loss).item() == pytest.approx(3 * a.kl.mean().item(), rel=1e-5)

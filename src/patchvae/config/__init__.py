@@ -144,6 +144,10 @@ def load_yaml_config(cls: type[M], path: str | Path) -> M:
     values = parse_yaml(text, path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    if isinstance(values.get("model"), dict):
+        from patchvae.config.model import upgrade_saved_model
+
+        values["model"] = upgrade_saved_model(values["model"])
     for key in PATH_FIELDS:
         value = values.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():

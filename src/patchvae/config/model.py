@@ -26,12 +26,14 @@ class VAEConfig(BaseModel):
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
     hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [256], min_length=1)
     latent_dim: PositiveInt = 2
-    # conv only: channels of the stride-2 convolutions (each halves the patch side)
-    conv_channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=1)
+    # conv only: channels of the stride-2 convolutions (each halves the patch side); not given:
+    # [32, 64] for conv, None (no convolutions) for mlp, which refuses it
+    conv_channels: list[PositiveInt] | None = Field(default=None, min_length=1)
     activation: Literal["relu", "elu", "tanh"] = "relu"
     # "gmm": a learned Gaussian-mixture prior (VaDE-style) whose components are clusters
     prior: Literal["gaussian", "gmm"] = "gaussian"
-    n_clusters: PositiveInt = 2
+    # gmm only: the number of mixture components; not given: 2 for gmm, None for gaussian
+    n_clusters: PositiveInt | None = None
     # semi-supervised: a classifier on the latent mean, trained jointly on the labelled samples
     # (label >= 0; -1 = unlabelled), its cross-entropy weighted by classifier_weight
     classifier_classes: int = Field(default=0, ge=0)
@@ -49,19 +51,32 @@ class VAEConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _architecture_default_init(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("init") is None:
-            conv = values.get("architecture") == "conv"
-            values = {**values, "init": "torch_default" if conv else "glorot_uniform"}
+    def _variant_defaults(cls, values: Any) -> Any:
+        """Settings of one variant take their defaults only in that variant."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        conv = values.get("architecture") == "conv"
+        if values.get("init") is None:
+            values["init"] = "torch_default" if conv else "glorot_uniform"
+        if conv and values.get("conv_channels") is None:
+            values["conv_channels"] = [32, 64]
+        if values.get("prior") == "gmm" and values.get("n_clusters") is None:
+            values["n_clusters"] = 2
         return values
 
     @model_validator(mode="after")
-    def _check_conv_fits(self) -> VAEConfig:
+    def _check_variant(self) -> VAEConfig:
+        """Every setting saved is one the network honours: others are refused."""
+        if self.architecture != "conv" and self.conv_channels is not None:
+            raise ValueError(f"conv_channels: a {self.architecture} network has no convolutions")
+        if self.prior != "gmm" and self.n_clusters is not None:
+            raise ValueError("n_clusters: only a mixture prior (prior: gmm) has clusters")
         if self.architecture == "conv":
             side = min(self.input_shape[1:])
-            if side >> len(self.conv_channels) < 1:
+            if side >> len(self.convolutions) < 1:
                 raise ValueError(
-                    f"{len(self.conv_channels)} stride-2 convolutions do not fit "
+                    f"{len(self.convolutions)} stride-2 convolutions do not fit "
                     f"{self.input_shape[1]}x{self.input_shape[2]} inputs"
                 )
         if self.architecture == "conv" and self.init != "torch_default":
@@ -74,12 +89,44 @@ class VAEConfig(BaseModel):
         return self
 
     @property
+    def convolutions(self) -> list[int]:
+        """Channels of the stride-2 convolutions; empty for a network without them."""
+        return list(self.conv_channels or [])
+
+    @property
+    def clusters(self) -> int:
+        """Components of the mixture prior; 0 for a Gaussian prior."""
+        return self.n_clusters or 0
+
+    @property
     def classifier_input_dim(self) -> int:
         """Width of the classifier's input (see ``classifier_input``)."""
-        pooled = 2 * self.conv_channels[-1] if self.classifier_input == "pooled" else 0
+        pooled = 2 * self.convolutions[-1] if self.classifier_input == "pooled" else 0
         return self.latent_dim + pooled
 
     @property
     def input_dim(self) -> int:
         channels, height, width = self.input_shape
         return channels * height * width
+
+
+def upgrade_saved_model(values: dict[str, Any]) -> dict[str, Any]:
+    """Model settings as patchvae 0.1 saved them, read as they were meant: it saved the
+    defaults of every variant (conv_channels [32, 64] for mlp networks, n_clusters 2 for a
+    Gaussian prior, init glorot_uniform for conv networks, which never had it). Only those
+    saved defaults are mapped; any other value is checked as given.
+
+    Example
+    -------
+    >>> upgrade_saved_model({"architecture": "mlp", "conv_channels": [32, 64], "n_clusters": 2})
+    {'architecture': 'mlp'}
+    """
+    values = dict(values)
+    architecture, prior = values.get("architecture", "mlp"), values.get("prior", "gaussian")
+    if architecture != "conv" and values.get("conv_channels") == [32, 64]:
+        del values["conv_channels"]
+    if prior != "gmm" and values.get("n_clusters") == 2:
+        del values["n_clusters"]
+    if architecture == "conv" and values.get("init") == "glorot_uniform":
+        values["init"] = "torch_default"
+    return values

@@ -34,6 +34,10 @@ PRESETS: dict[str, tuple[VAEConfig, TrainConfig]] = {
 }
 
 
+# a setting that changes the kind of network -> the settings only that kind has
+_VARIANT_SETTINGS = {"architecture": ("init", "conv_channels"), "prior": ("n_clusters",)}
+
+
 def get_preset(name: str) -> tuple[VAEConfig, TrainConfig]:
     try:
         return PRESETS[name]
@@ -74,8 +78,11 @@ def build_settings(
         }
     for section, items in overrides.items():
         given = {k: v for k, v in items.items() if v is not None}
-        if section == "model" and "architecture" in given and "init" not in given:
-            given["init"] = None  # the new architecture's own default initialisation
+        if section == "model":
+            # a network of another kind takes that kind's own settings unless given
+            for switch, own in _VARIANT_SETTINGS.items():
+                if switch in given:
+                    given.update({k: None for k in own if k not in given})
         values[section] = {**values.get(section, {}), **given}
         if section == "model" and set(given) - {"input_shape"}:
             values["preset"] = None  # no longer the preset's network

@@ -26,22 +26,32 @@ class VAEOutput:
     z: torch.Tensor  # the latent sample that was decoded
     mu: torch.Tensor
     logvar: torch.Tensor
-    recon_loss: torch.Tensor  # per sample, summed over pixels
-    reg_loss: torch.Tensor  # per sample KL, summed over latent dimensions (before beta)
-    loss: torch.Tensor  # scalar: mean over the batch of recon_loss + beta * reg_loss (+ labels)
+    recon: torch.Tensor  # per sample reconstruction loss, summed over pixels
+    kl: torch.Tensor  # per sample KL to the prior, summed over latent dimensions (before beta)
+    loss: torch.Tensor  # scalar: mean over the batch of recon + beta * kl (+ labels)
     # semi-supervised models, given labels or in eval mode: the classifier's logits
     class_logits: torch.Tensor | None = None
     class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
 
 
+@dataclass
+class Encoded:
+    """What the encoder gives: the posterior's parameters, each (batch, latent_dim), and the
+    feature maps of its last convolution (batch, C, h, w) where it has convolutions."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    maps: torch.Tensor | None = None
+
+
 class VAE(nn.Module):
-    """Base class: subclasses define ``encode`` and ``decode_logits``."""
+    """Base class: subclasses define ``encoder_outputs`` and ``decode_logits``."""
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
         if config.prior == "gmm":
-            k, d = config.n_clusters, config.latent_dim
+            k, d = config.clusters, config.latent_dim
             self.prior_logits = nn.Parameter(torch.zeros(k))
             self.prior_mu = nn.Parameter(torch.randn(k, d))  # the run's seed fixes it
             self.prior_logvar = nn.Parameter(torch.zeros(k, d))
@@ -68,20 +78,32 @@ class VAE(nn.Module):
         assert gamma is not None
         return gamma
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior parameters (mu, logvar), each (batch, latent_dim)."""
+    def encoder_outputs(self, x: torch.Tensor) -> Encoded:
+        """Posterior parameters (and feature maps) of a batch (batch, *input_shape)."""
         raise NotImplementedError
 
-    def classifier_features(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """What the semi-supervised classifier sees (``config.classifier_input``)."""
-        return mu
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters (mu, logvar), each (batch, latent_dim)."""
+        encoded = self.encoder_outputs(x)
+        return encoded.mu, encoded.logvar
 
-    def classify(self, x: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+    def classifier_features(self, encoded: Encoded) -> torch.Tensor:
+        """What the semi-supervised classifier sees (``config.classifier_input``): the latent
+        mean, or the encoder's last feature maps max- and mean-pooled over positions (a bright
+        spot anywhere in the patch is one filter away) followed by the latent mean."""
+        if self.config.classifier_input != "pooled":
+            return encoded.mu
+        if encoded.maps is None:
+            raise ValueError("classifier_input 'pooled' needs an encoder with feature maps")
+        maps = encoded.maps
+        return torch.cat([maps.amax(dim=(2, 3)), maps.mean(dim=(2, 3)), encoded.mu], dim=1)
+
+    def classify(self, x: torch.Tensor, encoded: Encoded | None = None) -> torch.Tensor:
         """Class logits of the semi-supervised classifier, (batch, classifier_classes);
-        ``mu``, when already computed, spares a second pass through the encoder."""
-        if mu is None:
-            mu = self.encode(x)[0]
-        return self.classifier(self.classifier_features(x, mu))
+        ``encoded``, when already computed, spares a second pass through the encoder."""
+        if encoded is None:
+            encoded = self.encoder_outputs(x)
+        return self.classifier(self.classifier_features(encoded))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder logits, shape (batch, *input_shape)."""
@@ -104,7 +126,8 @@ class VAE(nn.Module):
         ``beta`` overrides the config's KL weight for this pass (KL warm-up). ``labels``
         (batch,) with -1 for unlabelled samples add the classifier's cross-entropy on the
         labelled ones (semi-supervised models)."""
-        mu, logvar = self.encode(x)
+        encoded = self.encoder_outputs(x)
+        mu, logvar = encoded.mu, encoded.logvar
         if sample:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + torch.exp(0.5 * logvar) * eps
@@ -117,9 +140,9 @@ class VAE(nn.Module):
         per_sample = recon + weight * kl
         class_logits = class_loss = None
         # training without labels (the trainer then feeds the classifier its own labelled
-        # batches) skips the classifier: with pooled inputs it costs a second convolution pass
+        # batches) skips the classifier
         if self.config.classifier_classes and (labels is not None or not self.training):
-            class_logits = self.classify(x, mu)
+            class_logits = self.classify(x, encoded)
             if labels is not None:
                 known = labels >= 0
                 class_loss = torch.zeros_like(recon)
@@ -129,14 +152,14 @@ class VAE(nn.Module):
                     )
                 per_sample = per_sample + self.config.classifier_weight * class_loss
         return VAEOutput(
-            torch.sigmoid(logits),
-            logits,
-            z,
-            mu,
-            logvar,
-            recon,
-            kl,
-            per_sample.mean(),
-            class_logits,
-            class_loss,
+            recon_x=torch.sigmoid(logits),
+            logits=logits,
+            z=z,
+            mu=mu,
+            logvar=logvar,
+            recon=recon,
+            kl=kl,
+            loss=per_sample.mean(),
+            class_logits=class_logits,
+            class_loss=class_loss,
         )

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from patchvae.config.model import VAEConfig
-from patchvae.models.base import ACTIVATIONS, VAE
+from patchvae.models.base import ACTIVATIONS, VAE, Encoded
 
 
 class MLPVAE(VAE):
@@ -40,9 +40,9 @@ class MLPVAE(VAE):
                     nn.init.xavier_uniform_(module.weight)
                     nn.init.zeros_(module.bias)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encoder_outputs(self, x: torch.Tensor) -> Encoded:
         hidden = self.encoder(x)
-        return self.to_mu(hidden), self.to_logvar(hidden)
+        return Encoded(self.to_mu(hidden), self.to_logvar(hidden))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).view(-1, *self.config.input_shape)
