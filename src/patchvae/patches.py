@@ -96,12 +96,35 @@ def extract_patches(
     )
 
 
+def tile_mean(
+    tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape_yx: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put tiles (n, ..., s, s) of one slice on a (..., y, x) canvas at their (row, col)
+    corners: each voxel gets the mean of the tiles covering it (NaN where none does); also
+    return how many tiles cover each (y, x) voxel. The one way patches go back on a slice.
+
+    Example
+    -------
+    >>> mean, count = tile_mean(np.ones((2, 2, 2)), np.array([0, 1]), np.array([0, 0]), (3, 2))
+    >>> count.tolist(), float(np.nansum(mean))
+    ([[1, 1], [2, 2], [1, 1]], 6.0)
+    """
+    size = tiles.shape[-1]
+    sums = np.zeros((*tiles.shape[1:-2], *shape_yx))
+    counts = np.zeros(shape_yx, dtype=np.int64)
+    for tile, r, c in zip(tiles, rows, cols, strict=True):
+        sums[..., r : r + size, c : c + size] += tile
+        counts[r : r + size, c : c + size] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan), counts
+
+
 def paste(
     tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape_yx: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Put tiles (n, ..., s, s) of one slice back on a (..., y, x) canvas at their (row, col)
-    corners; also return the (y, x) mask of covered voxels. Where tiles overlap (stride < size)
-    the later one wins: they hold the same voxels.
+    """Put tiles (n, ..., s, s) of one slice back on a (..., y, x) canvas of their dtype, 0
+    where no tile lies; also return the (y, x) mask of covered voxels. Overlapping tiles (stride
+    < size) hold the same voxels, so their mean is that voxel.
 
     Example
     -------
@@ -109,13 +132,10 @@ def paste(
     >>> canvas.tolist(), int(covered.sum())
     ([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0]], 4)
     """
-    size = tiles.shape[-1]
-    canvas = np.zeros((*tiles.shape[1:-2], *shape_yx), dtype=tiles.dtype)
-    covered = np.zeros(shape_yx, dtype=bool)
-    for tile, r, c in zip(tiles, rows, cols, strict=True):
-        canvas[..., r : r + size, c : c + size] = tile
-        covered[r : r + size, c : c + size] = True
-    return canvas, covered
+    mean, counts = tile_mean(tiles, rows, cols, shape_yx)
+    covered = counts > 0
+    canvas = np.where(covered, mean, 0)
+    return (canvas > 0.5 if tiles.dtype == bool else canvas.astype(tiles.dtype)), covered
 
 
 def reassemble(

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from patchvae.analysis.anomaly import detection_metrics
+from patchvae.patches import tile_mean
 
 
 def backproject(
@@ -21,20 +22,15 @@ def backproject(
     >>> np.nan_to_num(m).tolist()
     [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 0.0, 0.0], [5.0, 5.0, 0.0, 0.0]]
     """
-    sums: dict[tuple[str, int], np.ndarray] = {}
-    counts: dict[tuple[str, int], np.ndarray] = {}
-    for score, case, k, r, c in zip(
-        scores, table.case_id, table.slice, table.row, table.col, strict=True
-    ):
-        key = (str(case), int(k))
-        if key not in sums:
-            sums[key] = np.zeros(shape_yx)
-            counts[key] = np.zeros(shape_yx)
-        sums[key][r : r + size, c : c + size] += score
-        counts[key][r : r + size, c : c + size] += 1
+    n = len(table)
+    tiles = np.broadcast_to(np.asarray(scores, dtype=float)[:, None, None], (n, size, size))
+    rows, cols = table.row.to_numpy(), table.col.to_numpy()
+    where = pd.DataFrame(
+        {"case": table.case_id.astype(str).to_numpy(), "slice": table.slice.to_numpy(int)}
+    )
     return {
-        key: np.where(counts[key] > 0, sums[key] / np.maximum(counts[key], 1), np.nan)
-        for key in sums
+        (str(case), int(k)): tile_mean(tiles[on], rows[on], cols[on], shape_yx)[0]
+        for (case, k), on in where.groupby(["case", "slice"], sort=False).indices.items()
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
@@ -49,6 +51,25 @@ def agreement(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
+def silhouette(latent: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """Silhouette of ``latent`` under ``labels`` (subsampled above 5000 points); NaN when
+    there is a single group."""
+    if np.unique(labels).size < 2:
+        return float("nan")
+    sample = min(SILHOUETTE_MAX_SAMPLES, latent.shape[0])
+    return float(silhouette_score(latent, labels, sample_size=sample, random_state=seed))
+
+
+def cluster_agreement(
+    model: Any, train_latent: np.ndarray, test_latent: np.ndarray, labels: np.ndarray, seed: int
+) -> dict[str, float]:
+    """A clustering model (k-means, a Gaussian mixture: anything with ``fit`` and
+    ``predict``) fitted on the train latents and applied to the test latents: its agreement
+    with ``labels`` (Hungarian accuracy, NMI, ARI) and the silhouette of its clusters."""
+    predicted = model.fit(train_latent).predict(test_latent)
+    return {**agreement(labels, predicted), "silhouette": silhouette(test_latent, predicted, seed)}
+
+
 def clustering_scores(
     train_latent: np.ndarray,
     test_latent: np.ndarray,
@@ -62,22 +83,12 @@ def clustering_scores(
     test latents under the k-means clusters) and ``silhouette_labels`` (under the true labels:
     how well the classes themselves separate).
     """
-    kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(train_latent)
-    predicted = kmeans.predict(test_latent)
-    sample = min(SILHOUETTE_MAX_SAMPLES, test_latent.shape[0])
-
-    def silhouette(labels: np.ndarray) -> float:
-        if np.unique(labels).size < 2:
-            return float("nan")
-        return float(silhouette_score(test_latent, labels, sample_size=sample, random_state=seed))
-
-    matched = agreement(test_labels, predicted)
+    kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed)
+    found = cluster_agreement(kmeans, train_latent, test_latent, test_labels, seed)
     return {
-        "kmeans_accuracy": matched["accuracy"],
-        "nmi": matched["nmi"],
-        "ari": matched["ari"],
-        "silhouette": silhouette(predicted),
-        "silhouette_labels": silhouette(test_labels),
+        "kmeans_accuracy": found.pop("accuracy"),
+        **found,
+        "silhouette_labels": silhouette(test_latent, test_labels, seed),
     }
 
 

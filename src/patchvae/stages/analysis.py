@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
 
 from patchvae.analysis.anomaly import aggregate_posterior_nll, detection_metrics, intensity_baseline
 from patchvae.analysis.fewlabel import few_label_auroc
 from patchvae.analysis.heatmap import backproject, voxel_metrics
-from patchvae.analysis.metrics import agreement
+from patchvae.analysis.metrics import cluster_agreement
 from patchvae.analysis.projection import fit_projection
 from patchvae.artefacts import (
     ANALYSIS_FILE,
@@ -243,25 +242,15 @@ def _latent(frame: pd.DataFrame, kind: str) -> np.ndarray:
 
 def _clustering(
     train_mu: np.ndarray, mu: np.ndarray, labels: np.ndarray, seed: int
-) -> dict[str, Any]:
+) -> dict[str, dict[str, float]]:
     """k-means and a 2-component Gaussian mixture fitted on training latents, applied here."""
-    found: dict[str, Any] = {}
     models = {
         "kmeans": KMeans(n_clusters=2, n_init=10, random_state=seed),
         "gmm": GaussianMixture(n_components=2, covariance_type="full", random_state=seed),
     }
-    for name, model in models.items():
-        predicted = model.fit(train_mu).predict(mu)
-        two = np.unique(predicted).size > 1
-        found[name] = {
-            **agreement(labels, predicted),
-            "silhouette": float(
-                silhouette_score(mu, predicted, sample_size=min(5000, len(mu)), random_state=seed)
-            )
-            if two
-            else float("nan"),
-        }
-    return found
+    return {
+        name: cluster_agreement(model, train_mu, mu, labels, seed) for name, model in models.items()
+    }
 
 
 def _figure_data(
