@@ -38,6 +38,17 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
     return Path(path)
 
 
+def _finish_plane(
+    fig: plt.Figure, ax: Any, path: str | Path, title: str, axis_labels: Sequence[str]
+) -> Path:
+    """Axis names, title and a light grid on a picture of the latent plane; then save it."""
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.2)
+    return save_figure(fig, path)
+
+
 def plot_latent_scatter(
     coords: np.ndarray,
     labels: np.ndarray,
@@ -69,11 +80,7 @@ def plot_latent_scatter(
         count = int((labels == c).sum())
         ax.scatter([], [], c=colour_of[c], s=30, label=f"{name} (n={count})")
     ax.legend(loc="best", markerscale=1.2, frameon=True)
-    ax.set_xlabel(axis_labels[0])
-    ax.set_ylabel(axis_labels[1])
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.2)
-    return save_figure(fig, path)
+    return _finish_plane(fig, ax, path, title, axis_labels)
 
 
 def plot_manifold(
@@ -152,11 +159,7 @@ def plot_latent_continuous(
         linewidths=0,
     )
     fig.colorbar(points, ax=ax, label=colour_label)
-    ax.set_xlabel(axis_labels[0])
-    ax.set_ylabel(axis_labels[1])
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.2)
-    return save_figure(fig, path)
+    return _finish_plane(fig, ax, path, title, axis_labels)
 
 
 def plot_heatmaps(
