@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,22 @@ def trained_run(two_case_store: Path, tmp_path_factory: pytest.TempPathFactory) 
         ]
     )
     assert code == 0
+    return run
+
+
+Cli = Callable[[list[str]], tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Run the command line in this process: ``cli(["train", ...])`` gives its exit status,
+    stdout and stderr (each call's output only)."""
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        code = cli_code(args)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
     return run
 
 

@@ -18,6 +18,7 @@ def test_grid_counts_on_bundled_case(bundled_case: NormalisedCase) -> None:
     batch = extract_patches(bundled_case, 28)
     # 73 slices x 4 x 4 positions; >= 50% non-zero brain; any lesion voxel
     assert batch.grid_patches == 1168
+    # regression values (this version's counts), not derived independently
     assert len(batch) == 179 and int(batch.label.sum()) == 28
     assert batch.pixels.shape == (179, 1, 28, 28)
     assert np.all(batch.brain_fraction >= 0.5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run_cli
+from tests.conftest import Cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -24,15 +24,15 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_demo_end_to_end(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_end_to_end(demo_dir: Path, cli: Cli) -> None:
     assert (demo_dir / "mnist" / "metrics.json").is_file() and (
         demo_dir / "mnist" / "report.html"
     ).is_file()
     run = demo_dir / "stroke" / "run"
     for name in ("training.json", "report.html", "analysis-isles22-dwi-1mm/analysis.json"):
         assert (run / name).is_file(), name
-    code, stdout, _ = run_cli(["inspect", str(demo_dir / "stroke" / "isles22-dwi-1mm.h5")], capsys)
-    # 90 of 1756: test_faults.py checks it against an independent numpy count
+    code, stdout, _ = cli(["inspect", str(demo_dir / "stroke" / "isles22-dwi-1mm.h5")])
+    # 90 of 1756: robustness/test_faults.py checks it against an independent numpy count
     assert code == 0 and "lesion patches: 90 of 1756" in stdout
 
 

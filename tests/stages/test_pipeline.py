@@ -17,7 +17,7 @@ from patchvae.embed import encode
 from patchvae.stages.embedding import embed_store
 from patchvae.store import PatchStore
 from patchvae.tables import read_embedding
-from tests.test_cli import run_cli
+from tests.conftest import Cli
 
 
 def test_train_records_a_case_split(trained_run: Path, two_case_store: Path) -> None:
@@ -31,11 +31,11 @@ def test_train_records_a_case_split(trained_run: Path, two_case_store: Path) -> 
 
 
 def test_embed_aligns_row_by_row_with_the_store(
-    trained_run: Path, two_case_store: Path, capsys: pytest.CaptureFixture[str]
+    trained_run: Path, two_case_store: Path, cli: Cli
 ) -> None:
     out = trained_run / "emb.csv"
-    code, stdout, err = run_cli(
-        ["embed", str(trained_run), "--patches", str(two_case_store), "--out", str(out)], capsys
+    code, stdout, err = cli(
+        ["embed", str(trained_run), "--patches", str(two_case_store), "--out", str(out)],
     )
     assert code == 0, err
     frame = pd.read_csv(out, dtype={"case_id": str})
@@ -51,10 +51,8 @@ def test_embed_aligns_row_by_row_with_the_store(
     assert "not seen in training" in stdout
 
 
-def test_analyze_and_report(
-    trained_run: Path, two_case_store: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _, err = run_cli(["analyze", str(trained_run), "--patches", str(two_case_store)], capsys)
+def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -> None:
+    code, _, err = cli(["analyze", str(trained_run), "--patches", str(two_case_store)])
     assert code == 0, err
     folder = trained_run / f"analysis-{two_case_store.stem}"
     result = json.loads((folder / "analysis.json").read_text())
@@ -80,7 +78,7 @@ def test_analyze_and_report(
     pd.testing.assert_frame_equal(embedded, frame)
     assert info.checkpoint.sha256 == result["checkpoint"]["sha256"]
     assert sorted(p.name for p in folder.iterdir()) == ["analysis.json", "figure-data.npz"]
-    code, _, err = run_cli(["report", str(trained_run)], capsys)
+    code, _, err = cli(["report", str(trained_run)])
     assert code == 0, err
     for name in (
         "latent_lesion.png",
@@ -99,9 +97,9 @@ def test_analyze_and_report(
 
 
 def test_train_refuses_a_store_that_does_not_fit(
-    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    two_case_store: Path, tmp_path: Path, cli: Cli
 ) -> None:
-    code, _, err = run_cli(
+    code, _, err = cli(
         [
             "train",
             "--patches",
@@ -113,7 +111,6 @@ def test_train_refuses_a_store_that_does_not_fit(
             "--out",
             str(tmp_path / "r"),
         ],
-        capsys,
     )
     assert (
         code == 2 and "val_cases: ['9'] not in the store" in err and not (tmp_path / "r").exists()
@@ -124,13 +121,11 @@ def test_train_refuses_a_store_that_does_not_fit(
 
     with h5py.File(old, "a") as handle:
         handle.attrs["format"] = "patchvae-patch-store/1"
-    code, _, err = run_cli(["train", "--patches", str(old), "--out", str(tmp_path / "r")], capsys)
+    code, _, err = cli(["train", "--patches", str(old), "--out", str(tmp_path / "r")])
     assert code == 2 and "older format patchvae-patch-store/1" in err
 
 
-def test_semi_supervised_label_budget(
-    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_semi_supervised_label_budget(two_case_store: Path, tmp_path: Path, cli: Cli) -> None:
     run = tmp_path / "semi"
     args = [
         "train",
@@ -146,29 +141,29 @@ def test_semi_supervised_label_budget(
         "--out",
         str(run),
     ]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = cli(args)
     assert code == 0, err
     record = json.loads((run / "training.json").read_text())
     assert record["labelled_training_patches"] == 6
     assert record["settings"]["model"]["classifier_classes"] == 2
-    code, _, err = run_cli(
-        ["embed", str(run), "--patches", str(two_case_store), "--out", str(run / "e.csv")], capsys
+    code, _, err = cli(
+        ["embed", str(run), "--patches", str(two_case_store), "--out", str(run / "e.csv")],
     )
     assert code == 0, err
     frame = pd.read_csv(run / "e.csv")
     assert frame.p_lesion.between(0, 1).all()
-    code, stdout, err = run_cli(["analyze", str(run), "--patches", str(two_case_store)], capsys)
+    code, stdout, err = cli(["analyze", str(run), "--patches", str(two_case_store)])
     assert code == 0 and "p_lesion" in stdout and "(semi-supervised)" in stdout
 
 
 def test_semi_supervised_pooled_conv_classifier(
-    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    two_case_store: Path, tmp_path: Path, cli: Cli
 ) -> None:
     run = tmp_path / "pooled"
     args = ["train", "--patches", str(two_case_store), "--val-cases", "2", "--label-budget", "4"]
     args += ["--architecture", "conv", "--latent-dim", "4", "--classifier-input", "pooled"]
     args += ["--classifier-weight", "7", "--epochs", "1", "--quiet", "--out", str(run)]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = cli(args)
     assert code == 0, err
     model = json.loads((run / "training.json").read_text())["settings"]["model"]
     assert (model["classifier_input"], model["classifier_weight"]) == ("pooled", 7.0)
@@ -176,39 +171,39 @@ def test_semi_supervised_pooled_conv_classifier(
     assert frame.p_lesion.between(0, 1).all() and frame.p_lesion.nunique() > 1
     bad = ["train", "--patches", str(two_case_store), "--label-budget", "4"]
     bad += ["--classifier-input", "pooled", "--out", str(tmp_path / "bad")]
-    code, _, err = run_cli(bad, capsys)
+    code, _, err = cli(bad)
     assert code == 2 and "needs architecture 'conv'" in err and not (tmp_path / "bad").exists()
 
 
 def test_embed_to_parquet_as_in_the_readme(
-    trained_run: Path, two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_run: Path, two_case_store: Path, tmp_path: Path, cli: Cli
 ) -> None:
     out = tmp_path / "embedding.parquet"
     args = ["embed", str(trained_run), "--patches", str(two_case_store), "--out", str(out)]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = cli(args)
     assert code == 0, err
     frame = pd.read_parquet(out)
     assert frame.equals(embed_store(trained_run, two_case_store))
-    code, _, err = run_cli([*args, "--force"], capsys)  # recognised as an embedding table
+    code, _, err = cli([*args, "--force"])  # recognised as an embedding table
     assert code == 0, err
 
 
 def test_analyze_and_report_from_artefacts_alone(
-    trained_run: Path, two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_run: Path, two_case_store: Path, tmp_path: Path, cli: Cli
 ) -> None:
     """After ``embed``, the checkpoint is not needed: analyze reads the embeddings, the report
     draws from the records; the numbers are those of a run that still has its checkpoint."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("analysis-*", "embedding-*"))
-    assert run_cli(["embed", str(run), "--patches", str(two_case_store)], capsys)[0] == 0
+    assert cli(["embed", str(run), "--patches", str(two_case_store)])[0] == 0
     (run / "checkpoint.pt").unlink()
-    code, _, err = run_cli(["analyze", str(run), "--patches", str(two_case_store)], capsys)
+    code, _, err = cli(["analyze", str(run), "--patches", str(two_case_store)])
     assert code == 0, err
-    assert run_cli(["report", str(run)], capsys)[0] == 0
+    assert cli(["report", str(run)])[0] == 0
     assert (run / f"analysis-{two_case_store.stem}" / "heatmaps.png").stat().st_size > 5000
     with_model = tmp_path / "with-model"
     shutil.copytree(trained_run, with_model, ignore=shutil.ignore_patterns("analysis-*"))
-    assert run_cli(["analyze", str(with_model), "--patches", str(two_case_store)], capsys)[0] == 0
+    assert cli(["analyze", str(with_model), "--patches", str(two_case_store)])[0] == 0
     name = f"analysis-{two_case_store.stem}/analysis.json"
     alone, full = (json.loads((r / name).read_text()) for r in (run, with_model))
     assert alone["patch_scores"] == full["patch_scores"]
@@ -216,6 +211,6 @@ def test_analyze_and_report_from_artefacts_alone(
     # without the checkpoint and without an embedding, one line says what is missing
     other = tmp_path / "other.h5"
     shutil.copy(two_case_store, other)
-    code, _, err = run_cli(["analyze", str(run), "--patches", str(other)], capsys)
+    code, _, err = cli(["analyze", str(run), "--patches", str(other)])
     assert code == 2 and "checkpoint.pt: not found, and the run holds no embedding" in err
     assert len(err.strip().splitlines()) == 1

@@ -18,7 +18,7 @@ from patchvae.config import ExtractConfig, MnistStudyConfig, PatchTrainConfig, l
 from patchvae.data.volumes import discover_cases
 from patchvae.errors import PatchvaeError
 from patchvae.studies.compare import CompareConfig
-from tests.test_cli import run_cli
+from tests.conftest import Cli
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,11 +103,9 @@ def test_settings_reader(data: bytes | str, cls: type) -> None:
     "text",
     ["train: [", "!!python/object:os.system ls", "a: b\n\tc: d", "\x00", "- 1\n- 2", "x: *y"],
 )
-def test_settings_file_on_the_command_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
-) -> None:
+def test_settings_file_on_the_command_line(tmp_path: Path, cli: Cli, text: str) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(text)
-    code, _, err = run_cli(["train", "--config", str(path), "--out", str(tmp_path / "r")], capsys)
+    code, _, err = cli(["train", "--config", str(path), "--out", str(tmp_path / "r")])
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err, err
     assert not (tmp_path / "r").exists()

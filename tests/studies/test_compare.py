@@ -13,7 +13,7 @@ import yaml
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import bundled_isles22_dir
 from patchvae.extract import extract_dataset
-from tests.test_cli import run_cli
+from tests.conftest import Cli
 
 
 def _grid(tmp_path: Path, grid: dict) -> Path:
@@ -22,7 +22,7 @@ def _grid(tmp_path: Path, grid: dict) -> Path:
     return path
 
 
-def test_compare_mnist_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_mnist_tiny_grid(tmp_path: Path, cli: Cli) -> None:
     grid = _grid(
         tmp_path,
         {
@@ -39,7 +39,7 @@ def test_compare_mnist_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture[s
         },
     )
     out = tmp_path / "cmp"
-    code, stdout, err = run_cli(["compare", "--config", str(grid), "--out", str(out)], capsys)
+    code, stdout, err = cli(["compare", "--config", str(grid), "--out", str(out)])
     assert code == 0, err
     table = pd.read_csv(out / "comparison.csv")
     assert table.model.tolist() == ["conv-l4", "keras2016", "pixels (k-means, no training)"]
@@ -56,20 +56,20 @@ def test_compare_mnist_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (out / "comparison.png").stat().st_size > 3000
     assert "| keras2016 | 2 | 404,244 |" in (out / "comparison.md").read_text()
     # a second run reuses the finished runs
-    code, stdout, _ = run_cli(["compare", "--config", str(grid), "--out", str(out)], capsys)
+    code, stdout, _ = cli(["compare", "--config", str(grid), "--out", str(out)])
     assert code == 0 and stdout.count("done before, reused") == 4
     # ... but not when the grid now asks for other settings under the same name
     changed = yaml.safe_load(grid.read_text())
     changed["models"][0]["model"]["latent_dim"] = 5
     grid.write_text(yaml.safe_dump(changed))
     before = (out / "comparison.csv").read_bytes()
-    code, _, err = run_cli(["compare", "--config", str(grid), "--out", str(out)], capsys)
+    code, _, err = cli(["compare", "--config", str(grid), "--out", str(out)])
     assert code == 2 and "conv-l4/seed-0: holds a finished run with other settings (model)" in err
     assert (out / "comparison.csv").read_bytes() == before
 
 
 def test_compare_adds_keras2016_and_scores_patches(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = tmp_path / "isles.h5"
     extract_dataset(ExtractConfig(root=str(bundled_isles22_dir())), store)
@@ -84,8 +84,8 @@ def test_compare_adds_keras2016_and_scores_patches(
         },
     )
     # the automatic keras2016 row trains for the preset's 50 epochs: cheap on 147 patches
-    code, _, err = run_cli(
-        ["compare", "--config", str(grid), "--out", str(tmp_path / "cmp")], capsys
+    code, _, err = cli(
+        ["compare", "--config", str(grid), "--out", str(tmp_path / "cmp")],
     )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv").set_index("model")
@@ -109,14 +109,14 @@ def test_compare_adds_keras2016_and_scores_patches(
     )
     # run again: both runs are recognised as finished (their settings record the store's
     # absolute path, the grid a relative one) and reused
-    code, out, err = run_cli(["compare", "--config", str(grid), "--out", "cmp"], capsys)
+    code, out, err = cli(["compare", "--config", str(grid), "--out", "cmp"])
     assert code == 0, err
     assert out.count("done before, reused") == 2
     own = yaml.safe_load((tmp_path / "cmp" / "mlp-l4" / "seed-3" / "settings.yaml").read_text())
     assert own["train"]["epochs"] == 1  # the entry's own epochs when none are given
     # seeds and epochs from the command line, the grid untouched
     args = ["compare", "--config", str(grid), "--out", "quick", "--seeds", "8", "9"]
-    code, _, err = run_cli([*args, "--epochs", "1"], capsys)
+    code, _, err = cli([*args, "--epochs", "1"])
     assert code == 0, err
     assert (pd.read_csv(tmp_path / "quick" / "comparison.csv").seeds == 2).all()
     for name in ("keras2016", "mlp-l4"):
@@ -127,9 +127,9 @@ def test_compare_adds_keras2016_and_scores_patches(
             assert saved["train"]["epochs"] == 1 and saved["train"]["seed"] == seed
 
 
-def test_compare_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_bad_grid(tmp_path: Path, cli: Cli) -> None:
     grid = _grid(tmp_path, {"dataset": "cifar", "seeds": []})
-    code, _, err = run_cli(["compare", "--config", str(grid), "--out", str(tmp_path / "c")], capsys)
+    code, _, err = cli(["compare", "--config", str(grid), "--out", str(tmp_path / "c")])
     assert code == 2 and "dataset" in err and "seeds" in err and len(err.strip().splitlines()) == 1
 
 

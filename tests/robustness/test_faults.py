@@ -21,7 +21,8 @@ import SimpleITK as sitk
 import yaml
 
 from patchvae.data.volumes import bundled_isles22_dir
-from tests.fault_helpers import (
+from tests.conftest import Cli
+from tests.robustness.fault_helpers import (
     assert_kept,
     one_line,
     snapshot,
@@ -29,16 +30,13 @@ from tests.fault_helpers import (
     temporaries,
     wait_for,
 )
-from tests.test_cli import run_cli
 from tests.volume_helpers import bundled_case_images, single_case_manifest, write_manifest
 
-Capsys = pytest.CaptureFixture[str]
 
-
-def fails(args: list[str], capsys: Capsys, root: Path, message: str, code: int = 2) -> str:
+def fails(args: list[str], cli: Cli, root: Path, message: str, code: int = 2) -> str:
     """Run ``args``; expect exit ``code``, one line holding ``message``, ``root`` unchanged."""
     before = snapshot(root)
-    got, _, err = run_cli(args, capsys)
+    got, _, err = cli(args)
     line = one_line(err)
     assert got == code and message in line, (got, line)
     assert_kept(before, root)
@@ -58,7 +56,7 @@ def dataset(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("target", ["data/img.nii.gz", "data/manifest.csv", "fifo", "link"])
 def test_01_force_never_replaces_what_is_not_a_store(
-    tmp_path: Path, capsys: Capsys, dataset: Path, target: str
+    tmp_path: Path, cli: Cli, dataset: Path, target: str
 ) -> None:
     os.mkfifo(tmp_path / "fifo")  # stands in for /dev/null
     (tmp_path / "link").symlink_to(tmp_path / "fifo")
@@ -67,16 +65,16 @@ def test_01_force_never_replaces_what_is_not_a_store(
         "fifo": "is not a regular file (a device, FIFO or socket); never written",
         "link": "is a symbolic link; patchvae never writes through a link",
     }.get(target, "is not a patch store written by patchvae; it is never replaced")
-    fails(args, capsys, tmp_path, expected)
+    fails(args, cli, tmp_path, expected)
 
 
-def test_01_force_replaces_an_earlier_store(tmp_path: Path, capsys: Capsys, dataset: Path) -> None:
+def test_01_force_replaces_an_earlier_store(tmp_path: Path, cli: Cli, dataset: Path) -> None:
     out = tmp_path / "s.h5"
     args = ["extract", "--root", str(dataset), "--out", str(out)]
-    assert run_cli(args, capsys)[0] == 0
-    fails(args, capsys, tmp_path, "already exists; pass --force")
+    assert cli(args)[0] == 0
+    fails(args, cli, tmp_path, "already exists; pass --force")
     first, inode = out.read_bytes(), out.stat().st_ino
-    assert run_cli([*args, "--force"], capsys)[0] == 0
+    assert cli([*args, "--force"])[0] == 0
     # a new file (renamed into place), with the same bytes: extraction is deterministic
     assert out.stat().st_ino != inode and out.read_bytes() == first
     assert not temporaries(tmp_path)
@@ -89,34 +87,34 @@ def test_01_force_replaces_an_earlier_store(tmp_path: Path, capsys: Capsys, data
 
 
 @pytest.mark.slow
-def test_02_demo_rerun_keeps_user_files(tmp_path: Path, capsys: Capsys) -> None:
+def test_02_demo_rerun_keeps_user_files(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "demo"
     args = ["demo", "--epochs", "1", "--quiet", "--out", str(out)]
-    assert run_cli(args, capsys)[0] == 0
+    assert cli(args)[0] == 0
     (out / "notes.txt").write_text("mine")
     # what a demo killed with -9 leaves: a temporary file and folder, a store's lock file
     (out / "mnist" / ".checkpoint.pt.abcd1234.tmp").write_bytes(b"half")
     (out / "stroke" / "run" / ".analysis-isles22-dwi-1mm.abcd1234.tmp").mkdir()
     (out / "stroke" / ".isles22-dwi-1mm.h5.lock").touch()
-    code, _, err = run_cli(args, capsys)  # replaces its own runs, keeps notes.txt
+    code, _, err = cli(args)  # replaces its own runs, keeps notes.txt
     assert code == 0, err
     assert not temporaries(out)
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "stroke" / "run" / "report.html").is_file()
     (out / "mnist" / "mine.txt").write_text("also mine")
-    fails(args, capsys, tmp_path, "mine.txt: was not written by patchvae; it is never removed")
+    fails(args, cli, tmp_path, "mine.txt: was not written by patchvae; it is never removed")
 
 
 # 3. names from a settings file are plain names
 
 
 @pytest.mark.parametrize("name", ["../x", "/tmp/abs", "a/b", ".hidden", ".."])
-def test_03_grid_names_cannot_leave_out(tmp_path: Path, capsys: Capsys, name: str) -> None:
+def test_03_grid_names_cannot_leave_out(tmp_path: Path, cli: Cli, name: str) -> None:
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"dataset": "mnist", "seeds": [0], "models": [{"name": name}]}))
     fails(
         ["compare", "--config", str(grid), "--out", str(tmp_path / "out")],
-        capsys,
+        cli,
         tmp_path,
         "models.0.name: String should match pattern",
     )
@@ -127,13 +125,13 @@ def test_03_grid_names_cannot_leave_out(tmp_path: Path, capsys: Capsys, name: st
 
 
 def test_04_second_training_into_the_same_folder_is_refused(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path
+    tmp_path: Path, cli: Cli, two_case_store: Path
 ) -> None:
     out = tmp_path / "run"
     common = ["train", "--patches", str(two_case_store), "--val-cases", "2", "--quiet"]
     first = start_cli([*common, "--epochs", "40", "--out", str(out)])
     wait_for(out / "settings.yaml", first)
-    line = fails([*common, "--epochs", "2", "--out", str(out)], capsys, tmp_path / "none", "")
+    line = fails([*common, "--epochs", "2", "--out", str(out)], cli, tmp_path / "none", "")
     assert "in use by another patchvae process" in line
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
@@ -146,20 +144,20 @@ def test_04_second_training_into_the_same_folder_is_refused(
 
 
 def test_05_resume_to_fewer_epochs_changes_nothing(
-    tmp_path: Path, capsys: Capsys, trained_run: Path
+    tmp_path: Path, cli: Cli, trained_run: Path
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     fails(
         ["train", "--out", str(run), "--resume", "--epochs", "2"],
-        capsys,
+        cli,
         tmp_path,
         "the checkpoint already holds 3 epochs, more than --epochs 2; nothing was changed",
     )
 
 
 def test_05_run_stopped_before_its_first_checkpoint_restarts(
-    tmp_path: Path, capsys: Capsys, trained_run: Path
+    tmp_path: Path, cli: Cli, trained_run: Path
 ) -> None:
     for resume in ([], ["--resume"]):
         run = tmp_path / f"run{len(resume)}"
@@ -167,7 +165,7 @@ def test_05_run_stopped_before_its_first_checkpoint_restarts(
         shutil.copy(trained_run / "settings.yaml", run / "settings.yaml")
         (run / ".checkpoint.pt.abcd1234.tmp").write_bytes(b"half")  # left by kill -9
         settings = yaml.safe_load((run / "settings.yaml").read_text())
-        code, _, err = run_cli(
+        code, _, err = cli(
             [
                 "train",
                 "--config",
@@ -177,7 +175,6 @@ def test_05_run_stopped_before_its_first_checkpoint_restarts(
                 str(run),
                 *resume,
             ],
-            capsys,
         )
         assert code == 0, err
         record = json.loads((run / "training.json").read_text())
@@ -198,12 +195,12 @@ def test_05_run_stopped_before_its_first_checkpoint_restarts(
     ],
 )
 def test_05_bad_settings_leave_no_folder(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path, option: list[str], message: str
+    tmp_path: Path, cli: Cli, two_case_store: Path, option: list[str], message: str
 ) -> None:
     out = tmp_path / "run"
     fails(
         ["train", "--patches", str(two_case_store), *option, "--out", str(out)],
-        capsys,
+        cli,
         tmp_path,
         message,
     )
@@ -211,7 +208,7 @@ def test_05_bad_settings_leave_no_folder(
 
 
 def test_05_cuda_without_a_gpu_leaves_no_folder(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path
+    tmp_path: Path, cli: Cli, two_case_store: Path
 ) -> None:
     import torch
 
@@ -220,7 +217,7 @@ def test_05_cuda_without_a_gpu_leaves_no_folder(
     out = tmp_path / "run"
     fails(
         ["train", "--patches", str(two_case_store), "--device", "cuda", "--out", str(out)],
-        capsys,
+        cli,
         tmp_path,
         "no CUDA device is available",
     )
@@ -341,9 +338,7 @@ def test_07_damaged_store_is_refused_wherever_the_damage_lies(
     assert detected >= 20  # the store is nearly all payload
 
 
-def test_07_garbage_store_stops_training(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path
-) -> None:
+def test_07_garbage_store_stops_training(tmp_path: Path, cli: Cli, two_case_store: Path) -> None:
     damaged = tmp_path / "s.h5"
     data = bytearray(two_case_store.read_bytes())
     middle = len(data) // 2
@@ -351,7 +346,7 @@ def test_07_garbage_store_stops_training(
     damaged.write_bytes(bytes(data))
     fails(
         ["train", "--patches", str(damaged), "--out", str(tmp_path / "r")],
-        capsys,
+        cli,
         tmp_path,
         "s.h5: damaged",
     )
@@ -359,14 +354,14 @@ def test_07_garbage_store_stops_training(
 
 
 def test_07_divergence_stops_with_one_line_and_keeps_the_last_good_epoch(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path
+    tmp_path: Path, cli: Cli, two_case_store: Path
 ) -> None:
     out = tmp_path / "run"
     base = ["train", "--patches", str(two_case_store), "--val-cases", "2", "--quiet"]
-    assert run_cli([*base, "--epochs", "1", "--out", str(out)], capsys)[0] == 0
+    assert cli([*base, "--epochs", "1", "--out", str(out)])[0] == 0
     kept = (out / "checkpoint.pt").read_bytes()
     before = snapshot(out)
-    code, _, err = run_cli(
+    code, _, err = cli(
         [
             "train",
             "--out",
@@ -379,13 +374,12 @@ def test_07_divergence_stops_with_one_line_and_keeps_the_last_good_epoch(
             "--optimizer",
             "sgd",
         ],
-        capsys,
     )
     assert code == 2 and "cannot resume with other settings" in one_line(err)
     assert_kept(before, out)
     fresh = tmp_path / "fresh"
-    code, _, err = run_cli(
-        [*base, "--epochs", "3", "--lr", "1000", "--optimizer", "sgd", "--out", str(fresh)], capsys
+    code, _, err = cli(
+        [*base, "--epochs", "3", "--lr", "1000", "--optimizer", "sgd", "--out", str(fresh)],
     )
     line = one_line(err)
     assert code == 2 and "training diverged" in line and "at epoch 1" in line, line
@@ -438,25 +432,25 @@ def test_07_divergence_mid_run_keeps_the_last_good_checkpoint(
 
 
 def test_07_a_changed_store_is_not_trained_on_or_analysed_silently(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path
+    tmp_path: Path, cli: Cli, two_case_store: Path
 ) -> None:
     store, run = tmp_path / "s.h5", tmp_path / "run"
     shutil.copy(two_case_store, store)
     args = ["train", "--patches", str(store), "--val-cases", "2", "--epochs", "1", "--quiet"]
-    assert run_cli([*args, "--out", str(run)], capsys)[0] == 0
+    assert cli([*args, "--out", str(run)])[0] == 0
     import h5py
 
     with h5py.File(store, "a") as handle:  # changed in place, checksums and all
         handle["patches"][0] = handle["patches"][0] * 0.5
     fails(
         ["train", "--out", str(run), "--resume", "--epochs", "2"],
-        capsys,
+        cli,
         tmp_path,
         "the patch store changed since this run began",
     )
     fails(
         ["analyze", str(run), "--patches", str(two_case_store)],
-        capsys,
+        cli,
         tmp_path,
         "the run's training store changed since training",
     )
@@ -483,21 +477,21 @@ def _manifest(tmp_path: Path, header: str, row: str, bom: bool = False) -> Path:
     ],
 )
 def test_08_manifest_problems_are_one_line(
-    tmp_path: Path, capsys: Capsys, header: str, row: str, message: str
+    tmp_path: Path, cli: Cli, header: str, row: str, message: str
 ) -> None:
     manifest = _manifest(tmp_path, header, row)
     fails(
         ["extract", "--root", str(manifest), "--out", str(tmp_path / "s.h5")],
-        capsys,
+        cli,
         tmp_path,
         message,
     )
 
 
-def test_08_bom_manifest_reads_like_a_plain_one(tmp_path: Path, capsys: Capsys) -> None:
+def test_08_bom_manifest_reads_like_a_plain_one(tmp_path: Path, cli: Cli) -> None:
     manifest = _manifest(tmp_path, "case_id,DWI,lesion_mask", "c1,img.nii.gz,img_mask.nii.gz", True)
-    code, out, err = run_cli(
-        ["extract", "--root", str(manifest), "--out", str(tmp_path / "s.h5")], capsys
+    code, out, err = cli(
+        ["extract", "--root", str(manifest), "--out", str(tmp_path / "s.h5")],
     )
     assert code == 0, err
     assert "179 patches kept of 1168 on the grid, 28 with lesion" in out
@@ -521,7 +515,7 @@ def test_09_sigterm_during_extract_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_09_ctrl_c_during_training_says_so_and_resumes(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path
+    tmp_path: Path, cli: Cli, two_case_store: Path
 ) -> None:
     out = tmp_path / "run"
     args = ["train", "--patches", str(two_case_store), "--val-cases", "2", "--quiet"]
@@ -531,8 +525,8 @@ def test_09_ctrl_c_during_training_says_so_and_resumes(
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted (SIGINT)" in one_line(err)
     assert not temporaries(out)
-    code, _, err = run_cli(
-        ["train", "--out", str(out), "--resume", "--epochs", "5", "--quiet"], capsys
+    code, _, err = cli(
+        ["train", "--out", str(out), "--resume", "--epochs", "5", "--quiet"],
     )
     if code == 2:  # interrupted after epoch 5 already
         assert "more than --epochs 5" in err
@@ -544,7 +538,7 @@ def test_09_ctrl_c_during_training_says_so_and_resumes(
 # 10. YAML bombs
 
 
-def test_10_yaml_aliases_are_refused_at_once(tmp_path: Path, capsys: Capsys) -> None:
+def test_10_yaml_aliases_are_refused_at_once(tmp_path: Path, cli: Cli) -> None:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for level in range(1, 9):
         prev = chr(ord("a") + level - 1)
@@ -555,7 +549,7 @@ def test_10_yaml_aliases_are_refused_at_once(tmp_path: Path, capsys: Capsys) -> 
     assert bomb.stat().st_size < 2048
     fails(
         ["train", "--config", str(bomb), "--out", str(tmp_path / "r")],
-        capsys,
+        cli,
         tmp_path,
         "YAML anchors and aliases (& and *) are not accepted",
     )
@@ -564,12 +558,12 @@ def test_10_yaml_aliases_are_refused_at_once(tmp_path: Path, capsys: Capsys) -> 
 # 11. inputs that ended as "internal error"
 
 
-def test_11_non_utf8_manifest_and_settings(tmp_path: Path, capsys: Capsys) -> None:
+def test_11_non_utf8_manifest_and_settings(tmp_path: Path, cli: Cli) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_bytes("case_id,DWI\nc\xe9,x.nii\n".encode("latin-1"))
     fails(
         ["extract", "--root", str(manifest), "--out", str(tmp_path / "s.h5")],
-        capsys,
+        cli,
         tmp_path,
         "m.csv: manifest is not UTF-8 text",
     )
@@ -577,13 +571,13 @@ def test_11_non_utf8_manifest_and_settings(tmp_path: Path, capsys: Capsys) -> No
     settings.write_bytes("patches: caf\xe9.h5\n".encode("latin-1"))
     fails(
         ["train", "--config", str(settings), "--out", str(tmp_path / "r")],
-        capsys,
+        cli,
         tmp_path,
         "s.yaml: settings file is not UTF-8 text",
     )
 
 
-def test_11_huge_header(tmp_path: Path, capsys: Capsys) -> None:
+def test_11_huge_header(tmp_path: Path, cli: Cli) -> None:
     import nibabel as nib
 
     image = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
@@ -594,13 +588,13 @@ def test_11_huge_header(tmp_path: Path, capsys: Capsys) -> None:
     manifest = write_manifest(tmp_path / "data", [{"case_id": "c", "DWI": "big.nii"}])
     fails(
         ["extract", "--root", str(manifest), "--out", str(tmp_path / "s.h5")],
-        capsys,
+        cli,
         tmp_path,
         "big.nii: the header claims 30000x30000x30000 voxels",
     )
 
 
-def test_11_hdf5_that_is_not_a_store(tmp_path: Path, capsys: Capsys) -> None:
+def test_11_hdf5_that_is_not_a_store(tmp_path: Path, cli: Cli) -> None:
     import h5py
 
     with h5py.File(tmp_path / "x.h5", "w") as handle:
@@ -609,34 +603,34 @@ def test_11_hdf5_that_is_not_a_store(tmp_path: Path, capsys: Capsys) -> None:
         ["inspect", str(tmp_path / "x.h5")],
         ["train", "--patches", str(tmp_path / "x.h5"), "--out", str(tmp_path / "r")],
     ):
-        fails(args, capsys, tmp_path, "x.h5: not a patch store of format patchvae-patch-store/3")
+        fails(args, cli, tmp_path, "x.h5: not a patch store of format patchvae-patch-store/3")
 
 
 def test_11_damaged_run_records(
-    tmp_path: Path, capsys: Capsys, trained_run: Path, two_case_store: Path
+    tmp_path: Path, cli: Cli, trained_run: Path, two_case_store: Path
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     (run / "training.json").write_text('{"split": ')
     fails(
         ["analyze", str(run), "--patches", str(two_case_store)],
-        capsys,
+        cli,
         tmp_path,
         "training.json: training record is damaged (JSONDecodeError)",
     )
-    fails(["report", str(run)], capsys, tmp_path, "training.json: training record is damaged")
+    fails(["report", str(run)], cli, tmp_path, "training.json: training record is damaged")
     (run / "training.json").unlink()  # as after an interrupted run
-    fails(["report", str(run)], capsys, tmp_path, "the run has not finished")
+    fails(["report", str(run)], cli, tmp_path, "the run has not finished")
     fails(
         ["embed", str(run), "--patches", str(two_case_store)],
-        capsys,
+        cli,
         tmp_path,
         "the run has not finished training",
     )
 
 
 def test_11_checkpoint_that_does_not_fit_its_config(
-    tmp_path: Path, capsys: Capsys, trained_run: Path, two_case_store: Path
+    tmp_path: Path, cli: Cli, trained_run: Path, two_case_store: Path
 ) -> None:
     import torch
 
@@ -647,20 +641,20 @@ def test_11_checkpoint_that_does_not_fit_its_config(
     torch.save(payload, run / "checkpoint.pt")
     fails(
         ["embed", str(run), "--patches", str(two_case_store)],
-        capsys,
+        cli,
         tmp_path,
         "checkpoint.pt: the weights do not fit the model settings it holds",
     )
     (run / "checkpoint.pt").write_bytes(b"garbage")
     fails(
         ["analyze", str(run), "--patches", str(two_case_store)],
-        capsys,
+        cli,
         tmp_path,
         "checkpoint.pt: not a readable checkpoint",
     )
 
 
-def test_11_analyze_with_one_training_patch(tmp_path: Path, capsys: Capsys) -> None:
+def test_11_analyze_with_one_training_patch(tmp_path: Path, cli: Cli) -> None:
     from patchvae.patches import PatchBatch
     from patchvae.store import PatchStoreWriter
 
@@ -686,16 +680,16 @@ def test_11_analyze_with_one_training_patch(tmp_path: Path, capsys: Capsys) -> N
             )
     run = tmp_path / "run"
     args = ["train", "--patches", str(tmp_path / "s.h5"), "--val-cases", "b", "--epochs", "1"]
-    assert run_cli([*args, "--quiet", "--out", str(run)], capsys)[0] == 0
+    assert cli([*args, "--quiet", "--out", str(run)])[0] == 0
     fails(
         ["analyze", str(run), "--patches", str(tmp_path / "s.h5")],
-        capsys,
+        cli,
         tmp_path,
         "the run trained on 1 patch(es) of this store",
     )
 
 
-def test_11_absurd_spacing_and_incomplete_grid(tmp_path: Path, capsys: Capsys) -> None:
+def test_11_absurd_spacing_and_incomplete_grid(tmp_path: Path, cli: Cli) -> None:
     fails(
         [
             "extract",
@@ -706,7 +700,7 @@ def test_11_absurd_spacing_and_incomplete_grid(tmp_path: Path, capsys: Capsys) -
             "--out",
             str(tmp_path / "s.h5"),
         ],
-        capsys,
+        cli,
         tmp_path,
         "spacing: Input should be greater than or equal to 0.1",
     )
@@ -714,14 +708,14 @@ def test_11_absurd_spacing_and_incomplete_grid(tmp_path: Path, capsys: Capsys) -
     grid.write_text("dataset: patches\nseeds: [0]\n")
     fails(
         ["compare", "--config", str(grid), "--out", str(tmp_path / "o")],
-        capsys,
+        cli,
         tmp_path,
         "dataset 'patches' needs 'patches: STORE'",
     )
 
 
 def test_11_embed_out_that_is_not_a_table(
-    tmp_path: Path, capsys: Capsys, trained_run: Path, two_case_store: Path
+    tmp_path: Path, cli: Cli, trained_run: Path, two_case_store: Path
 ) -> None:
     (tmp_path / "notes.csv").write_text("my,own\n1,2\n")
     fails(
@@ -734,7 +728,7 @@ def test_11_embed_out_that_is_not_a_table(
             str(tmp_path / "notes.csv"),
             "--force",
         ],
-        capsys,
+        cli,
         tmp_path,
         "is not an embedding table written by patchvae",
     )
@@ -744,21 +738,21 @@ def test_11_embed_out_that_is_not_a_table(
 
 
 def test_13_relative_store_resume_alone_and_stale_analysis(
-    tmp_path: Path, capsys: Capsys, two_case_store: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli, two_case_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(two_case_store, work / "s.h5")
     monkeypatch.chdir(work)
     args = ["train", "--patches", "s.h5", "--val-cases", "2", "--epochs", "1", "--quiet"]
-    assert run_cli([*args, "--out", "run"], capsys)[0] == 0
+    assert cli([*args, "--out", "run"])[0] == 0
     monkeypatch.chdir(tmp_path)  # another folder: the run still finds its store
-    assert run_cli(["analyze", "work/run", "--patches", "work/s.h5"], capsys)[0] == 0
-    code, _, err = run_cli(
-        ["train", "--out", "work/run", "--resume", "--epochs", "2", "--quiet"], capsys
+    assert cli(["analyze", "work/run", "--patches", "work/s.h5"])[0] == 0
+    code, _, err = cli(
+        ["train", "--out", "work/run", "--resume", "--epochs", "2", "--quiet"],
     )
     assert code == 0, err
-    assert run_cli(["report", "work/run"], capsys)[0] == 0
+    assert cli(["report", "work/run"])[0] == 0
     page = (work / "run" / "report.html").read_text()
     assert "Stale: this analysis was made from the checkpoint of epoch 1" in page
     assert "the run now holds 2 epochs" in page
@@ -768,10 +762,10 @@ def test_13_relative_store_resume_alone_and_stale_analysis(
     shutil.copy(two_case_store, other / "s.h5")
     fails(
         ["analyze", "work/run", "--patches", "other/s.h5"],
-        capsys,
+        cli,
         work,
         "holds the analysis of another store",
     )
-    assert run_cli(["analyze", "work/run", "--patches", "work/s.h5"], capsys)[0] == 0
-    assert run_cli(["report", "work/run"], capsys)[0] == 0
+    assert cli(["analyze", "work/run", "--patches", "work/s.h5"])[0] == 0
+    assert cli(["report", "work/run"])[0] == 0
     assert "Stale" not in (work / "run" / "report.html").read_text()

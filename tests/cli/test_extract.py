@@ -11,16 +11,13 @@ import SimpleITK as sitk
 
 from patchvae.data.volumes import bundled_isles22_dir
 from patchvae.store import PatchStore
-from tests.conftest import SHARED_DATA
-from tests.test_cli import run_cli
+from tests.conftest import SHARED_DATA, Cli
 from tests.volume_helpers import bundled_case_images, single_case_manifest, write_isles2015
 
 
-def test_extract_and_inspect_bundled_case(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_extract_and_inspect_bundled_case(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "p.h5"
-    code, stdout, err = run_cli(
+    code, stdout, err = cli(
         [
             "extract",
             "--layout",
@@ -30,7 +27,6 @@ def test_extract_and_inspect_bundled_case(
             "--out",
             str(out),
         ],
-        capsys,
     )
     assert code == 0, err
     assert (
@@ -38,24 +34,22 @@ def test_extract_and_inspect_bundled_case(
         in stdout
     )
     assert "179 patches, 28 with lesion, from 1 case(s); 0 skipped" in stdout
-    code, stdout, _ = run_cli(["inspect", str(out)], capsys)
+    code, stdout, _ = cli(["inspect", str(out)])
     assert (
         code == 0
         and "179 patches of 1 channel(s) ['DWI'], 28x28" in stdout
         and "lesion patches: 28 of 179" in stdout
     )
-    code, _, err = run_cli(
-        ["extract", "--root", str(bundled_isles22_dir()), "--out", str(out)], capsys
+    code, _, err = cli(
+        ["extract", "--root", str(bundled_isles22_dir()), "--out", str(out)],
     )
     assert code == 2 and "already exists; pass --force" in err
 
 
-def test_isles2015_mha_layout_stride_and_spacing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_isles2015_mha_layout_stride_and_spacing(tmp_path: Path, cli: Cli) -> None:
     root = write_isles2015(tmp_path / "siss", ".mha", n_cases=1)
     out = tmp_path / "p.h5"
-    code, _, err = run_cli(
+    code, _, err = cli(
         [
             "extract",
             "--root",
@@ -69,7 +63,6 @@ def test_isles2015_mha_layout_stride_and_spacing(
             "--out",
             str(out),
         ],
-        capsys,
     )
     assert code == 0, err
     store = PatchStore(out)
@@ -82,15 +75,13 @@ def test_isles2015_mha_layout_stride_and_spacing(
     assert store.settings["stride"] == 14 and store.settings["clip_percentiles"] == [0.5, 99.5]
 
 
-def test_skip_lists_bad_cases_and_keeps_good(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_skip_lists_bad_cases_and_keeps_good(tmp_path: Path, cli: Cli) -> None:
     root = write_isles2015(tmp_path / "siss", ".nii.gz", n_cases=2)
     damaged = next((root / "2").glob("*MR_DWI*/*.nii.gz"))
     damaged.write_bytes(damaged.read_bytes()[:1000])
     out = tmp_path / "p.h5"
-    code, stdout, _ = run_cli(
-        ["extract", "--root", str(root), "--on-error", "skip", "--out", str(out)], capsys
+    code, stdout, _ = cli(
+        ["extract", "--root", str(root), "--on-error", "skip", "--out", str(out)],
     )
     assert code == 0
     assert (
@@ -101,13 +92,13 @@ def test_skip_lists_bad_cases_and_keeps_good(
     other = next((root / "1").glob("*MR_DWI*/*.nii.gz"))
     other.write_bytes(other.read_bytes()[:1000])
     empty = tmp_path / "e.h5"
-    code, _, err = run_cli(
-        ["extract", "--root", str(root), "--on-error", "skip", "--out", str(empty)], capsys
+    code, _, err = cli(
+        ["extract", "--root", str(root), "--on-error", "skip", "--out", str(empty)],
     )
     assert code == 2 and "no case left to write: all 2 case(s) failed" in err and not empty.exists()
     # fail (the default) stops at the bad case and writes nothing
-    code, _, err = run_cli(
-        ["extract", "--root", str(root), "--out", str(tmp_path / "q.h5")], capsys
+    code, _, err = cli(
+        ["extract", "--root", str(root), "--out", str(tmp_path / "q.h5")],
     )
     assert code == 2 and "cannot be read as an image" in err and not (tmp_path / "q.h5").exists()
 
@@ -168,18 +159,18 @@ def _bad_dataset(kind: str, root: Path) -> Path:
     ],
 )
 def test_bad_input_one_line_nonzero_no_store(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
+    tmp_path: Path, cli: Cli, kind: str, message: str
 ) -> None:
     root = _bad_dataset(kind, tmp_path / "data")
     out = tmp_path / "out" / "p.h5"
-    code, _, err = run_cli(["extract", "--root", str(root), "--out", str(out)], capsys)
+    code, _, err = cli(["extract", "--root", str(root), "--out", str(out)])
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
     assert not (out.parent.exists() and any(out.parent.iterdir()))  # no temporary file either
 
 
-def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_settings(tmp_path: Path, cli: Cli) -> None:
     for args, message in (
         (["--patch-size", "0"], "patch_size"),
         (["--min-brain", "1.5"], "min_brain"),
@@ -187,7 +178,7 @@ def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         (["--on-error", "maybe"], "on_error"),
         (["--layout", "bids"], "layout"),
     ):
-        code, _, err = run_cli(
+        code, _, err = cli(
             [
                 "extract",
                 "--root",
@@ -196,19 +187,18 @@ def test_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
                 str(tmp_path / "p.h5"),
                 *args,
             ],
-            capsys,
         )
         assert code == 2 and message in err and not (tmp_path / "p.h5").exists()
 
 
-def test_shared_isles22_dwi_and_adc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shared_isles22_dwi_and_adc(tmp_path: Path, cli: Cli) -> None:
     root = SHARED_DATA / "isles22"
     if not root.is_dir():
         pytest.skip(f"{root} absent (developer-only data)")
     local = tmp_path / "isles22"
     shutil.copytree(root, local)
     out = tmp_path / "p.h5"
-    code, stdout, err = run_cli(
+    code, stdout, err = cli(
         [
             "extract",
             "--root",
@@ -220,7 +210,6 @@ def test_shared_isles22_dwi_and_adc(tmp_path: Path, capsys: pytest.CaptureFixtur
             "--out",
             str(out),
         ],
-        capsys,
     )
     assert code == 0, err
     assert "179 patches kept of 1168 on the grid, 28 with lesion" in stdout

@@ -11,26 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
-from patchvae.cli import main
+from tests.conftest import Cli
 
 FIGURES = ("latent.png", "manifold.png", "reconstructions.png", "loss.png")
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_mnist_end_to_end_on_bundled_sample(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_mnist_end_to_end_on_bundled_sample(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "run"
-    code, stdout, err = run_cli(
+    code, stdout, err = cli(
         [
             "mnist",
             "--sample",
@@ -45,7 +33,6 @@ def test_mnist_end_to_end_on_bundled_sample(
             "--out",
             str(out),
         ],
-        capsys,
     )
     assert code == 0, err
     assert "kmeans_accuracy=" in stdout
@@ -71,7 +58,7 @@ def test_mnist_end_to_end_on_bundled_sample(
     # the report draws every figure from the records alone: the checkpoint is not needed
     assert not any((out / name).exists() for name in FIGURES)
     (out / "checkpoint.pt").rename(tmp_path / "checkpoint.pt")
-    assert run_cli(["report", str(out)], capsys)[0] == 0
+    assert cli(["report", str(out)])[0] == 0
     for name in FIGURES:
         assert (out / name).stat().st_size > 5000
     (tmp_path / "checkpoint.pt").rename(out / "checkpoint.pt")
@@ -80,8 +67,8 @@ def test_mnist_end_to_end_on_bundled_sample(
 
     # the settings file re-runs the same thing: same seed, same losses
     again = tmp_path / "again"
-    code, _, err = run_cli(
-        ["mnist", "--config", str(out / "settings.yaml"), "--quiet", "--out", str(again)], capsys
+    code, _, err = cli(
+        ["mnist", "--config", str(out / "settings.yaml"), "--quiet", "--out", str(again)],
     )
     assert code == 0, err
     assert (
@@ -90,7 +77,7 @@ def test_mnist_end_to_end_on_bundled_sample(
     )
 
     # resume to more epochs continues the same run
-    code, _, err = run_cli(
+    code, _, err = cli(
         [
             "mnist",
             "--config",
@@ -102,7 +89,6 @@ def test_mnist_end_to_end_on_bundled_sample(
             "--out",
             str(out),
         ],
-        capsys,
     )
     assert code == 0, err
     resumed = json.loads((out / "metrics.json").read_text())
@@ -110,13 +96,10 @@ def test_mnist_end_to_end_on_bundled_sample(
     assert resumed["history"][:2] == metrics["history"]
 
 
-def test_latent_above_two_dims_is_projected(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_latent_above_two_dims_is_projected(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "run"
-    code, _, err = run_cli(
+    code, _, err = cli(
         ["mnist", "--sample", "--latent-dim", "5", "--epochs", "1", "--quiet", "--out", str(out)],
-        capsys,
     )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
@@ -124,16 +107,16 @@ def test_latent_above_two_dims_is_projected(
     assert metrics["settings"]["preset"] is None  # no longer the keras2016 network
 
 
-def test_demo_replaces_its_own_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_replaces_its_own_output(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "demo"
     for _ in range(2):
-        code, _, err = run_cli(["demo", "--epochs", "1", "--quiet", "--out", str(out)], capsys)
+        code, _, err = cli(["demo", "--epochs", "1", "--quiet", "--out", str(out)])
         assert code == 0, err
         assert (out / "mnist" / "metrics.json").is_file()
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    code, _, err = run_cli(["demo", "--epochs", "1", "--out", str(other)], capsys)
+    code, _, err = cli(["demo", "--epochs", "1", "--out", str(other)])
     assert code == 2 and "holds no earlier demo" in err
     assert (other / "keep.txt").read_text() == "mine"
 
@@ -153,7 +136,7 @@ def test_demo_replaces_its_own_output(tmp_path: Path, capsys: pytest.CaptureFixt
     ],
 )
 def test_bad_input_one_line_nonzero_nothing_written(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path, cli: Cli, args: list[str], message: str
 ) -> None:
     notidx = tmp_path / "notidx"
     notidx.mkdir()
@@ -166,27 +149,22 @@ def test_bad_input_one_line_nonzero_nothing_written(
         (notidx / stem).write_text("this is not an IDX file\n")
     args = [a.format(tmp=tmp_path, notidx=notidx) for a in args]
     out = tmp_path / "run"
-    code, _, err = run_cli(["mnist", *args, "--quiet", "--out", str(out)], capsys)
+    code, _, err = cli(["mnist", *args, "--quiet", "--out", str(out)])
     assert code != 0
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
 
 
-def test_output_folder_holding_another_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_output_folder_holding_another_run(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "run"
-    assert (
-        run_cli(["mnist", "--sample", "--epochs", "1", "--quiet", "--out", str(out)], capsys)[0]
-        == 0
-    )
+    assert cli(["mnist", "--sample", "--epochs", "1", "--quiet", "--out", str(out)])[0] == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    code, _, err = run_cli(
-        ["mnist", "--sample", "--epochs", "2", "--quiet", "--out", str(out)], capsys
+    code, _, err = cli(
+        ["mnist", "--sample", "--epochs", "2", "--quiet", "--out", str(out)],
     )
     assert code == 2 and "holds another run" in err
-    code, _, err = run_cli(
+    code, _, err = cli(
         [
             "mnist",
             "--sample",
@@ -199,7 +177,6 @@ def test_output_folder_holding_another_run(
             "--out",
             str(out),
         ],
-        capsys,
     )
     assert code == 2 and "cannot resume with other settings (train.seed 0 -> 9)" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
@@ -223,9 +200,7 @@ def test_console_script_prints_no_traceback_and_debug_does(tmp_path: Path) -> No
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
-def test_conv_beta_warmup_options_reach_the_settings(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_conv_beta_warmup_options_reach_the_settings(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "run"
     args = [
         "mnist",
@@ -248,7 +223,7 @@ def test_conv_beta_warmup_options_reach_the_settings(
         "--out",
         str(out),
     ]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = cli(args)
     assert code == 0, err
     settings = yaml.safe_load((out / "settings.yaml").read_text())
     assert settings["model"]["architecture"] == "conv" and settings["model"]["conv_channels"] == [8]
@@ -257,18 +232,18 @@ def test_conv_beta_warmup_options_reach_the_settings(
     assert history[0]["beta"] == 2.0  # reached the full weight at the end of the warm-up epoch
 
 
-def test_version_and_short_help(capsys: pytest.CaptureFixture[str]) -> None:
+def test_version_and_short_help(cli: Cli) -> None:
     from importlib import metadata
 
-    code, out, _ = run_cli(["--version"], capsys)
+    code, out, _ = cli(["--version"])
     assert code == 0 and out.startswith(f"patchvae {metadata.version('patchvae')} (python ")
-    code, out, _ = run_cli(["train", "-h"], capsys)
+    code, out, _ = cli(["train", "-h"])
     assert code == 0 and "--patches" in out and "--val-cases" in out
 
 
 def test_val_cases_take_several_values_as_the_readme_writes(
-    two_case_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    two_case_store: Path, tmp_path: Path, cli: Cli
 ) -> None:
     args = ["train", "--patches", str(two_case_store), "--val-cases", "1", "2"]
-    code, _, err = run_cli([*args, "--out", str(tmp_path / "r")], capsys)
+    code, _, err = cli([*args, "--out", str(tmp_path / "r")])
     assert code == 2 and "val_cases: every case is held out" in err  # both were read

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from patchvae.data.volumes import bundled_isles22_dir
-from tests.fault_helpers import assert_kept, one_line, small_disk, snapshot, temporaries
-from tests.test_cli import run_cli
+from tests.conftest import Cli
+from tests.robustness.fault_helpers import assert_kept, one_line, small_disk, snapshot, temporaries
 
 FULL = ("No space left on device", "could not write")
 
@@ -31,7 +31,7 @@ def _size_kib(folder: Path) -> int:
 def test_full_disk(
     command: str,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
     two_case_store: Path,
     trained_run: Path,
 ) -> None:
@@ -39,7 +39,7 @@ def test_full_disk(
     if command == "report":  # a run with an analysis, whose report no longer fits
         run = tmp_path / "run"
         shutil.copytree(trained_run, run)
-        assert run_cli(["analyze", str(run), "--patches", str(two_case_store)], capsys)[0] == 0
+        assert cli(["analyze", str(run), "--patches", str(two_case_store)])[0] == 0
         (run / "report.html").unlink(missing_ok=True)
     else:
         run = trained_run
@@ -61,7 +61,7 @@ def test_full_disk(
             "report": ["report", str(disk / "run")],
         }[command]
         before = snapshot(disk)
-        code, _, err = run_cli(args, capsys)
+        code, _, err = cli(args)
         line = one_line(err)
         assert code == 2 and any(m in line for m in FULL), line
         assert_kept(before, disk)
@@ -70,9 +70,7 @@ def test_full_disk(
 
 
 @pytest.mark.parametrize("command", ["extract", "train", "mnist", "demo"])
-def test_read_only_output(
-    command: str, capsys: pytest.CaptureFixture[str], two_case_store: Path
-) -> None:
+def test_read_only_output(command: str, cli: Cli, two_case_store: Path) -> None:
     with small_disk(64, read_only=True) as disk:
         out = str(disk / "out")
         args = {
@@ -81,6 +79,6 @@ def test_read_only_output(
             "mnist": ["mnist", "--sample", "--epochs", "1", "--quiet", "--out", out],
             "demo": ["demo", "--epochs", "1", "--quiet", "--out", out],
         }[command]
-        code, _, err = run_cli(args, capsys)
+        code, _, err = cli(args)
         assert code == 2 and "Read-only file system" in one_line(err) and out in err, err
         assert not list(disk.iterdir())
