@@ -252,7 +252,11 @@ def embed(
 def analyze(
     run: Path = typer.Argument(..., help="Run folder from `patchvae train`."),
     patches: Path = typer.Option(..., "--patches", help="Patch store to analyse (held-out cases)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of clustering, density subsampling, draws."),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of clustering, density subsampling, draws (default: the run's training seed).",
+    ),
 ) -> None:
     """Lesion vs healthy in the latent space: clusters, anomaly scores beside an intensity
     baseline, few-label AUROC, heat-map data; writes RUN/analysis-<store>/ from the run's

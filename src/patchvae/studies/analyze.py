@@ -18,8 +18,10 @@ from patchvae.stages.embedding import current_embedding
 from patchvae.store import PatchStore
 
 
-def analyze(run: str | Path, store: str | Path, seed: int = 0) -> AnalysisResult:
-    """Analyse ``store`` with the run in ``run``: ``RUN/analysis-<store>/analysis.json``."""
+def analyze(run: str | Path, store: str | Path, seed: int | None = None) -> AnalysisResult:
+    """Analyse ``store`` with the run in ``run``: ``RUN/analysis-<store>/analysis.json``.
+    ``seed`` (of the clusterings, the density's subsampling and the few-label draws) is by
+    default the run's training seed; it is recorded in the result."""
     run = Path(run)
     if not (run / SETTINGS_FILE).is_file():
         raise DataError(run, f"not a run folder made by `patchvae train` (no {SETTINGS_FILE})")
@@ -29,4 +31,4 @@ def analyze(run: str | Path, store: str | Path, seed: int = 0) -> AnalysisResult
         for path in dict.fromkeys((Path(settings.patches), Path(store))):
             if path.is_file():  # a missing store is reported by the analysis, in its words
                 current_embedding(run, path)
-        return analyze_run(run, store, seed)
+        return analyze_run(run, store, settings.train.seed if seed is None else seed)

@@ -101,7 +101,7 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
     from patchvae.studies.analyze import analyze
 
     record = train_on_store(settings, out, resume=_started(out), progress=False)
-    result = analyze(out, settings.patches, settings.train.seed)
+    result = analyze(out, settings.patches)  # seeded as the run
     row: dict[str, Any] = {"train_seconds": record.train_seconds}
     for name, metrics in result.patch_scores.items():
         row[f"auroc_{name}"] = metrics["auroc"]
