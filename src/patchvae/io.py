@@ -187,6 +187,25 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
             discard_temporary(old)
 
 
+@contextmanager
+def staged_files(root: str | Path, name: str) -> Iterator[Path]:
+    """Files written into ``root`` and its subfolders as one step (a report and its figures):
+    yield a temporary folder ``root/.NAME.XXXXXXXX.tmp`` to write them into, laid out as
+    ``root``; when the block succeeds each is moved into place (a rename, which needs no
+    space), and on any failure none is.
+    """
+    root = Path(root)
+    tmp = temporary_sibling(root / name, folder=True)
+    try:
+        yield tmp
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            final = root / path.relative_to(tmp)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(path, final)
+    finally:
+        discard_temporary(tmp)
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

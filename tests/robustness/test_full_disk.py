@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from patchvae.data.volumes import bundled_isles22_dir
+from patchvae.tables import read_embedding
 from tests.conftest import Cli
 from tests.robustness.fault_helpers import assert_kept, one_line, small_disk, snapshot, temporaries
 
@@ -65,7 +66,14 @@ def test_full_disk(
         line = one_line(err)
         assert code == 2 and any(m in line for m in FULL), line
         assert_kept(before, disk)
-        assert snapshot(disk).keys() == before.keys(), "a partial artefact was left"
+        extra = sorted(set(snapshot(disk)) - set(before))
+        if command == "analyze" and extra:
+            # the embedding stage finished before the analysis filled the disk: its table is
+            # whole (and reused by the next analyze), only the analysis is missing
+            assert extra == ["run/embedding-siss.parquet"], extra
+            read_embedding(disk / extra[0])
+        else:
+            assert not extra, f"a partial artefact was left: {extra}"
         assert not temporaries(disk)
 
 

@@ -40,15 +40,16 @@ def figure_data(folder: Path) -> dict[str, np.ndarray] | None:
         ) from None
 
 
-def draw_loss(run: Path, history: list[dict[str, float]], patches: bool) -> list[Path]:
-    """``loss.png`` from the history of ``training.json`` or ``metrics.json``."""
+def draw_loss(out: Path, history: list[dict[str, float]], patches: bool) -> list[Path]:
+    """``out/loss.png`` from the history of ``training.json`` or ``metrics.json``."""
     held_out = "held-out part" if patches else "test split"
     title = f"Loss per {'patch' if patches else 'sample'} (validation: {held_out})"
-    return [plot_loss_curves(history, run / "loss.png", title)]
+    return [plot_loss_curves(history, out / "loss.png", title)]
 
 
-def draw_mnist(run: Path, record: MnistRecord) -> list[Path]:
-    """``latent.png``, ``manifold.png``, ``reconstructions.png`` (and ``latent_umap.png``)."""
+def draw_mnist(run: Path, record: MnistRecord, out: Path) -> list[Path]:
+    """``latent.png``, ``manifold.png``, ``reconstructions.png`` (and ``latent_umap.png``)
+    into ``out``, from the run's figure data."""
     data = figure_data(run)
     if data is None:
         return []
@@ -60,7 +61,7 @@ def draw_mnist(run: Path, record: MnistRecord) -> list[Path]:
         plot_latent_scatter(
             data["coords"],
             data["label"],
-            run / "latent.png",
+            out / "latent.png",
             f"Test digits {digits}: posterior means (n={record.n_test}); {facts['description']}",
             axes,
             names,
@@ -69,14 +70,14 @@ def draw_mnist(run: Path, record: MnistRecord) -> list[Path]:
             data["manifold"],
             data["manifold_xs"],
             data["manifold_ys"],
-            run / "manifold.png",
+            out / "manifold.png",
             "Decoded grid over the latent plane (inverse normal CDF); " + facts["description"],
             axis_labels=axes,
         ),
         plot_reconstructions(
             data["originals"],
             data["reconstructions"],
-            run / "reconstructions.png",
+            out / "reconstructions.png",
             "Test digits and their reconstructions (decoded posterior mean)",
         ),
     ]
@@ -85,7 +86,7 @@ def draw_mnist(run: Path, record: MnistRecord) -> list[Path]:
             plot_latent_scatter(
                 data["umap_coords"],
                 data["label"],
-                run / "latent_umap.png",
+                out / "latent_umap.png",
                 "Test digits: UMAP (fitted on train latents) of the posterior means "
                 f"(n={record.n_test})",
                 ("UMAP 1", "UMAP 2"),
@@ -95,9 +96,10 @@ def draw_mnist(run: Path, record: MnistRecord) -> list[Path]:
     return drawn
 
 
-def draw_analysis(folder: Path, result: AnalysisResult) -> list[Path]:
+def draw_analysis(folder: Path, result: AnalysisResult, out: Path) -> list[Path]:
     """``latent_lesion.png``, ``latent_lesion_fraction.png``, ``heatmaps.png``,
-    ``few_labels.png`` of one analysis folder."""
+    ``few_labels.png`` of one analysis folder, into ``out``."""
+    out.mkdir(exist_ok=True)
     baseline = next(n for n, m in result.patch_scores.items() if m["kind"] == "baseline")
     drawn = [
         plot_few_labels(
@@ -105,7 +107,7 @@ def draw_analysis(folder: Path, result: AnalysisResult) -> list[Path]:
                 "latent (logistic regression)": result.few_labels["latent"],
                 f"{baseline} only": result.few_labels[baseline],
             },
-            folder / "few_labels.png",
+            out / "few_labels.png",
             "A few labelled patches: AUROC on the rest (mean +- sd over draws)",
         )
     ]
@@ -117,7 +119,7 @@ def draw_analysis(folder: Path, result: AnalysisResult) -> list[Path]:
         plot_latent_scatter(
             data["coords"],
             data["label"],
-            folder / "latent_lesion.png",
+            out / "latent_lesion.png",
             f"Held-out patches: posterior means (n={result.n_patches}); "
             + result.projection["description"],
             axes,
@@ -128,7 +130,7 @@ def draw_analysis(folder: Path, result: AnalysisResult) -> list[Path]:
         plot_latent_continuous(
             data["coords"],
             data["lesion_fraction"],
-            folder / "latent_lesion_fraction.png",
+            out / "latent_lesion_fraction.png",
             "Held-out patches coloured by the fraction of lesion voxels",
             axes,
         )
@@ -148,7 +150,7 @@ def draw_analysis(folder: Path, result: AnalysisResult) -> list[Path]:
             plot_heatmaps(
                 panels,
                 scores,
-                folder / "heatmaps.png",
+                out / "heatmaps.png",
                 "Patch scores (percentile among held-out patches) on the slices with the most "
                 "lesion",
             )

@@ -29,7 +29,7 @@ from patchvae.artefacts import (
     read_record,
 )
 from patchvae.errors import DataError
-from patchvae.io import write_text_atomic
+from patchvae.io import staged_files, write_text_atomic
 from patchvae.locks import lock_folder
 from patchvae.report.draw import draw_analysis, draw_loss, draw_mnist
 
@@ -129,9 +129,9 @@ def _few_label_table(result: AnalysisResult) -> str:
     )
 
 
-def _analysis_section(folder: Path, epochs: int) -> str:
+def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
     result = read_record(AnalysisResult, folder / ANALYSIS_FILE, "analysis")
-    figures = draw_analysis(folder, result)
+    figures = draw_analysis(folder, result, out)
     clustering = _table(
         ["method", "Hungarian accuracy", "NMI", "ARI", "silhouette"],
         [
@@ -210,10 +210,20 @@ def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
 
 
 def _page(run: Path, settings_path: Path, record: TrainingRecord | MnistRecord) -> Path:
+    # the figures and the page appear together, or none of them (a full disk midway)
+    with staged_files(run, REPORT_FILE) as stage:
+        _write_page(run, settings_path, record, stage)
+    return run / REPORT_FILE
+
+
+def _write_page(
+    run: Path, settings_path: Path, record: TrainingRecord | MnistRecord, stage: Path
+) -> None:
+    """Draw the figures and write the page into ``stage``, laid out as the run folder."""
     patches = isinstance(record, TrainingRecord)
-    drawn = draw_loss(run, record.history, patches)
+    drawn = draw_loss(stage, record.history, patches)
     if isinstance(record, MnistRecord):
-        drawn += draw_mnist(run, record)
+        drawn += draw_mnist(run, record, stage)
     sections = [
         f"<h1>patchvae report: {html.escape(run.name)}</h1>",
         f"<p>Made with {html.escape(json.dumps(record.provenance['versions']))}.</p>",
@@ -224,10 +234,10 @@ def _page(run: Path, settings_path: Path, record: TrainingRecord | MnistRecord) 
         "<h2>Training and latent space</h2>",
     ]
     names = {p.name for p in drawn}
-    sections += [_figure(run / name) for name in _FIGURE_CAPTIONS if name in names]
+    sections += [_figure(stage / name) for name in _FIGURE_CAPTIONS if name in names]
     for folder in sorted(run.glob(f"{ANALYSIS_PREFIX}*")):
         if (folder / ANALYSIS_FILE).is_file():
-            sections.append(_analysis_section(folder, record.epochs))
+            sections.append(_analysis_section(folder, record.epochs, stage / folder.name))
     sections += [
         "<h2>Settings</h2>",
         f"<pre>{html.escape(settings_path.read_text())}</pre>",
@@ -239,4 +249,4 @@ def _page(run: Path, settings_path: Path, record: TrainingRecord | MnistRecord) 
         f"<title>patchvae report: {html.escape(run.name)}</title><style>{_STYLE}</style></head>"
         f"<body>{''.join(sections)}</body></html>\n"
     )
-    return write_text_atomic(run / REPORT_FILE, page)
+    write_text_atomic(stage / REPORT_FILE, page)
