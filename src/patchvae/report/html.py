@@ -18,6 +18,7 @@ from typing import Any
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_PREFIX,
+    FIGURE_DATA_FILE,
     METRICS_FILE,
     REPORT_FILE,
     SETTINGS_FILE,
@@ -129,6 +130,17 @@ def _few_label_table(result: AnalysisResult) -> str:
     )
 
 
+def _missing_figure_data(folder: Path) -> str:
+    """One line where a stage left no figure data (made by patchvae 0.1)."""
+    if (folder / FIGURE_DATA_FILE).is_file():
+        return ""
+    return (
+        f'<p class="stale">{html.escape(folder.name)} holds no {FIGURE_DATA_FILE} (made by an '
+        "older patchvae): its latent and heat-map figures need <code>patchvae analyze</code> "
+        "again.</p>"
+    )
+
+
 def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
     result = read_record(AnalysisResult, folder / ANALYSIS_FILE, "analysis")
     figures = draw_analysis(folder, result, out)
@@ -152,6 +164,7 @@ def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
         "<h3>A few labels: AUROC on the other patches (mean &plusmn; sd over draws)</h3>",
         _few_label_table(result),
         *(_figure(p) for p in sorted(figures)),
+        _missing_figure_data(folder),
         f"<pre>{html.escape(result.reproduce)}</pre>",
     ]
     return "\n".join(parts)
