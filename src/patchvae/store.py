@@ -330,6 +330,11 @@ class PatchStore:
         if shapes != {(self.n_patches,)}:
             raise DataError(self.path, "damaged patch store (its tables differ in length)")
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every patch: the input shape of a model trained on it."""
+        return (len(self.channels), self.patch_size, self.patch_size)
+
     @contextmanager
     def _open(self) -> Iterator[h5py.File]:
         """The HDF5 file; damage anywhere in what the block reads is a one-line DataError."""

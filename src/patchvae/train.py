@@ -10,6 +10,7 @@ resumed run gives the losses of an uninterrupted one.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchvae.batches import LabelledBatches, batch_indices
+from patchvae.batches import LabelledBatches
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
 from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError, TrainingDiverged
+from patchvae.feed import ArrayRows, Rows, epoch_windows, stream_windows
 from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, build_model
 from patchvae.progress import progress_bar
@@ -56,7 +58,7 @@ def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
 @torch.no_grad()
 def evaluate(
     model: VAE,
-    x: torch.Tensor,
+    x: torch.Tensor | Rows,
     batch_size: int,
     seed: int | None = None,
     sample: bool = True,
@@ -72,21 +74,32 @@ def evaluate(
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
-    for start in range(0, x.shape[0], batch_size):
-        batch = x[start : start + batch_size].to(device)
+    for batch in _batches_in_order(x, batch_size, device):
         out = model(batch, generator=generator, sample=sample)
         per_sample = out.recon + model.config.beta * out.kl
         totals += torch.stack([per_sample.sum(), out.recon.sum(), out.kl.sum()]).double()
     model.train(was_training)
-    loss, recon, kl = (totals / max(x.shape[0], 1)).tolist()
+    loss, recon, kl = (totals / max(len(x), 1)).tolist()
     return {"loss": loss, "recon": recon, "kl": kl}
+
+
+def _batches_in_order(
+    x: torch.Tensor | Rows, batch_size: int, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """All samples in order, a batch at a time, on ``device``."""
+    if isinstance(x, torch.Tensor):
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start : start + batch_size].to(device)
+    else:
+        for chunk in x.chunks(batch_size):
+            yield torch.from_numpy(chunk).to(device)
 
 
 def fit(
     model_config: VAEConfig,
     train_config: TrainConfig,
-    x_train: torch.Tensor,
-    x_val: torch.Tensor | None = None,
+    x_train: torch.Tensor | Rows,
+    x_val: torch.Tensor | Rows | None = None,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -100,7 +113,8 @@ def fit(
     model_config, train_config
         Model and optimisation settings (both saved in the checkpoint).
     x_train, x_val
-        Float tensors (N, C, H, W) in [0, 1]; ``x_val`` is scored after every epoch.
+        Float tensors (N, C, H, W) in [0, 1], or :class:`~patchvae.feed.Rows` (a store's
+        rows, streamed); ``x_val`` is scored after every epoch.
     checkpoint_path
         Where the checkpoint goes after every epoch (atomically); ``None`` keeps none.
     resume
@@ -117,12 +131,13 @@ def fit(
     TrainResult with the model (eval mode) and the history: one dict per epoch with
     ``train_loss``, ``train_recon``, ``train_kl``, ``val_*`` (when ``x_val`` is given), ``seconds``.
     """
-    if tuple(x_train.shape[1:]) != tuple(model_config.input_shape):
+    train_rows = x_train if isinstance(x_train, Rows) else ArrayRows(x_train)
+    if tuple(train_rows.shape) != tuple(model_config.input_shape):
         raise ConfigError(
             f"input_shape: model expects {tuple(model_config.input_shape)}, "
-            f"data are {tuple(x_train.shape[1:])}"
+            f"data are {tuple(train_rows.shape)}"
         )
-    if x_train.shape[0] == 0:
+    if len(train_rows) == 0:
         raise ConfigError("training data: no samples to train on")
     run = _Run(model_config, train_config)
     history: list[dict[str, float]] = []
@@ -131,14 +146,14 @@ def fit(
         if checkpoint_path is None:
             raise ConfigError("resume: no checkpoint path given")
         history, start_epoch = run.restore(checkpoint_path)
-    run.set_data(x_train, y_train)
+    run.set_data(train_rows, y_train)
     bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
     run.model.train()
     with bar:  # closed on any exit, so no bar line follows an error
         for epoch in range(start_epoch, train_config.epochs):
             t0 = time.perf_counter()
             record = run.train_epoch(epoch, bar if progress else None)
-            if x_val is not None and x_val.shape[0] > 0:
+            if x_val is not None and len(x_val) > 0:
                 val = evaluate(
                     run.model, x_val, train_config.batch_size, train_config.seed + _EVAL_STREAM
                 )
@@ -192,14 +207,14 @@ class _Run:
             self.noise_gen.manual_seed(self.config.seed + _NOISE_STREAM + 1000 * state["epoch"])
         return list(state["history"]), int(state["epoch"])
 
-    def set_data(self, x_train: torch.Tensor, y_train: torch.Tensor | None) -> None:
-        self.x = x_train.to(self.device)
+    def set_data(self, rows: Rows, y_train: torch.Tensor | None) -> None:
+        """The training samples: held on the device when in memory, else streamed."""
+        self.rows, self.n = rows, len(rows)
+        self.x = rows.tensor().to(self.device) if isinstance(rows, ArrayRows) else None
         self.y: torch.Tensor | None = None
         if y_train is not None:
-            if y_train.shape != (self.x.shape[0],):
-                raise ConfigError(
-                    f"y_train: expected {self.x.shape[0]} labels, got {tuple(y_train.shape)}"
-                )
+            if y_train.shape != (self.n,):
+                raise ConfigError(f"y_train: expected {self.n} labels, got {tuple(y_train.shape)}")
             self.y = y_train.to(device=self.device, dtype=torch.long)
         self.labelled = None
         config = self.config
@@ -208,10 +223,31 @@ class _Run:
             and self.model_config.classifier_classes
             and config.labelled_batch_size
         ):
+            known = torch.nonzero(self.y >= 0).flatten()
+            x_known = torch.from_numpy(rows.read(known.cpu().numpy())).to(self.device)
             self.labelled = LabelledBatches(
-                self.x, self.y, config.labelled_batch_size, config.augment_labelled
+                x_known, self.y[known], config.labelled_batch_size, config.augment_labelled
             )
-        self.steps = -(-self.x.shape[0] // config.batch_size)
+        self.steps = -(-self.n // config.batch_size)
+
+    def _epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches (samples, positions) on the device, in the epoch's order."""
+        size = self.config.batch_size
+        windows = epoch_windows(self.n, size, self.config.shuffle_window, self.shuffle_gen)
+        if self.x is not None:
+            for window in windows:
+                for index in torch.from_numpy(window).to(self.device).split(size):
+                    yield self.x[index], index
+            return
+        pin = self.device.type == "cuda"
+        for samples, positions in stream_windows(
+            self.rows, windows, self.config.loader_workers, pin
+        ):
+            for batch, index in zip(samples.split(size), positions.split(size), strict=True):
+                yield (
+                    batch.to(self.device, non_blocking=pin),
+                    index.to(self.device, non_blocking=pin),
+                )
 
     def _beta(self, epoch: int, step: int) -> float | None:
         """The KL weight during warm-up (None after it, or without one)."""
@@ -223,12 +259,10 @@ class _Run:
 
     def train_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
         """One pass over the training data; the epoch's mean loss terms."""
-        n = self.x.shape[0]
+        n = self.n
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         seen, beta = 0, None
-        for step, index in enumerate(batch_indices(n, self.config.batch_size, self.shuffle_gen)):
-            index = index.to(self.device)
-            batch = self.x[index]
+        for step, (batch, index) in enumerate(self._epoch_batches()):
             seen += batch.shape[0]
             beta = self._beta(epoch, step)
             out = self._step(epoch, step, batch, index, beta)
@@ -269,7 +303,11 @@ class _Run:
         """The mixture prior starts from a Gaussian mixture after its warm-up epochs."""
         if self.model_config.prior == "gmm" and epoch + 1 == self.config.gmm_init_epochs:
             record["prior_init_bic"] = init_prior_from_gmm(
-                self.model, self.x, self.config.batch_size, self.config.seed, self.optimizer
+                self.model,
+                self.rows if self.x is None else self.x,
+                self.config.batch_size,
+                self.config.seed,
+                self.optimizer,
             )
 
     def check_finite(self, epoch: int, record: dict[str, float]) -> None:
@@ -321,7 +359,7 @@ def _diverged(
 @torch.no_grad()
 def init_prior_from_gmm(
     model: VAE,
-    x: torch.Tensor,
+    x: torch.Tensor | Rows,
     batch_size: int,
     seed: int,
     optimizer: torch.optim.Optimizer | None = None,
@@ -331,7 +369,15 @@ def init_prior_from_gmm(
     mixture's BIC on those means."""
     from sklearn.mixture import GaussianMixture
 
-    (mu,) = infer(model, x, lambda m, b: (m.encode(b)[0],), batch_size)
+    if isinstance(x, torch.Tensor):
+        (mu,) = infer(model, x, lambda m, b: (m.encode(b)[0],), batch_size)
+    else:  # streamed: the means, chunk by chunk
+        mu = np.concatenate(
+            [
+                infer(model, chunk, lambda m, b: (m.encode(b)[0],), batch_size)[0]
+                for chunk in x.chunks(max(batch_size, 8192))
+            ]
+        )
     data = mu.astype(np.float64)
     mixture = GaussianMixture(
         model.config.clusters, covariance_type="diag", n_init=3, random_state=seed
@@ -356,8 +402,9 @@ def _check_resumable(
         raise ConfigError("resume: the checkpoint was made with other model settings")
     saved = dict(state.get("train_config") or {})
     asked = train_config.model_dump(mode="json")
-    # The number of epochs may grow; where the run goes (device) may change.
-    for key in ("epochs", "device"):
+    # The number of epochs may grow; where the run goes (device) and how its data are read
+    # (in memory or streamed, by how many workers) may change: none changes a number.
+    for key in ("epochs", "device", "in_memory_mb", "loader_workers"):
         saved.pop(key, None)
         asked.pop(key, None)
     if saved != asked:

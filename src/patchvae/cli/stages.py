@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from patchvae.artefacts import TrainingRecord
 from patchvae.cli.app import (
     ARCHITECTURE,
     BATCH_SIZE,
@@ -191,28 +192,17 @@ def train(
     if base is None and patches is None:
         raise typer.BadParameter("give --patches STORE (or --config settings.yaml)")
     store_path = Path(patches) if patches is not None else Path(base.patches)  # type: ignore[union-attr]
-    store = PatchStore(store_path)
     cases = [c for item in val_cases or [] for c in item.split(",") if c]
     overrides = model_and_training(locals())
-    overrides["model"]["classifier_input"] = classifier_input
-    overrides["model"]["classifier_weight"] = classifier_weight
-    shape = (len(store.channels), store.patch_size, store.patch_size)
-    overrides["model"]["input_shape"] = None if base else shape
-    config = build_settings(
-        PatchTrainConfig,
-        base,
-        preset,
-        overrides,
-        {
-            "patches": str(store_path),
-            "val_cases": cases or None,
-            "val_fraction": val_fraction,
-            "label_budget": label_budget,
-        },
-    )
-    record = train_on_store(config, out, resume=resume, progress=not quiet)
-    split = record.split
-    last = record.history[-1]
+    overrides["model"]["input_shape"] = None if base else PatchStore(store_path).input_shape
+    top: dict[str, Any] = {"patches": str(store_path), "val_cases": cases or None}
+    top.update(val_fraction=val_fraction, label_budget=label_budget)
+    config = build_settings(PatchTrainConfig, base, preset, overrides, top)
+    _print_training(out, train_on_store(config, out, resume=resume, progress=not quiet))
+
+
+def _print_training(out: Path, record: TrainingRecord) -> None:
+    split, last = record.split, record.history[-1]
     typer.echo(
         f"wrote {out}/: {split['n_train']} training patches ({', '.join(split['train_cases'])}), "
         f"{split['n_val']} validation ({split['method']}: {', '.join(split['val_cases'])})"

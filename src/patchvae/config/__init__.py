@@ -52,6 +52,15 @@ class TrainConfig(BaseModel):
     labelled_batch_size: int = Field(default=32, ge=0)
     # ... each turned by a random one of the 8 flips/quarter turns (patches have no upright)
     augment_labelled: bool = True
+    # samples shuffled together: a training set up to this size is shuffled as a whole; a
+    # larger one in windows of this size over blocks of 64 contiguous samples (what a stream
+    # from the store can read fast). Part of the order, so of the numbers.
+    shuffle_window: PositiveInt = 65536
+    # patch runs: training and validation patches up to this size (MB, float32) are held in
+    # memory, larger ones streamed from the store window by window (same numbers either way)
+    in_memory_mb: float = Field(default=1024, ge=0)
+    # DataLoader workers reading the store when streaming (0: the training process reads)
+    loader_workers: int = Field(default=0, ge=0)
 
 
 class MnistStudyConfig(BaseModel):

@@ -52,7 +52,7 @@ def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000)
     model, epoch = model_from_payload(payload, path), checkpoint_epoch(path, payload)
     store = PatchStore(store_path)
     expected = tuple(model.config.input_shape)
-    found = (len(store.channels), store.patch_size, store.patch_size)
+    found = store.input_shape
     if expected != found:
         raise DataError(store.path, f"patches {found} do not fit the run's model {expected}")
     table = store.table()

@@ -22,6 +22,7 @@ from patchvae.artefacts import (
 from patchvae.checkpoint import load_checkpoint
 from patchvae.config import PatchTrainConfig
 from patchvae.errors import ConfigError, DataError, RunDirError
+from patchvae.feed import ArrayRows, Rows, StoreRows
 from patchvae.io import write_json_atomic
 from patchvae.rundir import open_run_dir
 from patchvae.runtime import provenance, select_device
@@ -40,7 +41,7 @@ def train_on_store(
     store = PatchStore(config.patches)
     if store.n_patches == 0:
         raise DataError(store.path, "the patch store holds no patches")
-    expected = (len(store.channels), store.patch_size, store.patch_size)
+    expected = store.input_shape
     if tuple(config.model.input_shape) != expected:
         raise ConfigError(
             f"model.input_shape: {tuple(config.model.input_shape)} does not match the store's "
@@ -51,16 +52,13 @@ def train_on_store(
     select_device(config.train.device)  # refuse an unusable device before writing anything
     table = store.table()
     split = split_patches(table, config.val_cases, config.val_fraction, config.train.seed)
-    patches = store.patches()
     y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
     out = Path(out)
     store_record = FileRef(path=str(store.path.resolve()), sha256=file_sha256(store.path))
     if resume:
         _check_same_store(out / CHECKPOINT_FILE, store_record.sha256)
     with open_run_dir(out, config, resume) as resuming:
-        x_train = torch.from_numpy(patches[split.train_rows])
-        x_val = torch.from_numpy(patches[split.val_rows])
-        del patches
+        x_train, x_val = training_rows(store, split, config.train.in_memory_mb)
         result = fit(
             config.model,
             config.train,
@@ -85,6 +83,18 @@ def train_on_store(
         )
         write_json_atomic(out / TRAINING_FILE, record.model_dump(mode="json"))
     return record
+
+
+def training_rows(store: PatchStore, split: Split, in_memory_mb: float) -> tuple[Rows, Rows]:
+    """The training and validation patches: read into memory when together they take at most
+    ``in_memory_mb``, else streamed from the store window by window (the same numbers)."""
+    train, val = (
+        StoreRows(store.path, rows, store.input_shape)
+        for rows in (split.train_rows, split.val_rows)
+    )
+    if train.nbytes + val.nbytes > in_memory_mb * 2**20:
+        return train, val
+    return ArrayRows(train.read(np.arange(train.n))), ArrayRows(val.read(np.arange(val.n)))
 
 
 def _check_same_store(checkpoint: Path, sha256: str) -> None:

@@ -77,7 +77,7 @@ def _study_settings(
         return build_settings(MnistStudyConfig, None, entry.preset, overrides, top)
     assert config.patches is not None
     store = PatchStore(config.patches)
-    shape = (len(store.channels), store.patch_size, store.patch_size)
+    shape = store.input_shape
     top = {
         "patches": str(store.path.resolve()),
         "val_cases": config.val_cases,
