@@ -94,7 +94,13 @@ class StoreRows(Rows):
 
     def read(self, index: np.ndarray) -> np.ndarray:
         index = np.asarray(index, dtype=np.int64)
+        if index.size < 2 or (np.diff(index) > 0).all():  # in order already: no second copy
+            return self.read_sorted(index)
         unique, inverse = np.unique(index, return_inverse=True)
+        return self.read_sorted(unique)[inverse]
+
+    def read_sorted(self, unique: np.ndarray) -> np.ndarray:
+        """Samples at increasing positions ``unique``, read run by run into one array."""
         rows = self.rows[unique]
         out = np.empty((rows.size, *self.shape), dtype=np.float32)
         dataset = self._dataset()
@@ -109,7 +115,7 @@ class StoreRows(Rows):
             raise DataError(self.path, f"damaged patch store ({exc})") from None
         if out.size and not (np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1):
             raise DataError(self.path, "damaged patch store (patch values outside [0, 1])")
-        return out[inverse]
+        return out
 
 
 def epoch_windows(
@@ -142,24 +148,28 @@ def epoch_windows(
 
 
 class _Windows(IterableDataset):
-    """Each item is one window's samples, in its order; window ``i`` is read by worker
-    ``i % workers``, so a ``DataLoader`` yields them in order whatever the number of workers."""
+    """Each item is one window: its samples in stored order, their positions, and the
+    window's order as indices into them (``positions[order]`` is the window), so a window is
+    held once, not twice; window ``i`` is read by worker ``i % workers``, so a
+    ``DataLoader`` yields them in order whatever the number of workers."""
 
     def __init__(self, rows: Rows, windows: list[np.ndarray]) -> None:
         self.rows, self.windows = rows, windows
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         first, step = (0, 1) if info is None else (info.id, info.num_workers)
         for i in range(first, len(self.windows), step):
-            window = self.windows[i]
-            yield torch.from_numpy(self.rows.read(window)), torch.from_numpy(window)
+            positions, order = np.unique(self.windows[i], return_inverse=True)
+            samples = self.rows.read(positions)
+            yield torch.from_numpy(samples), torch.from_numpy(positions), torch.from_numpy(order)
 
 
 def stream_windows(
     rows: Rows, windows: list[np.ndarray], workers: int, pin: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Read the windows of an epoch in order: (samples, positions) per window."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Read the windows of an epoch in order: (samples, positions, order) per window, the
+    window being ``positions[order]`` and its samples ``samples[order]``."""
     if workers == 0:
         yield from _Windows(rows, windows)
         return

@@ -240,13 +240,13 @@ class _Run:
                     yield self.x[index], index
             return
         pin = self.device.type == "cuda"
-        for samples, positions in stream_windows(
+        for samples, positions, order in stream_windows(
             self.rows, windows, self.config.loader_workers, pin
         ):
-            for batch, index in zip(samples.split(size), positions.split(size), strict=True):
+            for chosen in order.split(size):  # gathered batch by batch: one copy of a window
                 yield (
-                    batch.to(self.device, non_blocking=pin),
-                    index.to(self.device, non_blocking=pin),
+                    samples[chosen].to(self.device, non_blocking=pin),
+                    positions[chosen].to(self.device, non_blocking=pin),
                 )
 
     def _beta(self, epoch: int, step: int) -> float | None:

@@ -57,6 +57,8 @@ _MODEL_AND_TRAINING = {
     "kl_warmup": ("train", "kl_warmup_epochs"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
+    "in_memory_mb": ("train", "in_memory_mb"),
+    "loader_workers": ("train", "loader_workers"),
 }
 
 

@@ -181,6 +181,14 @@ def train(
     learning_rate: float | None = LR,
     seed: int | None = SEED,
     device: str | None = DEVICE,
+    in_memory_mb: float | None = typer.Option(
+        None,
+        "--in-memory-mb",
+        help="Hold the patches in memory up to this size (default 1024), else stream them.",
+    ),
+    loader_workers: int | None = typer.Option(
+        None, "--loader-workers", help="Processes reading the store when streaming (default 0)."
+    ),
     resume: bool = RESUME,
     quiet: bool = QUIET,
 ) -> None:
