@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +33,49 @@ def select_device(requested: str = "auto") -> torch.device:
     if device.type == "cpu":
         torch.set_flush_denormal(True)
     return device
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process among those of a ``torchrun`` job (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        """The one process that writes artefacts and prints."""
+        return self.rank == 0
+
+
+def ranks() -> Ranks:
+    """Where this process stands, from the variables ``torchrun`` sets."""
+    try:
+        return Ranks(
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    except ValueError:
+        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers") from None
+
+
+def start_distributed(requested: str = "auto") -> tuple[Ranks, torch.device]:
+    """Join the ``torchrun`` job when there is one (gloo on the CPU, NCCL on CUDA: PyTorch's
+    own engine, nothing launched here) and choose this process's device: with CUDA, the GPU
+    of its local rank."""
+    import torch
+    import torch.distributed as dist
+
+    found = ranks()
+    device = select_device(requested)
+    if device.type == "cuda":
+        device = torch.device("cuda", found.local % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    if found.world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return found, device
 
 
 def seed_everything(seed: int) -> None:

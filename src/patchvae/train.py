@@ -27,7 +27,7 @@ from patchvae.feed import ArrayRows, Rows, epoch_windows, stream_windows
 from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, build_model
 from patchvae.progress import progress_bar
-from patchvae.runtime import provenance, seed_everything, select_device
+from patchvae.runtime import provenance, seed_everything, start_distributed
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
 _SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
@@ -147,6 +147,7 @@ def fit(
             raise ConfigError("resume: no checkpoint path given")
         history, start_epoch = run.restore(checkpoint_path)
     run.set_data(train_rows, y_train)
+    progress = progress and run.ranks.main
     bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
     run.model.train()
     with bar:  # closed on any exit, so no bar line follows an error
@@ -165,7 +166,7 @@ def fit(
             record["seconds"] = time.perf_counter() - t0
             run.check_finite(epoch, record)
             history.append(record)
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and run.ranks.main:  # one process writes
                 run.save(checkpoint_path, epoch + 1, history, metadata)
     run.model.eval()
     return TrainResult(
@@ -184,14 +185,26 @@ class _Run:
 
     def __init__(self, model_config: VAEConfig, train_config: TrainConfig) -> None:
         self.model_config, self.config = model_config, train_config
-        self.device = select_device(train_config.device)
-        seed_everything(train_config.seed)
+        self.ranks, self.device = start_distributed(train_config.device)
+        seed_everything(train_config.seed)  # the same initial weights in every process
         self.model = build_model(model_config).to(self.device)
+        # what takes the training steps: the model, or its DistributedDataParallel wrapper,
+        # which averages the gradients of the processes' parts of each batch
+        self.step_model: Any = self.model
+        if self.ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.device.type == "cuda"
+            self.step_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if cuda else None
+            )
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
         self.shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(
-            train_config.seed + _NOISE_STREAM
-        )
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(self._noise_seed(0))
+
+    def _noise_seed(self, epoch: int) -> int:
+        """Each process draws its own latent noise; one process continues the one stream."""
+        return self.config.seed + _NOISE_STREAM + 1000 * epoch + 7919 * self.ranks.rank
 
     def restore(self, path: str | Path) -> tuple[list[dict[str, float]], int]:
         """Load weights, optimiser and random streams from a checkpoint; its history and the
@@ -201,10 +214,11 @@ class _Run:
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.shuffle_gen.set_state(state["shuffle_rng"].cpu())
-        if state.get("noise_device") == self.device.type:
+        same_world = int(state.get("world_size", 1)) == self.ranks.world == 1
+        if state.get("noise_device") == self.device.type and same_world:
             self.noise_gen.set_state(state["noise_rng"].cpu())
-        else:  # CPU and CUDA generators do not share a state format: start a new stream
-            self.noise_gen.manual_seed(self.config.seed + _NOISE_STREAM + 1000 * state["epoch"])
+        else:  # CPU and CUDA streams differ in kind; other processes: start new streams
+            self.noise_gen.manual_seed(self._noise_seed(int(state["epoch"])))
         return list(state["history"]), int(state["epoch"])
 
     def set_data(self, rows: Rows, y_train: torch.Tensor | None) -> None:
@@ -234,9 +248,11 @@ class _Run:
         """This epoch's batches (samples, positions) on the device, in the epoch's order."""
         size = self.config.batch_size
         windows = epoch_windows(self.n, size, self.config.shuffle_window, self.shuffle_gen)
+        rank, world = self.ranks.rank, self.ranks.world  # each process: its part of a batch
         if self.x is not None:
             for window in windows:
                 for index in torch.from_numpy(window).to(self.device).split(size):
+                    index = index[rank::world]
                     yield self.x[index], index
             return
         pin = self.device.type == "cuda"
@@ -244,6 +260,7 @@ class _Run:
             self.rows, windows, self.config.loader_workers, pin
         ):
             for chosen in order.split(size):  # gathered batch by batch: one copy of a window
+                chosen = chosen[rank::world]
                 yield (
                     samples[chosen].to(self.device, non_blocking=pin),
                     positions[chosen].to(self.device, non_blocking=pin),
@@ -274,6 +291,10 @@ class _Run:
                 bar.update(1)
                 if step % 20 == 0 or seen == n:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
+        if self.ranks.world > 1:  # the sums over every process's parts of the batches
+            import torch.distributed as dist
+
+            dist.all_reduce(totals)
         train_loss, train_recon, train_kl = (totals / n).tolist()
         return {
             "epoch": float(epoch + 1),
@@ -287,7 +308,7 @@ class _Run:
         self, epoch: int, step: int, batch: torch.Tensor, index: torch.Tensor, beta: float | None
     ) -> Any:
         labels = None if self.y is None or self.labelled is not None else self.y[index]
-        out = self.model(batch, generator=self.noise_gen, beta=beta, labels=labels)
+        out = self.step_model(batch, generator=self.noise_gen, beta=beta, labels=labels)
         loss = out.loss
         if self.labelled is not None:
             weight = self.model_config.classifier_weight
@@ -337,9 +358,14 @@ class _Run:
                 "shuffle_rng": self.shuffle_gen.get_state(),
                 "noise_rng": self.noise_gen.get_state(),
                 "noise_device": self.device.type,
+                "world_size": self.ranks.world,
                 "epoch": epoch,
                 "history": history,
-                "metadata": {**(metadata or {}), **provenance(self.device)},
+                "metadata": {
+                    **(metadata or {}),
+                    **provenance(self.device),
+                    "world_size": self.ranks.world,
+                },
             },
         )
 

@@ -206,7 +206,11 @@ def train(
     top: dict[str, Any] = {"patches": str(store_path), "val_cases": cases or None}
     top.update(val_fraction=val_fraction, label_budget=label_budget)
     config = build_settings(PatchTrainConfig, base, preset, overrides, top)
-    _print_training(out, train_on_store(config, out, resume=resume, progress=not quiet))
+    record = train_on_store(config, out, resume=resume, progress=not quiet)
+    from patchvae.runtime import ranks
+
+    if ranks().main:  # in a torchrun job, one process speaks
+        _print_training(out, record)
 
 
 def _print_training(out: Path, record: TrainingRecord) -> None:

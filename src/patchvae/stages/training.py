@@ -25,7 +25,7 @@ from patchvae.errors import ConfigError, DataError, RunDirError
 from patchvae.feed import ArrayRows, Rows, StoreRows
 from patchvae.io import write_json_atomic
 from patchvae.rundir import open_run_dir
-from patchvae.runtime import provenance, select_device
+from patchvae.runtime import provenance, ranks, select_device, start_distributed
 from patchvae.splits import Split, split_patches
 from patchvae.store import PatchStore, file_sha256
 from patchvae.train import fit
@@ -54,35 +54,66 @@ def train_on_store(
     split = split_patches(table, config.val_cases, config.val_fraction, config.train.seed)
     y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
     out = Path(out)
-    store_record = FileRef(path=str(store.path.resolve()), sha256=file_sha256(store.path))
     if resume:
-        _check_same_store(out / CHECKPOINT_FILE, store_record.sha256)
+        _check_same_store(out / CHECKPOINT_FILE, file_sha256(store.path))
+    here, _ = start_distributed(config.train.device)  # a torchrun job: join it first
+    if not here.main:  # the other processes train their parts and write nothing
+        return _train(
+            config, out, _resuming_as_main(None), store, split, y_train, labelled, progress
+        )
     with open_run_dir(out, config, resume) as resuming:
-        x_train, x_val = training_rows(store, split, config.train.in_memory_mb)
-        result = fit(
-            config.model,
-            config.train,
-            x_train,
-            x_val,
-            checkpoint_path=out / CHECKPOINT_FILE,
-            resume=resuming,
-            progress=progress,
-            metadata={"split": split.record(), "store": store_record.model_dump()},
-            y_train=y_train,
-        )
-        record = TrainingRecord(
-            split=split.record(),
-            store=store_record,
-            labelled_training_patches=labelled,
-            history=result.history,
-            epochs=len(result.history),
-            train_seconds=round(result.train_seconds, 3),
-            settings=config.model_dump(mode="json"),
-            provenance=provenance(result.device),
-            reproduce=f"patchvae train --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
-        )
+        _resuming_as_main(resuming)
+        record = _train(config, out, resuming, store, split, y_train, labelled, progress)
         write_json_atomic(out / TRAINING_FILE, record.model_dump(mode="json"))
     return record
+
+
+def _resuming_as_main(resuming: bool | None) -> bool:
+    """In a torchrun job, every process learns from the main one (which checked the run
+    folder) whether there is a checkpoint to continue from."""
+    if ranks().world == 1:
+        return bool(resuming)
+    import torch.distributed as dist
+
+    box = [resuming]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _train(
+    config: PatchTrainConfig,
+    out: Path,
+    resuming: bool,
+    store: PatchStore,
+    split: Split,
+    y_train: torch.Tensor | None,
+    labelled: int,
+    progress: bool,
+) -> TrainingRecord:
+    store_record = FileRef(path=str(store.path.resolve()), sha256=file_sha256(store.path))
+    x_train, x_val = training_rows(store, split, config.train.in_memory_mb)
+    result = fit(
+        config.model,
+        config.train,
+        x_train,
+        x_val,
+        checkpoint_path=out / CHECKPOINT_FILE,
+        resume=resuming,
+        progress=progress,
+        metadata={"split": split.record(), "store": store_record.model_dump()},
+        y_train=y_train,
+    )
+    return TrainingRecord(
+        split=split.record(),
+        store=store_record,
+        labelled_training_patches=labelled,
+        history=result.history,
+        epochs=len(result.history),
+        train_seconds=round(result.train_seconds, 3),
+        settings=config.model_dump(mode="json"),
+        provenance={**provenance(result.device), "world_size": ranks().world},
+        reproduce=f"patchvae train --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
+    )
 
 
 def training_rows(store: PatchStore, split: Split, in_memory_mb: float) -> tuple[Rows, Rows]:
