@@ -113,8 +113,10 @@ def main() -> int:
             store = make_store(work / f"s{n}.h5", n, PatchStore(bundled))
             gb = store.stat().st_size / 2**30
             raw = n * 784 * 4 / 2**30
-            runs = [("default", 1024.0), ("streamed", 0.0)]
-            if n <= options.memory_peer_max:
+            runs = [("default", 1024.0)]
+            if raw * 1024 <= 1024:  # held in memory by default: also streamed
+                runs.append(("streamed", 0.0))
+            if n <= options.memory_peer_max and raw * 1024 > 1024:
                 runs.append(("in memory (peer)", 10.0**6))
             for name, limit in runs:
                 mode = "memory" if raw * 1024 <= limit else "stream"

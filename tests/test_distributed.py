@@ -38,6 +38,7 @@ def test_two_processes_train_as_one_and_resume_in_one(
     # one set of artefacts, written by one process; nothing else left
     assert sorted(p.name for p in run2.iterdir()) == [
         "checkpoint.pt",
+        "history.csv",
         "settings.yaml",
         "training.json",
     ]

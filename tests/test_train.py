@@ -165,3 +165,31 @@ def test_progress_is_a_few_plain_lines_when_not_a_terminal(
     lines = err.strip().splitlines()
     assert "\r" not in err and 5 <= len(lines) <= 11, err
     assert lines[-1].startswith("  step 120/120 epoch=30 loss=")
+
+
+def test_history_csv_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
+    """The losses per epoch as CSV beside the checkpoint; training stops once the validation
+    loss has not improved for ``early_stopping`` epochs, also when resumed; ``best.pt`` holds
+    the epoch of lowest validation loss."""
+    import pandas as pd
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 6, 6)
+    # a learning rate this high makes the validation loss stop improving within a few epochs
+    config = TrainConfig(
+        epochs=40, batch_size=16, learning_rate=0.05, early_stopping=2, keep_best=True
+    )
+    path = tmp_path / "checkpoint.pt"
+    result = fit(SMALL, config, x[:48], x[48:], checkpoint_path=path, progress=False)
+    history = result.history
+    losses = [h["val_loss"] for h in history]
+    best = int(torch.tensor(losses).argmin())
+    assert len(history) < 40 and len(history) - 1 - best == 2  # stopped 2 epochs after the best
+    table = pd.read_csv(tmp_path / "history.csv")
+    assert table.val_loss.tolist() == pytest.approx(losses) and len(table) == len(history)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best + 1
+    assert load_checkpoint(path)["epoch"] == len(history)
+    again = fit(SMALL, config, x[:48], x[48:], checkpoint_path=path, resume=True, progress=False)
+    assert len(again.history) == len(history)  # stopped already: no epoch more
+    with pytest.raises(ConfigError, match="need validation data"):
+        fit(SMALL, config, x, None, progress=False)

@@ -24,6 +24,8 @@ from patchvae.io import read_json
 
 SETTINGS_FILE = "settings.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
+BEST_CHECKPOINT_FILE = "best.pt"  # with train.keep_best: the epoch of lowest validation loss
+HISTORY_CSV_FILE = "history.csv"  # the losses per epoch, for a spreadsheet or a plot
 TRAINING_FILE = "training.json"
 METRICS_FILE = "metrics.json"
 ANALYSIS_FILE = "analysis.json"
@@ -49,6 +51,8 @@ FIGURES = (
 RUN_FILES = (
     SETTINGS_FILE,
     CHECKPOINT_FILE,
+    BEST_CHECKPOINT_FILE,
+    HISTORY_CSV_FILE,
     TRAINING_FILE,
     METRICS_FILE,
     FIGURE_DATA_FILE,

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from patchvae.artefacts import BEST_CHECKPOINT_FILE, HISTORY_CSV_FILE
 from patchvae.batches import LabelledBatches
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
 from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError, TrainingDiverged
 from patchvae.feed import ArrayRows, Rows, epoch_windows, stream_windows
+from patchvae.io import write_atomic
 from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, build_model
 from patchvae.progress import progress_bar
@@ -149,25 +151,18 @@ def fit(
     run.set_data(train_rows, y_train)
     progress = progress and run.ranks.main
     bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
+    no_validation = x_val is None or len(x_val) == 0
+    if (train_config.early_stopping or train_config.keep_best) and no_validation:
+        raise ConfigError("early_stopping and keep_best need validation data")
     run.model.train()
     with bar:  # closed on any exit, so no bar line follows an error
         for epoch in range(start_epoch, train_config.epochs):
-            t0 = time.perf_counter()
-            record = run.train_epoch(epoch, bar if progress else None)
-            if x_val is not None and len(x_val) > 0:
-                val = evaluate(
-                    run.model, x_val, train_config.batch_size, train_config.seed + _EVAL_STREAM
-                )
-                record.update({f"val_{k}": v for k, v in val.items()})
-                bar.set_postfix(
-                    epoch=epoch + 1, loss=f"{record['train_loss']:.2f}", val=f"{val['loss']:.2f}"
-                )
-            run.after_epoch(epoch, record)
-            record["seconds"] = time.perf_counter() - t0
-            run.check_finite(epoch, record)
-            history.append(record)
+            if run.stopped_early(history):  # also right after a resume
+                break
+            history.append(run.epoch(epoch, bar if progress else None, x_val))
             if checkpoint_path is not None and run.ranks.main:  # one process writes
                 run.save(checkpoint_path, epoch + 1, history, metadata)
+                run.log(Path(checkpoint_path), epoch + 1, history, metadata)
     run.model.eval()
     return TrainResult(
         model=run.model,
@@ -319,6 +314,48 @@ class _Run:
         loss.backward()
         self.optimizer.step()
         return out
+
+    def epoch(self, epoch: int, bar: Any, x_val: torch.Tensor | Rows | None) -> dict[str, float]:
+        """Train one epoch, score the validation data, check; the epoch's record."""
+        t0 = time.perf_counter()
+        record = self.train_epoch(epoch, bar)
+        if x_val is not None and len(x_val) > 0:
+            seed = self.config.seed + _EVAL_STREAM
+            val = evaluate(self.model, x_val, self.config.batch_size, seed)
+            record.update({f"val_{k}": v for k, v in val.items()})
+            if bar is not None:
+                loss = f"{record['train_loss']:.2f}"
+                bar.set_postfix(epoch=epoch + 1, loss=loss, val=f"{val['loss']:.2f}")
+        self.after_epoch(epoch, record)
+        record["seconds"] = time.perf_counter() - t0
+        self.check_finite(epoch, record)
+        return record
+
+    def stopped_early(self, history: list[dict[str, float]]) -> bool:
+        """Whether the validation loss has not improved for ``early_stopping`` epochs."""
+        patience = self.config.early_stopping
+        if not patience or not history:
+            return False
+        losses = [h["val_loss"] for h in history]
+        return len(losses) - 1 - int(np.argmin(losses)) >= patience
+
+    def log(
+        self,
+        checkpoint: Path,
+        epoch: int,
+        history: list[dict[str, float]],
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        """Beside the checkpoint: the losses per epoch as CSV, and (``keep_best``) the
+        checkpoint of the epoch of lowest validation loss."""
+        import pandas as pd
+
+        frame = pd.DataFrame(history)
+        write_atomic(checkpoint.with_name(HISTORY_CSV_FILE), lambda t: frame.to_csv(t, index=False))
+        if self.config.keep_best:
+            losses = [h["val_loss"] for h in history]
+            if losses[-1] == min(losses):
+                self.save(checkpoint.with_name(BEST_CHECKPOINT_FILE), epoch, history, metadata)
 
     def after_epoch(self, epoch: int, record: dict[str, float]) -> None:
         """The mixture prior starts from a Gaussian mixture after its warm-up epochs."""

@@ -59,6 +59,8 @@ _MODEL_AND_TRAINING = {
     "device": ("train", "device"),
     "in_memory_mb": ("train", "in_memory_mb"),
     "loader_workers": ("train", "loader_workers"),
+    "early_stopping": ("train", "early_stopping"),
+    "keep_best": ("train", "keep_best"),
 }
 
 

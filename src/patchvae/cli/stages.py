@@ -189,6 +189,12 @@ def train(
     loader_workers: int | None = typer.Option(
         None, "--loader-workers", help="Processes reading the store when streaming (default 0)."
     ),
+    early_stopping: int | None = typer.Option(
+        None, "--early-stopping", help="Stop after this many epochs without a better val loss."
+    ),
+    keep_best: bool | None = typer.Option(
+        None, "--keep-best", help="Also keep best.pt: the epoch of lowest validation loss."
+    ),
     resume: bool = RESUME,
     quiet: bool = QUIET,
 ) -> None:
