@@ -1,5 +1,6 @@
 """Extraction cost: per-volume seconds of each step, the patch-grid step beside a memcpy of the
-same bytes (peer: the floor any patch cutter pays), and peak memory of a whole-dataset
+same bytes (peer: the floor any patch cutter pays), reading every file beside a plain
+SimpleITK read of the same files, 1 against 2 workers, and peak memory of a whole-dataset
 extraction against one volume's size.
 
     python benchmarks/extract.py                                   # the bundled ISLES'22 case
@@ -29,6 +30,7 @@ import numpy as np
 
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import bundled_isles22_dir, discover_cases
+from patchvae.extract import extract_dataset
 from patchvae.patches import extract_patches
 from patchvae.preprocess import load_case
 
@@ -115,6 +117,45 @@ def store_write_seconds(batches: list, repeats: int = 5) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def read_seconds(cases: list, repeats: int = 3) -> dict[str, float]:
+    """Median seconds to read every file of the cases: patchvae's reader (one pass: nibabel
+    decodes the voxels for the truncation and NaN checks, ITK gives the header's geometry)
+    beside SimpleITK reading the same files (the peer: one plain read, no checks).
+    Interleaved."""
+    import SimpleITK as sitk
+
+    from patchvae.preprocess import read_volume
+
+    files = [
+        path
+        for case in cases
+        for path in [*case.channels.values(), case.lesion_mask, case.brain_mask]
+        if path is not None
+    ]
+    readers = {"patchvae read_volume": read_volume, "SimpleITK.ReadImage": sitk.ReadImage}
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for _ in range(repeats):
+        for name, read in readers.items():
+            t0 = time.perf_counter()
+            for path in files:
+                read(str(path))
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def workers_seconds(settings: ExtractConfig, repeats: int = 2) -> dict[int, float]:
+    """Median wall seconds of a whole extraction with 1 and 2 workers, interleaved."""
+    times: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            for workers in times:
+                config = settings.model_copy(update={"workers": workers})
+                t0 = time.perf_counter()
+                extract_dataset(config, Path(tmp) / f"w{workers}-{repeat}.h5")
+                times[workers].append(time.perf_counter() - t0)
+    return {workers: statistics.median(values) for workers, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -165,6 +206,16 @@ def main() -> None:
             f"{timings.get(s, 0.0):>17.4f}" for s in [*steps, "patch_grid", "memcpy_same_bytes"]
         )
         print(f"{case.case_id:<30} {volume_mib:>10.1f} {cells}")
+    reads = read_seconds(cases)
+    peer = reads["SimpleITK.ReadImage"]
+    for name, seconds in reads.items():
+        print(f"reading every file once, {name}: {seconds:.3f} s ({seconds / peer:.2f} x)")
+    if len(cases) > 1:
+        workers = workers_seconds(settings)
+        print(
+            f"whole extraction: {workers[1]:.2f} s with 1 worker, {workers[2]:.2f} s with 2 "
+            f"({workers[1] / workers[2]:.2f} x faster; median of 2, interleaved)"
+        )
     n = sum(len(b) for b in batches)
     for name, seconds in store_write_seconds(batches).items():
         print(f"store write of {n} patches, {name}: {seconds:.3f} s (median of 5, interleaved)")

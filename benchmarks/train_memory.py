@@ -9,7 +9,7 @@ the peer is the same command holding the patches in memory (`--in-memory-mb` abo
 store's size, as every store was read before), measured in the same run for the stores that
 fit in this machine's memory.
 
-    python benchmarks/train_memory.py                       # 112k and 2.1M patches
+    python benchmarks/train_memory.py                       # 112k, 500k and 2.1M patches
     python benchmarks/train_memory.py --sizes 50000 500000 --memory-peer-max 500000
 """
 
@@ -96,9 +96,9 @@ def train(store: Path, out: Path, in_memory_mb: float) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[112_000, 2_100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[112_000, 500_000, 2_100_000])
     parser.add_argument(
-        "--memory-peer-max", type=int, default=112_000, help="largest store also trained in memory"
+        "--memory-peer-max", type=int, default=500_000, help="largest store also trained in memory"
     )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="patchvae-memory-") as folder:

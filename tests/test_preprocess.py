@@ -181,3 +181,35 @@ def test_volume_smaller_than_a_patch(tmp_path: Path) -> None:
     small = dwi[40:60, 40:60, :]
     with pytest.raises(DataError, match="smaller than one 28x28 patch"):
         load_case(case_from(tmp_path, small, None), ExtractConfig())
+
+
+@pytest.mark.parametrize("kind", ["bundled", "int16", "scaled", "oblique"])
+def test_read_volume_is_the_image_itk_reads(kind: str, tmp_path: Path) -> None:
+    """Each NIfTI file is read once (nibabel decodes the voxels for the checks), yet the
+    image is the one SimpleITK gives: pixel type, geometry and voxels."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from patchvae.data.volumes import bundled_isles22_dir
+    from patchvae.preprocess import read_volume
+
+    if kind == "bundled":
+        path = next(bundled_isles22_dir().rglob("*_dwi.nii.gz"))
+    else:
+        rng = np.random.default_rng(0)
+        data = rng.integers(0, 1000, (9, 8, 7)).astype(np.int16)
+        affine = np.diag([1.5, 0.8, 2.0, 1.0])
+        if kind == "oblique":
+            c, s = np.cos(0.3), np.sin(0.3)
+            affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ affine[:3, :3]
+            affine[:3, 3] = [4.0, -7.0, 12.5]
+        image = nib.Nifti1Image(data, affine)
+        if kind == "scaled":  # left to ITK, which scales in its own way
+            image.header.set_slope_inter(0.5, 3.0)
+        path = tmp_path / f"{kind}.nii.gz"
+        nib.save(image, path)
+    ours, itk = read_volume(path), sitk.ReadImage(str(path))
+    assert ours.GetPixelID() == itk.GetPixelID()
+    assert ours.GetSize() == itk.GetSize() and ours.GetSpacing() == itk.GetSpacing()
+    assert ours.GetOrigin() == itk.GetOrigin() and ours.GetDirection() == itk.GetDirection()
+    assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(itk))

@@ -59,8 +59,9 @@ def read_volume(path: str | Path) -> sitk.Image:
             size = "x".join(str(s) for s in reader.GetSize())
             raise DataError(path, f"the header claims {size} voxels, more than {MAX_VOXELS:,}")
         if path.name.lower().endswith((".nii", ".nii.gz")):
-            _check_nifti_data(path)
-        image = reader.Execute()
+            image = _read_nifti_once(path, reader)
+        else:
+            image = reader.Execute()
     except RuntimeError as exc:
         reason = _first_itk_reason(str(exc))
         raise DataError(path, f"cannot be read as an image ({reason})") from None
@@ -77,16 +78,38 @@ def read_volume(path: str | Path) -> sitk.Image:
     return image
 
 
-def _check_nifti_data(path: Path) -> None:
-    """ITK's NIfTI reader reads a truncated file without complaint (the rest left as zeros) and
-    turns NaN and infinite voxels into 0. nibabel reads the raw voxels so that both are caught."""
+def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
+    """A NIfTI volume read once: nibabel decodes the voxels (ITK's NIfTI reader reads a
+    truncated file without complaint, the rest left as zeros, and turns NaN and infinite
+    voxels into 0: nibabel's raw voxels catch both), and the image takes the geometry ITK
+    reads from the header (``reader`` has read only the header), so it is the image ITK would
+    give. Scaled voxels (``scl_slope``/``scl_inter``) are left to ITK, which scales them in
+    its own way."""
     try:
-        data = np.asanyarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
+        nifti = nib.load(path)
+        data = np.asanyarray(nifti.dataobj)  # type: ignore[attr-defined]
     except Exception as exc:  # nibabel raises several types for damaged files
         reason = str(exc).splitlines()[0].replace(str(path), "").strip(" :")
         raise DataError(path, f"cannot be read as an image ({reason})") from None
     if data.dtype.kind in "fc":
         check_finite(data, path)
+    slope, inter = nifti.header.get_slope_inter()  # type: ignore[attr-defined]
+    size = tuple(reader.GetSize())
+    pixel = sitk.GetImageFromArray(np.zeros((1,) * 3, dtype=data.dtype)).GetPixelID()
+    if (
+        slope not in (None, 1.0)
+        or inter not in (None, 0.0)
+        or reader.GetDimension() != 3
+        or reader.GetNumberOfComponents() != 1
+        or data.size != int(np.prod(size))
+        or pixel != reader.GetPixelID()
+    ):
+        return reader.Execute()  # what ITK does itself; its checks follow
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.reshape(size, order="F").T))
+    image.SetOrigin(reader.GetOrigin())
+    image.SetSpacing(reader.GetSpacing())
+    image.SetDirection(reader.GetDirection())
+    return image
 
 
 def _first_itk_reason(message: str) -> str:
