@@ -193,3 +193,20 @@ def test_history_csv_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
     assert len(again.history) == len(history)  # stopped already: no epoch more
     with pytest.raises(ConfigError, match="need validation data"):
         fit(SMALL, config, x, None, progress=False)
+
+
+def test_mixed_precision_is_used_where_asked() -> None:
+    """bf16 autocast trains (here on the CPU) and is not fp32 in disguise; auto is fp32 on
+    the CPU; fp16 needs CUDA."""
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 6, 6)
+    runs = {}
+    for precision in ("fp32", "auto", "bf16"):
+        config = TrainConfig(epochs=2, batch_size=16, precision=precision, device="cpu")
+        result = fit(SMALL, config, x, progress=False)
+        runs[precision] = result.history[-1]["train_loss"]
+        assert result.extra["precision"] == ("bf16" if precision == "bf16" else "fp32")
+    assert runs["auto"] == runs["fp32"]
+    assert runs["bf16"] != runs["fp32"] and runs["bf16"] == pytest.approx(runs["fp32"], rel=0.05)
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        fit(SMALL, TrainConfig(epochs=1, precision="fp16", device="cpu"), x, progress=False)

@@ -170,6 +170,7 @@ def fit(
         train_seconds=sum(h["seconds"] for h in history),
         device=run.device,
         resumed_from_epoch=start_epoch,
+        extra={"precision": run.precision, "world_size": run.ranks.world},
     )
 
 
@@ -194,6 +195,8 @@ class _Run:
                 self.model, device_ids=[self.device.index] if cuda else None
             )
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
+        self.precision = resolve_precision(train_config.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
         self.noise_gen = torch.Generator(device=self.device).manual_seed(self._noise_seed(0))
 
@@ -303,16 +306,20 @@ class _Run:
         self, epoch: int, step: int, batch: torch.Tensor, index: torch.Tensor, beta: float | None
     ) -> Any:
         labels = None if self.y is None or self.labelled is not None else self.y[index]
-        out = self.step_model(batch, generator=self.noise_gen, beta=beta, labels=labels)
-        loss = out.loss
-        if self.labelled is not None:
-            weight = self.model_config.classifier_weight
-            loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
+        low = self.precision in ("bf16", "fp16")
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype, enabled=low):
+            out = self.step_model(batch, generator=self.noise_gen, beta=beta, labels=labels)
+            loss = out.loss
+            if self.labelled is not None:
+                weight = self.model_config.classifier_weight
+                loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
         if not torch.isfinite(loss):
             raise _diverged(epoch, step, self.steps, "training loss", self.config)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return out
 
     def epoch(self, epoch: int, bar: Any, x_val: torch.Tensor | Rows | None) -> dict[str, float]:
@@ -402,9 +409,21 @@ class _Run:
                     **(metadata or {}),
                     **provenance(self.device),
                     "world_size": self.ranks.world,
+                    "precision": self.precision,
                 },
             },
         )
+
+
+def resolve_precision(asked: str, device: torch.device) -> str:
+    """The arithmetic a run uses: ``auto`` is bf16 on a CUDA device that supports it, else
+    fp32; fp16 and bf16 are refused where the device cannot do them."""
+    cuda = device.type == "cuda"
+    if asked == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if asked == "fp16" and not cuda:
+        raise ConfigError("precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+    return asked
 
 
 def _diverged(

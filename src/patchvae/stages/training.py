@@ -111,7 +111,7 @@ def _train(
         epochs=len(result.history),
         train_seconds=round(result.train_seconds, 3),
         settings=config.model_dump(mode="json"),
-        provenance={**provenance(result.device), "world_size": ranks().world},
+        provenance={**provenance(result.device), **result.extra},
         reproduce=f"patchvae train --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
     )
 
