@@ -5,7 +5,13 @@ Prints the median over the epochs after the first (the first pays for warm-up) f
 * patchvae: ``patchvae.train.fit`` (the trainer the CLI uses: seeded batches, running loss,
   per-epoch validation and atomic checkpoint), and
 * bare-torch: a minimal PyTorch loop on the same network, data and optimiser (peer: the floor
-  our trainer's bookkeeping should stay close to).
+  our trainer's bookkeeping should stay close to), and
+* keras-jax: the 2016 Keras example itself in Keras 3 on JAX (peer: the framework the study
+  came from; optional, skipped with a line when keras and jax are not installed:
+  ``pip install keras jax``), same network, loss, optimiser, data and batch size.
+
+Runs are interleaved (each runner in turn, ``--repeats`` times) and each figure is the median;
+the ratio column is patchvae's rate over the peer's.
 
     python benchmarks/train_throughput.py                 # bundled sample (3,000 images)
     python benchmarks/train_throughput.py --data-dir ../shared/data/mnist --epochs 6
@@ -14,6 +20,7 @@ Prints the median over the epochs after the first (the first pays for warm-up) f
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -48,6 +55,55 @@ def bare_torch(x: torch.Tensor, batch_size: int, epochs: int, device: torch.devi
     return seconds
 
 
+def keras_jax(x: torch.Tensor, batch_size: int, epochs: int) -> list[float] | None:
+    """The 2016 Keras example in Keras 3 on JAX: seconds per epoch, or None without keras."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    try:
+        import keras
+    except ImportError:
+        return None
+    if keras.backend.backend() != "jax":
+        return None
+    flat = x.reshape(x.shape[0], -1).numpy()
+
+    class Sampling(keras.layers.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seed = keras.random.SeedGenerator(0)
+
+        def call(self, mean, log_var):  # type: ignore[no-untyped-def]
+            eps = keras.random.normal(keras.ops.shape(mean), seed=self.seed)
+            kl = -0.5 * keras.ops.sum(1 + log_var - mean**2 - keras.ops.exp(log_var), axis=1)
+            self.add_loss(keras.ops.mean(kl))
+            return mean + keras.ops.exp(0.5 * log_var) * eps
+
+    inputs = keras.Input((784,))
+    hidden = keras.layers.Dense(256, activation="relu")(inputs)
+    z = Sampling()(keras.layers.Dense(2)(hidden), keras.layers.Dense(2)(hidden))
+    decoded = keras.layers.Dense(256, activation="relu")(z)
+    outputs = keras.layers.Dense(784, activation="sigmoid")(decoded)
+    model = keras.Model(inputs, outputs)
+
+    def reconstruction(y, p):  # type: ignore[no-untyped-def]
+        return 784 * keras.losses.binary_crossentropy(y, p)
+
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(learning_rate=1e-3, rho=0.9, epsilon=1e-7),
+        loss=reconstruction,
+    )
+    seconds: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+            seconds.append(time.perf_counter() - self.t0)
+
+    model.fit(flat, flat, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[Timer()])
+    return seconds
+
+
 def patchvae_fit(
     x: torch.Tensor, x_val: torch.Tensor, batch_size: int, epochs: int, device: torch.device
 ) -> list[float]:
@@ -73,6 +129,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per runner")
     args = parser.parse_args()
     device = select_device(args.device)
     train, test = load_mnist(args.data_dir or bundled_mnist_dir())
@@ -81,16 +138,26 @@ def main() -> None:
         f"keras2016, {len(train)} train images, {args.epochs} epochs, device {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    print(
-        f"{'runner':<12} {'batch':>6} {'samples/s (median, epochs 2..)':>32} {'first epoch s':>14}"
-    )
+    print(f"{'runner':<12} {'batch':>6} {'samples/s (median, epochs 2..)':>32} {'patchvae /':>11}")
+    runners = {
+        "patchvae": lambda b: patchvae_fit(x, x_val, b, args.epochs, device),
+        "bare-torch": lambda b: bare_torch(x, b, args.epochs, device),
+        "keras-jax": lambda b: keras_jax(x, b, args.epochs),
+    }
     for batch_size in args.batch_sizes:
-        for name, seconds in (
-            ("patchvae", patchvae_fit(x, x_val, batch_size, args.epochs, device)),
-            ("bare-torch", bare_torch(x, batch_size, args.epochs, device)),
-        ):
-            rate = len(train) / statistics.median(seconds[1:] or seconds)
-            print(f"{name:<12} {batch_size:>6} {rate:>32,.0f} {seconds[0]:>14.2f}")
+        rates: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(args.repeats):  # interleaved: this machine is noisy
+            for name, run in runners.items():
+                seconds = run(batch_size)
+                if seconds is not None:
+                    rates[name].append(len(train) / statistics.median(seconds[1:] or seconds))
+        ours = statistics.median(rates["patchvae"])
+        for name, found in rates.items():
+            if not found:
+                print(f"{name:<12} {batch_size:>6} {'not installed (pip install keras jax)':>32}")
+                continue
+            rate = statistics.median(found)
+            print(f"{name:<12} {batch_size:>6} {rate:>32,.0f} {ours / rate:>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ class TrainResult:
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(
-            params, lr=config.learning_rate, alpha=config.rho, eps=config.epsilon
+            params, lr=config.learning_rate, alpha=config.rho, eps=config.epsilon, foreach=True
         )
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.learning_rate, eps=config.epsilon)
-    return torch.optim.SGD(params, lr=config.learning_rate)
+        return torch.optim.Adam(params, lr=config.learning_rate, eps=config.epsilon, foreach=True)
+    return torch.optim.SGD(params, lr=config.learning_rate, foreach=True)
 
 
 @torch.no_grad()

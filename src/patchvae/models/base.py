@@ -21,8 +21,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "tanh
 class VAEOutput:
     """Named outputs of a forward pass. Per-sample terms have shape (batch,)."""
 
-    recon_x: torch.Tensor  # sigmoid of the decoder's logits, same shape as the input
-    logits: torch.Tensor
+    logits: torch.Tensor  # the decoder's, same shape as the input
     z: torch.Tensor  # the latent sample that was decoded
     mu: torch.Tensor
     logvar: torch.Tensor
@@ -32,6 +31,12 @@ class VAEOutput:
     # semi-supervised models, given labels or in eval mode: the classifier's logits
     class_logits: torch.Tensor | None = None
     class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
+
+    @property
+    def recon_x(self) -> torch.Tensor:
+        """The decoded images in [0, 1] (the sigmoid of the logits), made when asked: a
+        training step never needs them."""
+        return torch.sigmoid(self.logits)
 
 
 @dataclass
@@ -152,7 +157,6 @@ class VAE(nn.Module):
                     )
                 per_sample = per_sample + self.config.classifier_weight * class_loss
         return VAEOutput(
-            recon_x=torch.sigmoid(logits),
             logits=logits,
             z=z,
             mu=mu,
