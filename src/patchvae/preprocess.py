@@ -8,6 +8,8 @@ radiological convention (patient's right on the image's left, anterior at the to
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
 import time
 from collections.abc import Iterator
@@ -86,30 +88,72 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     give. Scaled voxels (``scl_slope``/``scl_inter``) are left to ITK, which scales them in
     its own way."""
     try:
-        nifti = nib.load(path)
-        data = np.asanyarray(nifti.dataobj)  # type: ignore[attr-defined]
-    except Exception as exc:  # nibabel raises several types for damaged files
+        header, data = _nifti_voxels(path)
+        slope, inter = header.get_slope_inter()
+        if slope not in (None, 1.0) or inter not in (None, 0.0):
+            return reader.Execute()  # scaled voxels: what ITK does itself; its checks follow
+    except Exception as exc:  # nibabel, zlib and numpy raise several types for damaged files
         reason = str(exc).splitlines()[0].replace(str(path), "").strip(" :")
         raise DataError(path, f"cannot be read as an image ({reason})") from None
-    if data.dtype.kind in "fc":
+    # one pass: a sum is finite exactly when every voxel is (in float64 no finite sum overflows)
+    if data.dtype.kind in "fc" and not np.isfinite(
+        data.sum(dtype=np.complex128 if data.dtype.kind == "c" else np.float64)
+    ):
         check_finite(data, path)
-    slope, inter = nifti.header.get_slope_inter()  # type: ignore[attr-defined]
     size = tuple(reader.GetSize())
-    pixel = sitk.GetImageFromArray(np.zeros((1,) * 3, dtype=data.dtype)).GetPixelID()
+    pixels = _as_itk_pixels(data, reader.GetPixelID())
     if (
-        slope not in (None, 1.0)
-        or inter not in (None, 0.0)
+        pixels is None
         or reader.GetDimension() != 3
         or reader.GetNumberOfComponents() != 1
         or data.size != int(np.prod(size))
-        or pixel != reader.GetPixelID()
     ):
         return reader.Execute()  # what ITK does itself; its checks follow
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.reshape(size, order="F").T))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(pixels.reshape(size, order="F").T))
     image.SetOrigin(reader.GetOrigin())
     image.SetSpacing(reader.GetSpacing())
     image.SetDirection(reader.GetDirection())
     return image
+
+
+def _nifti_voxels(path: Path) -> tuple[Any, np.ndarray]:
+    """A NIfTI file's header (nibabel) and its raw voxels, (x, y, z, ...) in file order: the
+    file is read and decompressed once, in one piece (gzip checks its CRC and length), and
+    the voxels are a view of those bytes. A file shorter than its header says is refused."""
+    raw = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        raw = gzip.decompress(raw)
+    kind = (
+        nib.Nifti2Header
+        if raw[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
+        else nib.Nifti1Header
+    )
+    header = kind.from_fileobj(io.BytesIO(raw))
+    shape, dtype = header.get_data_shape(), header.get_data_dtype()
+    count, offset = int(np.prod(shape)), int(header["vox_offset"])
+    if len(raw) < offset + count * dtype.itemsize:
+        raise ValueError(
+            f"truncated: {len(raw) - offset} bytes of voxels, the header needs "
+            f"{count * dtype.itemsize}"
+        )
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    if not dtype.isnative:  # big-endian files: numbers in this machine's order
+        data = data.astype(dtype.newbyteorder("="))
+    return header, data.reshape(shape, order="F")
+
+
+def _as_itk_pixels(data: np.ndarray, pixel: int) -> np.ndarray | None:
+    """The voxels in the pixel type ITK reads this file as (ITK gives integers stored with a
+    unit scale as float), or None where that is not an exact conversion."""
+    found = sitk.GetImageFromArray(np.zeros((1, 1, 1), dtype=data.dtype)).GetPixelID()
+    if found == pixel:
+        return data
+    exact = {sitk.sitkFloat32: (np.float32, 2**24), sitk.sitkFloat64: (np.float64, 2**53)}
+    if pixel in exact and data.dtype.kind in "iu" and data.size:
+        dtype, limit = exact[pixel]
+        if max(abs(int(data.min())), abs(int(data.max()))) <= limit:
+            return data.astype(dtype)
+    return None
 
 
 def _first_itk_reason(message: str) -> str:
