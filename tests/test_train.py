@@ -210,3 +210,19 @@ def test_mixed_precision_is_used_where_asked() -> None:
     assert runs["bf16"] != runs["fp32"] and runs["bf16"] == pytest.approx(runs["fp32"], rel=0.05)
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         fit(SMALL, TrainConfig(epochs=1, precision="fp16", device="cpu"), x, progress=False)
+
+
+def test_tensorboard_curves(tmp_path: Path) -> None:
+    """train.tensorboard writes the epoch's values as TensorBoard scalars beside the run."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 6, 6)
+    config = TrainConfig(epochs=3, batch_size=16, tensorboard=True)
+    result = fit(SMALL, config, x, x, checkpoint_path=tmp_path / "c.pt", progress=False)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    curve = events.Scalars("validation/val_loss")
+    assert [e.step for e in curve] == [1, 2, 3]
+    assert [e.value for e in curve] == pytest.approx([h["val_loss"] for h in result.history])

@@ -9,6 +9,7 @@ before its first checkpoint left nothing trained: it may be started again, with 
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from patchvae.artefacts import (
     ANALYSIS_PREFIX,
     CHECKPOINT_FILE,
     SETTINGS_FILE,
+    TENSORBOARD_DIR,
+    TENSORBOARD_PATTERN,
     is_run_file,
 )
 from patchvae.config import to_yaml
@@ -138,6 +141,11 @@ def own_run_files(run: str | Path) -> list[Path]:
         if entry.is_dir() and not entry.is_symlink() and entry.name.startswith(ANALYSIS_PREFIX):
             for inner in sorted(entry.iterdir()):
                 _own(inner, inner.name in ANALYSIS_FILES)
+                files.append(inner)
+            continue
+        if entry.is_dir() and not entry.is_symlink() and entry.name == TENSORBOARD_DIR:
+            for inner in sorted(entry.iterdir()):
+                _own(inner, fnmatch.fnmatch(inner.name, TENSORBOARD_PATTERN))
                 files.append(inner)
             continue
         _own(entry, is_run_file(entry.name))

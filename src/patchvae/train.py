@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchvae.artefacts import BEST_CHECKPOINT_FILE, HISTORY_CSV_FILE
+from patchvae.artefacts import BEST_CHECKPOINT_FILE, HISTORY_CSV_FILE, TENSORBOARD_DIR
 from patchvae.batches import LabelledBatches
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
@@ -151,6 +151,8 @@ def fit(
     run.set_data(train_rows, y_train)
     progress = progress and run.ranks.main
     bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
+    if train_config.tensorboard:
+        _Curves.check_available()
     no_validation = x_val is None or len(x_val) == 0
     if (train_config.early_stopping or train_config.keep_best) and no_validation:
         raise ConfigError("early_stopping and keep_best need validation data")
@@ -163,6 +165,8 @@ def fit(
             if checkpoint_path is not None and run.ranks.main:  # one process writes
                 run.save(checkpoint_path, epoch + 1, history, metadata)
                 run.log(Path(checkpoint_path), epoch + 1, history, metadata)
+    if getattr(run, "curves", None) is not None:
+        run.curves.writer.close()
     run.model.eval()
     return TrainResult(
         model=run.model,
@@ -359,10 +363,17 @@ class _Run:
 
         frame = pd.DataFrame(history)
         write_atomic(checkpoint.with_name(HISTORY_CSV_FILE), lambda t: frame.to_csv(t, index=False))
+        if self.config.tensorboard:
+            self._tensorboard(checkpoint.parent).add_scalars_of(epoch, history[-1])
         if self.config.keep_best:
             losses = [h["val_loss"] for h in history]
             if losses[-1] == min(losses):
                 self.save(checkpoint.with_name(BEST_CHECKPOINT_FILE), epoch, history, metadata)
+
+    def _tensorboard(self, run: Path) -> _Curves:
+        if getattr(self, "curves", None) is None:
+            self.curves = _Curves(run / TENSORBOARD_DIR)
+        return self.curves
 
     def after_epoch(self, epoch: int, record: dict[str, float]) -> None:
         """The mixture prior starts from a Gaussian mixture after its warm-up epochs."""
@@ -413,6 +424,34 @@ class _Run:
                 },
             },
         )
+
+
+class _Curves:
+    """TensorBoard's view of the losses: one scalar per value of an epoch's record."""
+
+    def __init__(self, folder: Path) -> None:
+        self.check_available()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    @staticmethod
+    def check_available() -> None:
+        """Refuse ``tensorboard`` before training when the package is missing."""
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "tensorboard: needs the tensorboard package (pip install tensorboard); the "
+                "curves are in history.csv without it"
+            ) from None
+
+    def add_scalars_of(self, epoch: int, record: dict[str, float]) -> None:
+        for key, value in record.items():
+            if key != "epoch":
+                group = "validation" if key.startswith("val_") else "training"
+                self.writer.add_scalar(f"{group}/{key}", value, epoch)
+        self.writer.flush()
 
 
 def resolve_precision(asked: str, device: torch.device) -> str:

@@ -61,6 +61,7 @@ _MODEL_AND_TRAINING = {
     "loader_workers": ("train", "loader_workers"),
     "early_stopping": ("train", "early_stopping"),
     "keep_best": ("train", "keep_best"),
+    "tensorboard": ("train", "tensorboard"),
 }
 
 

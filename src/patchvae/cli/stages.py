@@ -195,6 +195,9 @@ def train(
     keep_best: bool | None = typer.Option(
         None, "--keep-best", help="Also keep best.pt: the epoch of lowest validation loss."
     ),
+    tensorboard: bool | None = typer.Option(
+        None, "--tensorboard", help="Also write the curves for TensorBoard (RUN/tensorboard/)."
+    ),
     resume: bool = RESUME,
     quiet: bool = QUIET,
 ) -> None:

@@ -68,6 +68,8 @@ class TrainConfig(BaseModel):
     early_stopping: int = Field(default=0, ge=0)
     # also keep the checkpoint of the epoch with the lowest validation loss (best.pt)
     keep_best: bool = False
+    # also write the curves for TensorBoard into RUN/tensorboard/ (needs: pip install tensorboard)
+    tensorboard: bool = False
 
 
 class MnistStudyConfig(BaseModel):
