@@ -1,17 +1,10 @@
-"""Training loop: seeded, resumable, any batch size, CPU or CUDA, with a progress bar.
-
-Data are in-memory tensors (N, C, H, W) in [0, 1]; every batch is drawn from a seeded
-permutation and the last, smaller batch of an epoch is kept, so any batch size works with any
-dataset size. After each epoch a checkpoint is written atomically; ``resume=True`` continues
-from it with the same weights, optimiser state and random streams, so an interrupted and
-resumed run gives the losses of an uninterrupted one.
-"""
+"""One training run: its state (model, optimiser, random streams, data) and its steps;
+the optimiser and the validation score."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +16,21 @@ from patchvae.batches import LabelledBatches
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
 from patchvae.config.model import VAEConfig
-from patchvae.errors import ConfigError, TrainingDiverged
+from patchvae.errors import ConfigError
 from patchvae.feed import ArrayRows, Rows, epoch_windows, stream_windows
 from patchvae.io import write_atomic
-from patchvae.models.inference import infer
 from patchvae.models.vae import VAE, build_model
-from patchvae.progress import progress_bar
 from patchvae.runtime import provenance, seed_everything, start_distributed
+from patchvae.train.aids import (
+    Curves,
+    check_resumable,
+    diverged,
+    init_prior_from_gmm,
+    resolve_precision,
+)
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
 _SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
-
-
-@dataclass
-class TrainResult:
-    """What :func:`fit` returns: the trained model and its per-epoch history."""
-
-    model: VAE
-    history: list[dict[str, float]]
-    train_seconds: float
-    device: torch.device
-    resumed_from_epoch: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
@@ -97,87 +83,6 @@ def _batches_in_order(
             yield torch.from_numpy(chunk).to(device)
 
 
-def fit(
-    model_config: VAEConfig,
-    train_config: TrainConfig,
-    x_train: torch.Tensor | Rows,
-    x_val: torch.Tensor | Rows | None = None,
-    checkpoint_path: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    metadata: dict[str, Any] | None = None,
-    y_train: torch.Tensor | None = None,
-) -> TrainResult:
-    """Train a VAE built from ``model_config`` on ``x_train`` for ``train_config.epochs``.
-
-    Parameters
-    ----------
-    model_config, train_config
-        Model and optimisation settings (both saved in the checkpoint).
-    x_train, x_val
-        Float tensors (N, C, H, W) in [0, 1], or :class:`~patchvae.feed.Rows` (a store's
-        rows, streamed); ``x_val`` is scored after every epoch.
-    checkpoint_path
-        Where the checkpoint goes after every epoch (atomically); ``None`` keeps none.
-    resume
-        Continue from ``checkpoint_path`` (same settings; ``epochs`` may be raised).
-    progress
-        Show a progress bar with the running loss.
-    metadata
-        Extra JSON-able facts stored in the checkpoint (data sources, the split, ...).
-    y_train
-        Class labels (N,) for a semi-supervised model, -1 where unlabelled.
-
-    Returns
-    -------
-    TrainResult with the model (eval mode) and the history: one dict per epoch with
-    ``train_loss``, ``train_recon``, ``train_kl``, ``val_*`` (when ``x_val`` is given), ``seconds``.
-    """
-    train_rows = x_train if isinstance(x_train, Rows) else ArrayRows(x_train)
-    if tuple(train_rows.shape) != tuple(model_config.input_shape):
-        raise ConfigError(
-            f"input_shape: model expects {tuple(model_config.input_shape)}, "
-            f"data are {tuple(train_rows.shape)}"
-        )
-    if len(train_rows) == 0:
-        raise ConfigError("training data: no samples to train on")
-    run = _Run(model_config, train_config)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    if resume:
-        if checkpoint_path is None:
-            raise ConfigError("resume: no checkpoint path given")
-        history, start_epoch = run.restore(checkpoint_path)
-    run.set_data(train_rows, y_train)
-    progress = progress and run.ranks.main
-    bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
-    if train_config.tensorboard:
-        _Curves.check_available()
-    no_validation = x_val is None or len(x_val) == 0
-    if (train_config.early_stopping or train_config.keep_best) and no_validation:
-        raise ConfigError("early_stopping and keep_best need validation data")
-    run.model.train()
-    with bar:  # closed on any exit, so no bar line follows an error
-        for epoch in range(start_epoch, train_config.epochs):
-            if run.stopped_early(history):  # also right after a resume
-                break
-            history.append(run.epoch(epoch, bar if progress else None, x_val))
-            if checkpoint_path is not None and run.ranks.main:  # one process writes
-                run.save(checkpoint_path, epoch + 1, history, metadata)
-                run.log(Path(checkpoint_path), epoch + 1, history, metadata)
-    if getattr(run, "curves", None) is not None:
-        run.curves.writer.close()
-    run.model.eval()
-    return TrainResult(
-        model=run.model,
-        history=history,
-        train_seconds=sum(h["seconds"] for h in history),
-        device=run.device,
-        resumed_from_epoch=start_epoch,
-        extra={"precision": run.precision, "world_size": run.ranks.world},
-    )
-
-
 class _Run:
     """The state of one training run: model, optimiser, random streams and data, and the
     steps of an epoch. Random numbers are drawn in a fixed order, so a resumed run repeats an
@@ -212,7 +117,7 @@ class _Run:
         """Load weights, optimiser and random streams from a checkpoint; its history and the
         number of epochs it holds."""
         state = load_checkpoint(path, map_location=self.device)
-        _check_resumable(state, self.model_config, self.config)
+        check_resumable(state, self.model_config, self.config)
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.shuffle_gen.set_state(state["shuffle_rng"].cpu())
@@ -319,7 +224,7 @@ class _Run:
                 weight = self.model_config.classifier_weight
                 loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
         if not torch.isfinite(loss):
-            raise _diverged(epoch, step, self.steps, "training loss", self.config)
+            raise diverged(epoch, step, self.steps, "training loss", self.config)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -370,9 +275,9 @@ class _Run:
             if losses[-1] == min(losses):
                 self.save(checkpoint.with_name(BEST_CHECKPOINT_FILE), epoch, history, metadata)
 
-    def _tensorboard(self, run: Path) -> _Curves:
+    def _tensorboard(self, run: Path) -> Curves:
         if getattr(self, "curves", None) is None:
-            self.curves = _Curves(run / TENSORBOARD_DIR)
+            self.curves = Curves(run / TENSORBOARD_DIR)
         return self.curves
 
     def after_epoch(self, epoch: int, record: dict[str, float]) -> None:
@@ -394,7 +299,7 @@ class _Run:
         }
         for what, value in checks.items():
             if not np.isfinite(value):
-                raise _diverged(epoch, None, self.steps, what, self.config)
+                raise diverged(epoch, None, self.steps, what, self.config)
 
     def save(
         self,
@@ -423,115 +328,4 @@ class _Run:
                     "precision": self.precision,
                 },
             },
-        )
-
-
-class _Curves:
-    """TensorBoard's view of the losses: one scalar per value of an epoch's record."""
-
-    def __init__(self, folder: Path) -> None:
-        self.check_available()
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(folder))
-
-    @staticmethod
-    def check_available() -> None:
-        """Refuse ``tensorboard`` before training when the package is missing."""
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "tensorboard: needs the tensorboard package (pip install tensorboard); the "
-                "curves are in history.csv without it"
-            ) from None
-
-    def add_scalars_of(self, epoch: int, record: dict[str, float]) -> None:
-        for key, value in record.items():
-            if key != "epoch":
-                group = "validation" if key.startswith("val_") else "training"
-                self.writer.add_scalar(f"{group}/{key}", value, epoch)
-        self.writer.flush()
-
-
-def resolve_precision(asked: str, device: torch.device) -> str:
-    """The arithmetic a run uses: ``auto`` is bf16 on a CUDA device that supports it, else
-    fp32; fp16 and bf16 are refused where the device cannot do them."""
-    cuda = device.type == "cuda"
-    if asked == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if asked == "fp16" and not cuda:
-        raise ConfigError("precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
-    return asked
-
-
-def _diverged(
-    epoch: int, step: int | None, steps: int, what: str, config: TrainConfig
-) -> TrainingDiverged:
-    where = f"epoch {epoch + 1}" + ("" if step is None else f", step {step + 1} of {steps}")
-    kept = f"epoch {epoch}" if epoch else "none: no epoch had finished"
-    rate = f"{config.learning_rate:g}"
-    return TrainingDiverged(
-        f"training diverged: the {what} became NaN or infinite at {where}; the checkpoint "
-        f"keeps the last good epoch ({kept}); try a smaller learning rate (now {rate})"
-    )
-
-
-@torch.no_grad()
-def init_prior_from_gmm(
-    model: VAE,
-    x: torch.Tensor | Rows,
-    batch_size: int,
-    seed: int,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> float:
-    """Start a mixture prior from a Gaussian mixture fitted to the latent means of ``x`` (the
-    VaDE recipe); the optimiser forgets its moments for the prior's parameters. Returns the
-    mixture's BIC on those means."""
-    from sklearn.mixture import GaussianMixture
-
-    if isinstance(x, torch.Tensor):
-        (mu,) = infer(model, x, lambda m, b: (m.encode(b)[0],), batch_size)
-    else:  # streamed: the means, chunk by chunk
-        mu = np.concatenate(
-            [
-                infer(model, chunk, lambda m, b: (m.encode(b)[0],), batch_size)[0]
-                for chunk in x.chunks(max(batch_size, 8192))
-            ]
-        )
-    data = mu.astype(np.float64)
-    mixture = GaussianMixture(
-        model.config.clusters, covariance_type="diag", n_init=3, random_state=seed
-    ).fit(data)
-    fitted = {
-        "prior_logits": np.log(mixture.weights_),
-        "prior_mu": mixture.means_,
-        "prior_logvar": np.log(mixture.covariances_),
-    }
-    for name, value in fitted.items():
-        parameter = getattr(model, name)
-        parameter.copy_(torch.as_tensor(value, dtype=parameter.dtype))
-        if optimizer is not None:
-            optimizer.state.pop(parameter, None)
-    return float(mixture.bic(data))
-
-
-def _check_resumable(
-    state: dict[str, Any], model_config: VAEConfig, train_config: TrainConfig
-) -> None:
-    if state.get("model_config") != model_config.model_dump(mode="json"):
-        raise ConfigError("resume: the checkpoint was made with other model settings")
-    saved = dict(state.get("train_config") or {})
-    asked = train_config.model_dump(mode="json")
-    # The number of epochs may grow; where the run goes (device) and how its data are read
-    # (in memory or streamed, by how many workers) may change: none changes a number.
-    for key in ("epochs", "device", "in_memory_mb", "loader_workers"):
-        saved.pop(key, None)
-        asked.pop(key, None)
-    if saved != asked:
-        raise ConfigError("resume: the checkpoint was made with other training settings")
-    if int(state["epoch"]) > train_config.epochs:
-        raise ConfigError(
-            f"epochs: the checkpoint already holds {state['epoch']} epochs, "
-            f"more than {train_config.epochs}"
         )

@@ -1,0 +1,128 @@
+"""What a training run needs beside its steps: curves for TensorBoard, the arithmetic, the
+mixture prior's start, the rules for resuming and for a run that diverged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from patchvae.config import TrainConfig
+from patchvae.config.model import VAEConfig
+from patchvae.errors import ConfigError, TrainingDiverged
+from patchvae.feed import Rows
+from patchvae.models.inference import infer
+from patchvae.models.vae import VAE
+
+
+class Curves:
+    """TensorBoard's view of the losses: one scalar per value of an epoch's record."""
+
+    def __init__(self, folder: Path) -> None:
+        self.check_available()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    @staticmethod
+    def check_available() -> None:
+        """Refuse ``tensorboard`` before training when the package is missing."""
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "tensorboard: needs the tensorboard package (pip install tensorboard); the "
+                "curves are in history.csv without it"
+            ) from None
+
+    def add_scalars_of(self, epoch: int, record: dict[str, float]) -> None:
+        for key, value in record.items():
+            if key != "epoch":
+                group = "validation" if key.startswith("val_") else "training"
+                self.writer.add_scalar(f"{group}/{key}", value, epoch)
+        self.writer.flush()
+
+
+def resolve_precision(asked: str, device: torch.device) -> str:
+    """The arithmetic a run uses: ``auto`` is bf16 on a CUDA device that supports it, else
+    fp32; fp16 and bf16 are refused where the device cannot do them."""
+    cuda = device.type == "cuda"
+    if asked == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if asked == "fp16" and not cuda:
+        raise ConfigError("precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+    return asked
+
+
+def diverged(
+    epoch: int, step: int | None, steps: int, what: str, config: TrainConfig
+) -> TrainingDiverged:
+    where = f"epoch {epoch + 1}" + ("" if step is None else f", step {step + 1} of {steps}")
+    kept = f"epoch {epoch}" if epoch else "none: no epoch had finished"
+    rate = f"{config.learning_rate:g}"
+    return TrainingDiverged(
+        f"training diverged: the {what} became NaN or infinite at {where}; the checkpoint "
+        f"keeps the last good epoch ({kept}); try a smaller learning rate (now {rate})"
+    )
+
+
+@torch.no_grad()
+def init_prior_from_gmm(
+    model: VAE,
+    x: torch.Tensor | Rows,
+    batch_size: int,
+    seed: int,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> float:
+    """Start a mixture prior from a Gaussian mixture fitted to the latent means of ``x`` (the
+    VaDE recipe); the optimiser forgets its moments for the prior's parameters. Returns the
+    mixture's BIC on those means."""
+    from sklearn.mixture import GaussianMixture
+
+    if isinstance(x, torch.Tensor):
+        (mu,) = infer(model, x, lambda m, b: (m.encode(b)[0],), batch_size)
+    else:  # streamed: the means, chunk by chunk
+        mu = np.concatenate(
+            [
+                infer(model, chunk, lambda m, b: (m.encode(b)[0],), batch_size)[0]
+                for chunk in x.chunks(max(batch_size, 8192))
+            ]
+        )
+    data = mu.astype(np.float64)
+    mixture = GaussianMixture(
+        model.config.clusters, covariance_type="diag", n_init=3, random_state=seed
+    ).fit(data)
+    fitted = {
+        "prior_logits": np.log(mixture.weights_),
+        "prior_mu": mixture.means_,
+        "prior_logvar": np.log(mixture.covariances_),
+    }
+    for name, value in fitted.items():
+        parameter = getattr(model, name)
+        parameter.copy_(torch.as_tensor(value, dtype=parameter.dtype))
+        if optimizer is not None:
+            optimizer.state.pop(parameter, None)
+    return float(mixture.bic(data))
+
+
+def check_resumable(
+    state: dict[str, Any], model_config: VAEConfig, train_config: TrainConfig
+) -> None:
+    if state.get("model_config") != model_config.model_dump(mode="json"):
+        raise ConfigError("resume: the checkpoint was made with other model settings")
+    saved = dict(state.get("train_config") or {})
+    asked = train_config.model_dump(mode="json")
+    # The number of epochs may grow; where the run goes (device) and how its data are read
+    # (in memory or streamed, by how many workers) may change: none changes a number.
+    for key in ("epochs", "device", "in_memory_mb", "loader_workers"):
+        saved.pop(key, None)
+        asked.pop(key, None)
+    if saved != asked:
+        raise ConfigError("resume: the checkpoint was made with other training settings")
+    if int(state["epoch"]) > train_config.epochs:
+        raise ConfigError(
+            f"epochs: the checkpoint already holds {state['epoch']} epochs, "
+            f"more than {train_config.epochs}"
+        )
