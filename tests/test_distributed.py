@@ -40,6 +40,7 @@ def test_two_processes_train_as_one_and_resume_in_one(
         "checkpoint.pt",
         "history.csv",
         "settings.yaml",
+        "steps",
         "training.json",
     ]
     assert json.loads((run2 / "training.json").read_text())["provenance"]["world_size"] == 2

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,3 +227,24 @@ def test_tensorboard_curves(tmp_path: Path) -> None:
     curve = events.Scalars("validation/val_loss")
     assert [e.step for e in curve] == [1, 2, 3]
     assert [e.value for e in curve] == pytest.approx([h["val_loss"] for h in result.history])
+
+
+def test_the_losses_of_every_step(tmp_path: Path) -> None:
+    """steps/epoch-NNNN.csv: each step's mean loss terms; they average to the epoch's."""
+    import pandas as pd
+
+    torch.manual_seed(0)
+    x = torch.rand(40, 1, 6, 6)
+    result = fit(
+        SMALL,
+        TrainConfig(epochs=2, batch_size=16),
+        x,
+        checkpoint_path=tmp_path / "c.pt",
+        progress=False,
+    )
+    for epoch, record in enumerate(result.history, start=1):
+        steps = pd.read_csv(tmp_path / "steps" / f"epoch-{epoch:04d}.csv")
+        assert steps.step.tolist() == [1, 2, 3]  # 16 + 16 + 8 samples
+        sizes = np.array([16, 16, 8])
+        mean = float((steps.train_loss * sizes).sum() / sizes.sum())
+        assert mean == pytest.approx(record["train_loss"], rel=1e-12)

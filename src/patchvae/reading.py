@@ -70,8 +70,12 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     except Exception as exc:  # nibabel, zlib and numpy raise several types for damaged files
         reason = str(exc).splitlines()[0].replace(str(path), "").strip(" :")
         raise DataError(path, f"cannot be read as an image ({reason})") from None
-    if data.dtype.kind in "fc" and data.size and not (
-        np.isfinite(data.min()) and np.isfinite(data.max())  # NaN propagates; inf is an end
+    if (
+        data.dtype.kind in "fc"
+        and data.size
+        and not (
+            np.isfinite(data.min()) and np.isfinite(data.max())  # NaN propagates; inf is an end
+        )
     ):
         check_finite(data, path)
     size = tuple(reader.GetSize())

@@ -24,6 +24,8 @@ from patchvae.artefacts import (
     ANALYSIS_PREFIX,
     CHECKPOINT_FILE,
     SETTINGS_FILE,
+    STEPS_DIR,
+    STEPS_PATTERN,
     TENSORBOARD_DIR,
     TENSORBOARD_PATTERN,
     is_run_file,
@@ -143,9 +145,10 @@ def own_run_files(run: str | Path) -> list[Path]:
                 _own(inner, inner.name in ANALYSIS_FILES)
                 files.append(inner)
             continue
-        if entry.is_dir() and not entry.is_symlink() and entry.name == TENSORBOARD_DIR:
+        logs = {TENSORBOARD_DIR: TENSORBOARD_PATTERN, STEPS_DIR: STEPS_PATTERN}
+        if entry.is_dir() and not entry.is_symlink() and entry.name in logs:
             for inner in sorted(entry.iterdir()):
-                _own(inner, fnmatch.fnmatch(inner.name, TENSORBOARD_PATTERN))
+                _own(inner, fnmatch.fnmatch(inner.name, logs[entry.name]))
                 files.append(inner)
             continue
         _own(entry, is_run_file(entry.name))

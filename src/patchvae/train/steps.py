@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchvae.artefacts import BEST_CHECKPOINT_FILE, HISTORY_CSV_FILE, TENSORBOARD_DIR
+from patchvae.artefacts import (
+    BEST_CHECKPOINT_FILE,
+    HISTORY_CSV_FILE,
+    STEPS_DIR,
+    STEPS_FILE,
+    TENSORBOARD_DIR,
+)
 from patchvae.batches import LabelledBatches
 from patchvae.checkpoint import load_checkpoint, save_checkpoint
 from patchvae.config import TrainConfig
@@ -186,22 +192,32 @@ class _Run:
         n = self.n
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         seen, beta = 0, None
+        parts: list[torch.Tensor] = []  # each step's sums, for the per-step log
+        sizes: list[int] = []
         for step, (batch, index) in enumerate(self._epoch_batches()):
             seen += batch.shape[0]
             beta = self._beta(epoch, step)
             out = self._step(epoch, step, batch, index, beta)
             with torch.no_grad():
-                totals += torch.stack(
+                part = torch.stack(
                     [out.loss * batch.shape[0], out.recon.sum(), out.kl.sum()]
                 ).double()
+                totals += part
+            parts.append(part)
+            sizes.append(batch.shape[0])
             if bar is not None:
                 bar.update(1)
                 if step % 20 == 0 or seen == n:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
+        steps = torch.stack(parts)
+        counts = torch.tensor(sizes, dtype=torch.float64, device=self.device)
         if self.ranks.world > 1:  # the sums over every process's parts of the batches
             import torch.distributed as dist
 
-            dist.all_reduce(totals)
+            for summed in (totals, steps, counts):
+                dist.all_reduce(summed)
+        # the mean loss, reconstruction and KL of each step's (global) batch
+        self.step_log = (steps / counts[:, None]).cpu().numpy()
         train_loss, train_recon, train_kl = (totals / n).tolist()
         return {
             "epoch": float(epoch + 1),
@@ -268,6 +284,16 @@ class _Run:
 
         frame = pd.DataFrame(history)
         write_atomic(checkpoint.with_name(HISTORY_CSV_FILE), lambda t: frame.to_csv(t, index=False))
+        log = getattr(self, "step_log", None)
+        if log is not None:  # one file per epoch, written once (again, if an epoch is redone)
+            steps = pd.DataFrame(log, columns=["train_loss", "train_recon", "train_kl"])
+            steps.insert(0, "step", range(1, len(steps) + 1))
+            folder = checkpoint.parent / STEPS_DIR
+            folder.mkdir(exist_ok=True)
+            write_atomic(
+                folder / STEPS_FILE.format(epoch=epoch),
+                lambda t: steps.to_csv(t, index=False),
+            )
         if self.config.tensorboard:
             self._tensorboard(checkpoint.parent).add_scalars_of(epoch, history[-1])
         if self.config.keep_best:
