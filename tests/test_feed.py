@@ -78,3 +78,32 @@ def test_streamed_training_equals_training_in_memory(two_case_store: Path) -> No
         histories.append([{k: v for k, v in h.items() if k != "seconds"} for h in result.history])
     assert histories[0] == histories[1] == histories[2]
     assert store.n_patches > train.shuffle_window  # the windowed order was exercised
+
+
+@pytest.mark.parametrize("variant", ["semi-supervised", "mixture prior"])
+def test_streamed_equals_in_memory_for_labels_and_the_mixture_prior(
+    two_case_store: Path, variant: str
+) -> None:
+    """The labelled batches and the mixture prior's start read the streamed store too."""
+    store = PatchStore(two_case_store)
+    rows = np.arange(store.n_patches)
+    semi = variant == "semi-supervised"
+    config = VAEConfig(
+        input_shape=store.input_shape,
+        hidden_dims=[32],
+        latent_dim=2,
+        classifier_classes=2 if semi else 0,
+        prior="gaussian" if semi else "gmm",
+    )
+    train = TrainConfig(
+        epochs=2, batch_size=32, shuffle_window=128, gmm_init_epochs=0 if semi else 1
+    )
+    labels = torch.from_numpy(store.table().label.to_numpy().astype(np.int64)) if semi else None
+    streamed = StoreRows(two_case_store, rows, store.input_shape)
+    histories = []
+    for x in (ArrayRows(streamed.read(rows)), streamed):
+        result = fit(config, train, x, x, progress=False, y_train=labels)
+        histories.append([{k: v for k, v in h.items() if k != "seconds"} for h in result.history])
+    assert histories[0] == histories[1]
+    if not semi:
+        assert "prior_init_bic" in histories[1][0]

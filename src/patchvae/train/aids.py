@@ -87,7 +87,8 @@ def init_prior_from_gmm(
         mu = np.concatenate(
             [
                 infer(model, chunk, lambda m, b: (m.encode(b)[0],), batch_size)[0]
-                for chunk in x.chunks(max(batch_size, 8192))
+                # chunks of whole batches: the batches of the in-memory pass, so the same means
+                for chunk in x.chunks(batch_size * max(1, 8192 // batch_size))
             ]
         )
     data = mu.astype(np.float64)
