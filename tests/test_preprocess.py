@@ -213,3 +213,16 @@ def test_read_volume_is_the_image_itk_reads(kind: str, tmp_path: Path) -> None:
     assert ours.GetSize() == itk.GetSize() and ours.GetSpacing() == itk.GetSpacing()
     assert ours.GetOrigin() == itk.GetOrigin() and ours.GetDirection() == itk.GetDirection()
     assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(itk))
+
+
+def test_non_finite_voxels_refused_also_when_scaled(tmp_path: Path) -> None:
+    """A file whose voxels are scaled (left to ITK to read) is checked for NaN all the same."""
+    import nibabel as nib
+
+    data = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    data[1, 2, 3] = np.nan
+    image = nib.Nifti1Image(data, np.eye(4))
+    image.header.set_slope_inter(2.0, 1.0)
+    nib.save(image, tmp_path / "scaled.nii.gz")
+    with pytest.raises(DataError, match=r"scaled\.nii\.gz: .*NaN or infinite"):
+        read_volume(tmp_path / "scaled.nii.gz")

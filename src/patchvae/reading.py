@@ -56,17 +56,15 @@ def read_volume(path: str | Path) -> sitk.Image:
 
 
 def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
-    """A NIfTI volume read once: nibabel decodes the voxels (ITK's NIfTI reader reads a
-    truncated file without complaint, the rest left as zeros, and turns NaN and infinite
-    voxels into 0: nibabel's raw voxels catch both), and the image takes the geometry ITK
-    reads from the header (``reader`` has read only the header), so it is the image ITK would
-    give. Scaled voxels (``scl_slope``/``scl_inter``) are left to ITK, which scales them in
-    its own way."""
+    """A NIfTI volume read once: the file is decompressed once and its raw voxels checked
+    (ITK's NIfTI reader reads a truncated file without complaint, the rest left as zeros, and
+    turns NaN and infinite voxels into 0: the raw voxels catch both), and the image takes the
+    geometry ITK reads from the header (``reader`` has read only the header), so it is the
+    image ITK would give. Scaled voxels (``scl_slope``/``scl_inter``) are checked the same
+    way but left to ITK, which scales them in its own way."""
     try:
         header, data = _nifti_voxels(path)
         slope, inter = header.get_slope_inter()
-        if slope not in (None, 1.0) or inter not in (None, 0.0):
-            return reader.Execute()  # scaled voxels: what ITK does itself; its checks follow
     except Exception as exc:  # nibabel, zlib and numpy raise several types for damaged files
         reason = str(exc).splitlines()[0].replace(str(path), "").strip(" :")
         raise DataError(path, f"cannot be read as an image ({reason})") from None
@@ -78,6 +76,8 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
         )
     ):
         check_finite(data, path)
+    if slope not in (None, 1.0) or inter not in (None, 0.0):
+        return reader.Execute()  # scaled voxels: what ITK does itself; its checks follow
     size = tuple(reader.GetSize())
     pixels = _as_itk_pixels(data, reader.GetPixelID())
     if (
