@@ -31,6 +31,10 @@ def is_embedding_table(path: str | Path) -> bool:
                 names = handle.readline().strip().split(",")
     except Exception:  # unreadable, binary, no pyarrow: not recognisably ours
         return False
+    return _has_embedding_columns(names)
+
+
+def _has_embedding_columns(names: list[str]) -> bool:
     return tuple(names[:4]) == EMBEDDING_HEAD and "mu_0" in names and "neg_elbo" in names
 
 
@@ -57,25 +61,41 @@ def write_table(frame: pd.DataFrame, out: str | Path, info: EmbeddingInfo | None
     return out
 
 
-def read_embedding(path: str | Path) -> tuple[pd.DataFrame, EmbeddingInfo]:
-    """An embedding table written by ``patchvae embed`` as Parquet, and what it was made
-    from; anything else is a one-line :class:`DataError`."""
+def read_embedding_info(path: str | Path) -> EmbeddingInfo:
+    """What a Parquet embedding table was made from, read from its schema alone (the table
+    itself, which may be large, is not read); anything else is a one-line
+    :class:`DataError`."""
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "embedding table not found")
     try:
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(_META_KEY)
+        schema = pq.read_schema(path)
+        raw = (schema.metadata or {}).get(_META_KEY)
         info = EmbeddingInfo.model_validate(json.loads(raw)) if raw else None
     except Exception as exc:  # pyarrow raises several kinds for a damaged file
         raise DataError(
             path, f"embedding table is damaged ({type(exc).__name__}); embed again"
         ) from None
-    if info is None or info.format != EMBEDDING_FORMAT or not is_embedding_table(path):
+    if info is None or info.format != EMBEDDING_FORMAT or not _has_embedding_columns(schema.names):
         raise DataError(
             path,
             f"not an embedding table of this patchvae (expected {EMBEDDING_FORMAT}); embed again",
         )
+    return info
+
+
+def read_embedding(path: str | Path) -> tuple[pd.DataFrame, EmbeddingInfo]:
+    """An embedding table written by ``patchvae embed`` as Parquet, and what it was made
+    from; anything else is a one-line :class:`DataError`."""
+    import pyarrow.parquet as pq
+
+    info = read_embedding_info(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise DataError(
+            path, f"embedding table is damaged ({type(exc).__name__}); embed again"
+        ) from None
     return table.to_pandas(), info

@@ -10,6 +10,7 @@ a second pass over the store.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,25 +31,33 @@ from patchvae.locks import lock_file, lock_folder
 from patchvae.runtime import provenance
 from patchvae.stages.training import run_split
 from patchvae.store import PatchStore, file_sha256
-from patchvae.tables import is_embedding_table, read_embedding, write_table
+from patchvae.tables import is_embedding_table, read_embedding_info, write_table
 
 
-def checkpoint_record(run: str | Path) -> CheckpointRef:
+def checkpoint_record(run: str | Path, payload: dict[str, Any] | None = None) -> CheckpointRef:
     """Which checkpoint a derived artefact (embedding, analysis) is made from: its epoch and
-    SHA-256, so a report can tell when the run has moved on since."""
+    SHA-256, so a report can tell when the run has moved on since (``payload``: the
+    checkpoint, when already loaded)."""
     path = Path(run) / CHECKPOINT_FILE
-    return CheckpointRef(epoch=checkpoint_epoch(path), sha256=file_sha256(path))
+    return CheckpointRef(epoch=checkpoint_epoch(path, payload), sha256=file_sha256(path))
 
 
-def embed_store(run: str | Path, store_path: str | Path, batch_size: int = 1000) -> pd.DataFrame:
+def embed_store(
+    run: str | Path,
+    store_path: str | Path,
+    batch_size: int = 1000,
+    payload: dict[str, Any] | None = None,
+) -> pd.DataFrame:
     """Per patch of ``store_path``: latent means and log-variances, reconstruction error, KL,
-    negative ELBO, the store's provenance columns, and whether the run trained on the patch."""
+    negative ELBO, the store's provenance columns, and whether the run trained on the patch
+    (``payload``: the run's checkpoint, when already loaded)."""
     run = Path(run)
     split = run_split(run)
     path = run / CHECKPOINT_FILE
-    if not path.is_file():
-        raise DataError(path, "not found: embedding a store needs the run's checkpoint")
-    payload = load_checkpoint(path)
+    if payload is None:
+        if not path.is_file():
+            raise DataError(path, "not found: embedding a store needs the run's checkpoint")
+        payload = load_checkpoint(path)
     model, epoch = model_from_payload(payload, path), checkpoint_epoch(path, payload)
     store = PatchStore(store_path)
     expected = tuple(model.config.input_shape)
@@ -94,8 +103,9 @@ def embed_to_table(
 
 
 def _embed(run: Path, store_path: Path, out: Path) -> tuple[Path, pd.DataFrame]:
-    made_from = checkpoint_record(run)
-    frame = embed_store(run, store_path)
+    payload = load_checkpoint(run / CHECKPOINT_FILE)  # read once: model, epoch and record
+    made_from = checkpoint_record(run, payload)
+    frame = embed_store(run, store_path, payload=payload)
     info = EmbeddingInfo(
         format=EMBEDDING_FORMAT,
         run=str(run.resolve()),
@@ -112,7 +122,7 @@ def check_same_store(path: Path, store: Path) -> None:
     if not path.is_file() or not store.is_file():
         return
     try:
-        _, info = read_embedding(path)
+        info = read_embedding_info(path)
     except DataError:
         return  # damaged: ours (in the run folder), replaced whole
     same_path = Path(info.store.path) == store.resolve()
@@ -138,7 +148,7 @@ def current_embedding(run: str | Path, store_path: str | Path) -> Path:
     if path.is_file() and not checkpoint.is_file():
         return path
     if path.is_file():
-        _, info = read_embedding(path)
+        info = read_embedding_info(path)
         if info.checkpoint.sha256 == file_sha256(checkpoint) and info.store.sha256 == file_sha256(
             store_path
         ):
