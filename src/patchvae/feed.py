@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from patchvae.errors import DataError
+from patchvae.store import read_patch_rows
 
 BLOCK = 64  # samples per block: the store's chunk of patches
 
@@ -101,21 +102,10 @@ class StoreRows(Rows):
 
     def read_sorted(self, unique: np.ndarray) -> np.ndarray:
         """Samples at increasing positions ``unique``, read run by run into one array."""
-        rows = self.rows[unique]
-        out = np.empty((rows.size, *self.shape), dtype=np.float32)
-        dataset = self._dataset()
-        # contiguous runs of store rows: one slice each
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        starts = np.concatenate([[0], breaks])
-        ends = np.concatenate([breaks, [rows.size]])
         try:
-            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-                dataset.read_direct(out, np.s_[rows[a] : rows[b - 1] + 1], np.s_[a:b])
+            return read_patch_rows(self.path, self._dataset(), self.rows[unique])
         except OSError as exc:  # a checksum mismatch, a truncated file
             raise DataError(self.path, f"damaged patch store ({exc})") from None
-        if out.size and not (np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1):
-            raise DataError(self.path, "damaged patch store (patch values outside [0, 1])")
-        return out
 
 
 def epoch_windows(
