@@ -90,6 +90,12 @@ def fit(
         )
     if len(train_rows) == 0:
         raise ConfigError("training data: no samples to train on")
+    if train_config.tensorboard:
+        Curves.check_available()
+    if (train_config.early_stopping or train_config.keep_best) and (
+        x_val is None or not len(x_val)
+    ):
+        raise ConfigError("early_stopping and keep_best need validation data")
     run = _Run(model_config, train_config)
     history: list[dict[str, float]] = []
     start_epoch = 0
@@ -100,13 +106,9 @@ def fit(
     run.set_data(train_rows, y_train)
     progress = progress and run.ranks.main
     bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
-    if train_config.tensorboard:
-        Curves.check_available()
-    no_validation = x_val is None or len(x_val) == 0
-    if (train_config.early_stopping or train_config.keep_best) and no_validation:
-        raise ConfigError("early_stopping and keep_best need validation data")
     run.model.train()
-    with bar:  # closed on any exit, so no bar line follows an error
+    # the bar is closed on any exit, so no bar line follows an error; so are the curves
+    with bar, run:
         for epoch in range(start_epoch, train_config.epochs):
             if run.stopped_early(history):  # also right after a resume
                 break
@@ -114,8 +116,6 @@ def fit(
             if checkpoint_path is not None and run.ranks.main:  # one process writes
                 run.save(checkpoint_path, epoch + 1, history, metadata)
                 run.log(Path(checkpoint_path), epoch + 1, history, metadata)
-    if getattr(run, "curves", None) is not None:
-        run.curves.writer.close()
     run.model.eval()
     return TrainResult(
         model=run.model,

@@ -114,6 +114,15 @@ class _Run:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
         self.noise_gen = torch.Generator(device=self.device).manual_seed(self._noise_seed(0))
+        self.step_log: np.ndarray | None = None  # the last epoch's losses per step
+        self.curves: Curves | None = None  # TensorBoard's writer, once there is one
+
+    def __enter__(self) -> _Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.curves is not None:
+            self.curves.writer.close()
 
     def _noise_seed(self, epoch: int) -> int:
         """Each process draws its own latent noise; one process continues the one stream."""
@@ -284,7 +293,7 @@ class _Run:
 
         frame = pd.DataFrame(history)
         write_atomic(checkpoint.with_name(HISTORY_CSV_FILE), lambda t: frame.to_csv(t, index=False))
-        log = getattr(self, "step_log", None)
+        log = self.step_log
         if log is not None:  # one file per epoch, written once (again, if an epoch is redone)
             steps = pd.DataFrame(log, columns=["train_loss", "train_recon", "train_kl"])
             steps.insert(0, "step", range(1, len(steps) + 1))
@@ -302,7 +311,7 @@ class _Run:
                 self.save(checkpoint.with_name(BEST_CHECKPOINT_FILE), epoch, history, metadata)
 
     def _tensorboard(self, run: Path) -> Curves:
-        if getattr(self, "curves", None) is None:
+        if self.curves is None:
             self.curves = Curves(run / TENSORBOARD_DIR)
         return self.curves
 
