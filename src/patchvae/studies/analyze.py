@@ -28,7 +28,7 @@ def analyze(run: str | Path, store: str | Path, seed: int | None = None) -> Anal
     with lock_folder(run, create=False):
         settings = load_yaml_config(PatchTrainConfig, run / SETTINGS_FILE)
         check_analysis_target(analysis_dir(run, store), PatchStore(store))
-        for path in dict.fromkeys((Path(settings.patches), Path(store))):
+        for path in dict.fromkeys(Path(p).resolve() for p in (settings.patches, store)):
             if path.is_file():  # a missing store is reported by the analysis, in its words
                 current_embedding(run, path)
         return analyze_run(run, store, settings.train.seed if seed is None else seed)
