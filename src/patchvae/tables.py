@@ -38,15 +38,20 @@ def _has_embedding_columns(names: list[str]) -> bool:
     return tuple(names[:4]) == EMBEDDING_HEAD and "mu_0" in names and "neg_elbo" in names
 
 
+def check_table_name(out: str | Path) -> Path:
+    """An embedding table is written as ``.csv`` or ``.parquet``; anything else is refused."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"out: expected a .csv or .parquet file name, got {out.name!r}")
+    return out
+
+
 def write_table(frame: pd.DataFrame, out: str | Path, info: EmbeddingInfo | None = None) -> Path:
     """Write ``frame`` as Parquet (``.parquet``) or CSV, atomically. Parquet also keeps
     ``info`` (what the table was made from) in its metadata; CSV has no place for it."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ConfigError(f"out: expected a .csv or .parquet file name, got {out.name!r}")
+    out = check_table_name(out)
     with atomic_path(out) as tmp:
-        if suffix == ".parquet":
+        if out.suffix.lower() == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 

@@ -25,13 +25,18 @@ from patchvae.artefacts import (
 )
 from patchvae.checkpoint import checkpoint_epoch, load_checkpoint, model_from_payload
 from patchvae.embed import score_patches
-from patchvae.errors import ConfigError, DataError, RunDirError
+from patchvae.errors import DataError, RunDirError
 from patchvae.io import check_replaceable
 from patchvae.locks import lock_file, lock_folder
 from patchvae.runtime import provenance
 from patchvae.stages.training import run_split
 from patchvae.store import PatchStore, file_sha256
-from patchvae.tables import is_embedding_table, read_embedding_info, write_table
+from patchvae.tables import (
+    check_table_name,
+    is_embedding_table,
+    read_embedding_info,
+    write_table,
+)
 
 
 def checkpoint_record(run: str | Path, payload: dict[str, Any] | None = None) -> CheckpointRef:
@@ -94,9 +99,7 @@ def embed_to_table(
     if out is None:
         out, force = embedding_path(run, store_path), True
         check_same_store(out, Path(store_path))
-    out = Path(out)
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise ConfigError(f"out: expected a .csv or .parquet file name, got {out.name!r}")
+    out = check_table_name(out)  # before any work
     check_replaceable(out, force, is_embedding_table, "embedding table")
     with lock_folder(run, create=False), lock_file(out):
         return _embed(run, Path(store_path), out)
