@@ -41,6 +41,10 @@ ANALYSIS_PREFIX = "analysis-"
 EMBEDDING_PREFIX = "embedding-"
 FIGURE_DATA_FILE = "figure-data.npz"  # the arrays the report draws a stage's figures from
 EMBEDDING_FORMAT = "patchvae-embedding/1"  # Parquet key-value metadata "patchvae"
+SCORE_FILE = "score.json"  # ``patchvae score``'s record, in its output folder
+SCORE_FORMAT = "patchvae-score/1"
+PATCH_SCORES_FILE = "patch-scores.parquet"  # one row per scored patch: place and scores
+COVERAGE_MAP = "coverage"  # per voxel: how many scored patches cover it
 
 FIGURES = (
     "loss.png",
@@ -121,6 +125,23 @@ class TrainingRecord(Record):
     epochs: int
     train_seconds: float
     settings: dict[str, Any]
+    provenance: dict[str, Any]
+    reproduce: str
+    # the training store's extraction settings (``patchvae score`` preprocesses new volumes
+    # with them); None for runs of patchvae 0.2 and earlier, which read them from the store
+    extraction: dict[str, Any] | None = None
+
+
+class ScoreRecord(Record):
+    """``score.json``: a run applied to volumes; where each score map and patch table lies."""
+
+    format: str
+    run: str
+    checkpoint: CheckpointRef
+    stride: int
+    extraction: dict[str, Any]
+    scores: dict[str, str]  # score name -> what it means, in words
+    cases: list[dict[str, Any]]  # per case: its files, maps, patch count, voxel metrics
     provenance: dict[str, Any]
     reproduce: str
 

@@ -73,6 +73,11 @@ def process_case(case: CaseFiles, settings: ExtractConfig) -> CaseResult:
     info = {
         "shape_zyx": list(normalised.brain.shape),
         "spacing_xyz_mm": list(normalised.spacing),
+        # where every patch lies in physical space, and the grid of the file it came from
+        "grid": None if normalised.grid is None else normalised.grid.model_dump(mode="json"),
+        "source_grid": None
+        if normalised.source is None
+        else normalised.source.model_dump(mode="json"),
         "brain_voxels": int(normalised.brain.sum()),
         "lesion_voxels": None if normalised.lesion is None else int(normalised.lesion.sum()),
         "preprocessing": normalised.params,

@@ -22,6 +22,7 @@ from scipy import ndimage
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import CaseFiles
 from patchvae.errors import DataError
+from patchvae.geometry import Grid, check_overlap, resample_onto
 from patchvae.reading import MAX_VOXELS, check_finite, read_volume
 
 # ITK prints warnings (e.g. about NIfTI header fields) straight to stderr; our errors say enough.
@@ -41,6 +42,8 @@ class NormalisedCase:
     lesion: np.ndarray | None  # (z, y, x) bool, or None without a mask
     spacing: tuple[float, float, float]  # (x, y, z) mm, after resampling
     params: dict[str, Any] = field(default_factory=dict)  # every normalisation parameter
+    grid: Grid | None = None  # the arrays' grid in physical space (canonical, resampled)
+    source: Grid | None = None  # the grid of the first channel's file
 
 
 def check_same_grid(
@@ -184,7 +187,7 @@ def load_case(
     when given, receives the seconds spent in each step (for ``benchmarks/extract.py``).
     """
     first_name, first_path = next(iter(case.channels.items()))
-    images, masks = _read_checked(case, timings)
+    images, masks = _read_checked(case, timings, settings.reference)
 
     def canonical(image: sitk.Image, is_mask: bool) -> sitk.Image:
         image = reorient(image)
@@ -239,13 +242,16 @@ def load_case(
         mask_arrays.get("lesion"),
         (spacing[0], spacing[1], spacing[2]),
         params,
+        grid=Grid.of(channel_images[0]),
+        source=Grid.of(images[first_name]),
     )
 
 
 def _read_checked(
-    case: CaseFiles, timings: dict[str, float] | None
+    case: CaseFiles, timings: dict[str, float] | None, reference: bool = False
 ) -> tuple[dict[str, sitk.Image], dict[str, tuple[Path, sitk.Image]]]:
-    """A case's channels and masks, read and checked: finite, all on the first channel's grid."""
+    """A case's channels and masks, read and checked: finite, all on the first channel's grid
+    (``reference``: resampled onto it by physical position where they are not)."""
     first_name, first_path = next(iter(case.channels.items()))
     with _timed(timings, "read"):
         images = {name: read_volume(path) for name, path in case.channels.items()}
@@ -255,14 +261,33 @@ def _read_checked(
             if path is not None
         }
     with _timed(timings, "check"):
-        reference = images[first_name]
+        first = images[first_name]
         for name, image in images.items():
             check_finite(sitk.GetArrayViewFromImage(image), case.channels[name])
             if name != first_name:
-                check_same_grid(reference, image, first_path, case.channels[name])
-        for path, mask in masks.values():
-            check_same_grid(reference, mask, first_path, path)
+                images[name] = _on_grid(first, image, first_path, case.channels[name], reference)
+        masks = {
+            kind: (path, _on_grid(first, mask, first_path, path, reference, label=True))
+            for kind, (path, mask) in masks.items()
+        }
     return images, masks
+
+
+def _on_grid(
+    first: sitk.Image,
+    image: sitk.Image,
+    first_path: Path,
+    path: Path,
+    reference: bool,
+    label: bool = False,
+) -> sitk.Image:
+    """``image`` on the first channel's grid: checked to be there, or (``reference``)
+    resampled onto it when it is not, after checking that the two overlap in space."""
+    if not reference or Grid.of(image).same_as(Grid.of(first)):
+        check_same_grid(first, image, first_path, path)
+        return image
+    check_overlap(Grid.of(first), Grid.of(image), first_path, path)
+    return resample_onto(image, first, label)
 
 
 def _derived_brain_mask(image: sitk.Image, settings: ExtractConfig) -> tuple[np.ndarray, str]:

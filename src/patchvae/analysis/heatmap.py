@@ -1,4 +1,5 @@
-"""Patch scores put back on their slices, and voxel-level metrics of that back-projection."""
+"""Patch scores put back on their slices and volumes, and voxel-level metrics of that
+back-projection."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import numpy as np
 import pandas as pd
 
 from patchvae.analysis.anomaly import detection_metrics
-from patchvae.patches import tile_mean
 
 
 def backproject(
@@ -22,16 +22,65 @@ def backproject(
     >>> np.nan_to_num(m).tolist()
     [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 0.0, 0.0], [5.0, 5.0, 0.0, 0.0]]
     """
-    n = len(table)
-    tiles = np.broadcast_to(np.asarray(scores, dtype=float)[:, None, None], (n, size, size))
+    scores = np.asarray(scores, dtype=float)
     rows, cols = table.row.to_numpy(), table.col.to_numpy()
     where = pd.DataFrame(
         {"case": table.case_id.astype(str).to_numpy(), "slice": table.slice.to_numpy(int)}
     )
-    return {
-        (str(case), int(k)): tile_mean(tiles[on], rows[on], cols[on], shape_yx)[0]
-        for (case, k), on in where.groupby(["case", "slice"], sort=False).indices.items()
-    }
+    maps = {}
+    for (case, k), on in where.groupby(["case", "slice"], sort=False).indices.items():
+        flat = np.zeros(len(on), dtype=np.int64)
+        mean, _ = score_volume(scores[on], flat, rows[on], cols[on], size, (1, *shape_yx))
+        maps[(str(case), int(k))] = mean[0]
+    return maps
+
+
+def score_volume(
+    scores: np.ndarray,
+    slices: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    size: int,
+    shape_zyx: tuple[int, int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch scores as a (z, y, x) map: each voxel gets the mean score of the patches
+    covering it (NaN where none does); also the number of covering patches per voxel.
+
+    Patches are ``size x size`` axial squares with top-left corners (slice, row, col). Each
+    score is placed at its corner and summed over the patch's footprint with running sums (a
+    box filter), so a dense grid costs a few passes over the volume, not one per patch.
+
+    Example
+    -------
+    >>> mean, count = score_volume(np.array([2.0, 4.0]), np.array([0, 0]), np.array([0, 1]),
+    ...                            np.array([0, 0]), 2, (1, 3, 2))
+    >>> mean[0].tolist(), count[0].tolist()
+    ([[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]], [[1, 1], [2, 2], [1, 1]])
+    """
+    corner_sum = np.zeros(shape_zyx)
+    corner_count = np.zeros(shape_zyx)
+    np.add.at(corner_sum, (slices, rows, cols), np.asarray(scores, dtype=np.float64))
+    np.add.at(corner_count, (slices, rows, cols), 1.0)
+    total, count = _box_sum(corner_sum, size), np.rint(_box_sum(corner_count, size))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan), count.astype(np.int64)
+
+
+def _box_sum(corners: np.ndarray, size: int) -> np.ndarray:
+    """At each (y, x): the sum of ``corners`` over (y - size, y] x (x - size, x], per slice:
+    the total of the patches whose footprint covers the voxel."""
+    out = corners
+    for axis in (1, 2):
+        running = np.cumsum(out, axis=axis)
+        shifted = np.zeros_like(running)
+        length = running.shape[axis]
+        if length > size:
+            head = [slice(None)] * 3
+            tail = [slice(None)] * 3
+            head[axis], tail[axis] = slice(size, None), slice(None, length - size)
+            shifted[tuple(head)] = running[tuple(tail)]
+        out = running - shifted
+    return out
 
 
 def voxel_metrics(

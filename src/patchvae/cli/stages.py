@@ -1,4 +1,5 @@
-"""The stage commands: ``extract``, ``inspect``, ``train``, ``embed``, ``analyze``, ``report``."""
+"""The stage commands: ``extract``, ``inspect``, ``train``, ``embed``, ``analyze``, ``score``,
+``report``."""
 
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def extract(
         0.0,
         "--lesion-threshold",
         help="Label 1 when the lesion fraction exceeds this (0: any voxel).",
+    ),
+    reference: bool = typer.Option(
+        False,
+        "--reference",
+        help="Resample other channels and masks onto the first channel's grid by physical "
+        "position (default: refuse files on another grid).",
     ),
     workers: int = typer.Option(1, "--workers"),
     on_error: str = typer.Option(
@@ -290,6 +297,35 @@ def analyze(
             f"  {name:<14} accuracy {metrics['accuracy']:.3f}  "
             f"NMI {metrics['nmi']:.3f}  ARI {metrics['ari']:.3f}"
         )
+
+
+@app.command()
+def score(
+    run: Path = typer.Argument(..., help="Run folder from `patchvae train`."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="Volumes to score: image files, or dataset folders / CSV manifests."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder to write the maps and tables into."),
+    stride: int | None = typer.Option(
+        None, "--stride", help="Sliding-window step in voxels (default: a quarter of the patch)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an earlier output of `patchvae score` (nothing else)."
+    ),
+) -> None:
+    """Score new volumes with a trained run: one NIfTI map per score on each input's own grid
+    (mean over the sliding-window patches covering each voxel), a per-patch table, and
+    score.json. Preprocessing is the run's training store's."""
+    from patchvae.stages.scoring import score_inputs
+
+    def said(case_id: str, patches: int) -> None:
+        typer.echo(f"  {case_id}: {patches} patches scored")
+
+    record = score_inputs(run, inputs, out, stride, force, on_case=said)
+    typer.echo(
+        f"wrote {out}/: {len(record.cases)} case(s), maps of {', '.join(record.scores)} "
+        f"(stride {record.stride})"
+    )
 
 
 @app.command()

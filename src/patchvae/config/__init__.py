@@ -199,6 +199,9 @@ class ExtractConfig(BaseModel):
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     min_brain: float = Field(default=0.5, ge=0, le=1)
     lesion_threshold: float = Field(default=0.0, ge=0, lt=1)  # label = lesion fraction > this
+    # other channels and masks on another grid than the first channel's: resampled onto it by
+    # physical position (True), or refused (False)
+    reference: bool = False
     workers: PositiveInt = 1
     on_error: Literal["fail", "skip"] = "fail"
 

@@ -113,6 +113,7 @@ def _train(
         settings=config.model_dump(mode="json"),
         provenance={**provenance(result.device), **result.extra},
         reproduce=f"patchvae train --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
+        extraction=store.settings,
     )
 
 
