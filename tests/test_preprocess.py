@@ -120,6 +120,44 @@ def test_mask_on_another_grid_names_both_files(tmp_path: Path) -> None:
         load_case(case_from(tmp_path / "s", dwi, small), ExtractConfig())
 
 
+def test_reference_resamples_other_channels_onto_the_first(tmp_path: Path) -> None:
+    """A second channel on its own grid (coarser, shifted: as ISLES'22 FLAIR against DWI) is
+    resampled onto the first channel's grid by physical position with ``reference``."""
+    dwi, mask = bundled_case_images()
+    second = sitk.Resample(
+        dwi,
+        [76, 76, 50],  # 3 mm voxels over the 2 mm grid's field of view, shifted
+        sitk.Transform(),
+        sitk.sitkLinear,
+        dwi.TransformContinuousIndexToPhysicalPoint((-1.0, -1.0, -1.0)),
+        (3.0, 3.0, 3.0),
+        dwi.GetDirection(),
+    )
+    case = case_from(tmp_path, dwi, mask)
+    sitk.WriteImage(second, str(tmp_path / "second.nii.gz"))
+    case.channels["FLAIR"] = tmp_path / "second.nii.gz"
+    settings = ExtractConfig(modalities=["DWI", "FLAIR"])
+    with pytest.raises(DataError, match=r"second\.nii\.gz: not on the grid of .*v\.nii\.gz: size"):
+        load_case(case, settings)
+    both = load_case(case, settings.model_copy(update={"reference": True}))
+    assert (
+        both.image.shape[1:]
+        == load_case(
+            case_from(tmp_path / "one", dwi, mask),
+            settings.model_copy(update={"modalities": ["DWI"]}),
+        ).image.shape[1:]
+    )
+    # the same anatomy in both channels: strongly correlated inside the brain
+    first, resampled = both.image[0][both.brain], both.image[1][both.brain]
+    assert np.corrcoef(first, resampled)[0, 1] > 0.8
+    # a channel that does not overlap the first in space is one line naming both files
+    far = sitk.Image(second)
+    far.SetOrigin(tuple(o + 1000.0 for o in second.GetOrigin()))
+    sitk.WriteImage(far, str(tmp_path / "second.nii.gz"))
+    with pytest.raises(DataError, match=r"second\.nii\.gz: does not overlap .*v\.nii\.gz in space"):
+        load_case(case, settings.model_copy(update={"reference": True}))
+
+
 def test_two_d_and_four_d_images(tmp_path: Path) -> None:
     flat = sitk.GetImageFromArray(np.ones((40, 40), np.float32))
     sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))

@@ -70,7 +70,8 @@ RUN_FILES = (
     *FIGURES,
 )
 RUN_FILE_PATTERNS = (f"{EMBEDDING_PREFIX}*.csv", f"{EMBEDDING_PREFIX}*.parquet")
-ANALYSIS_FILES = (ANALYSIS_FILE, FIGURE_DATA_FILE, *FIGURES)
+MAPS_DIR = "maps"  # an analysis's score maps: MAPS_DIR/<case>/<score>.nii.gz
+ANALYSIS_FILES = (ANALYSIS_FILE, FIGURE_DATA_FILE, PATCH_SCORES_FILE, MAPS_DIR, *FIGURES)
 
 
 def is_run_file(name: str) -> bool:
@@ -214,6 +215,7 @@ class AnalysisResult(Record):
     few_labels: dict[str, dict[str, dict[str, float] | None]]
     projection: dict[str, Any] = {}
     heatmaps: dict[str, Any] = {}
+    maps: dict[str, dict[str, str]] = {}  # case -> score -> NIfTI map, relative to the folder
     settings: dict[str, Any]
     provenance: dict[str, Any]
     reproduce: str

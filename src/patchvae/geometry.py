@@ -9,7 +9,9 @@ ITK-SNAP or FSLeyes and voxel metrics can be checked with any tool.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from pydantic import BaseModel, ConfigDict
@@ -32,7 +34,7 @@ class Grid(BaseModel):
     direction: tuple[float, float, float, float, float, float, float, float, float]
 
     @classmethod
-    def of(cls, image: sitk.Image) -> Grid:
+    def of(cls, image: sitk.Image | sitk.ImageFileReader) -> Grid:
         """The grid of a SimpleITK image (or image file reader)."""
         size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
         direction = image.GetDirection()
@@ -125,3 +127,33 @@ def resample_onto(image: sitk.Image, reference: sitk.Image, label: bool = False)
     pixel = image.GetPixelID() if label else sitk.sitkFloat32
     source = image if label else sitk.Cast(image, sitk.sitkFloat32)
     return sitk.Resample(source, reference, sitk.Transform(), interpolator, 0.0, pixel)
+
+
+def write_map(image: sitk.Image, path: Path, like: Path | None) -> str:
+    """Write a map on the grid of the file ``like`` as NIfTI. A NIfTI ``like`` lends its header
+    (its affine, qform and sform, bit for bit), so every tool reads the map on exactly the
+    input's grid; other formats' geometry is written by SimpleITK."""
+    if not _same_nifti_grid(like, image):
+        sitk.WriteImage(image, str(path), useCompression=True)
+        return path.name
+    assert like is not None
+    source: Any = nib.load(str(like))
+    header = source.header.copy()
+    data = sitk.GetArrayFromImage(image).T  # (x, y, z): the file's voxel order
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(1.0, 0.0)
+    nib.save(type(source)(data, source.affine, header), str(path))
+    return path.name
+
+
+def _same_nifti_grid(like: Path | None, image: sitk.Image) -> bool:
+    """Whether ``like`` is a NIfTI file whose header puts it on ``image``'s grid."""
+    if like is None or not like.is_file() or not like.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(like))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return False
+    return reader.GetDimension() == 3 and Grid.of(reader).same_as(Grid.of(image))

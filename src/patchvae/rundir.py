@@ -23,6 +23,7 @@ from patchvae.artefacts import (
     ANALYSIS_FILES,
     ANALYSIS_PREFIX,
     CHECKPOINT_FILE,
+    MAPS_DIR,
     SETTINGS_FILE,
     STEPS_DIR,
     STEPS_PATTERN,
@@ -142,6 +143,9 @@ def own_run_files(run: str | Path) -> list[Path]:
     for entry in sorted(run.iterdir()):
         if entry.is_dir() and not entry.is_symlink() and entry.name.startswith(ANALYSIS_PREFIX):
             for inner in sorted(entry.iterdir()):
+                if inner.name == MAPS_DIR and inner.is_dir() and not inner.is_symlink():
+                    files += _own_maps(inner)
+                    continue
                 _own(inner, inner.name in ANALYSIS_FILES)
                 files.append(inner)
             continue
@@ -153,6 +157,18 @@ def own_run_files(run: str | Path) -> list[Path]:
             continue
         _own(entry, is_run_file(entry.name))
         files.append(entry)
+    return files
+
+
+def _own_maps(maps: Path) -> list[Path]:
+    """The score maps of an analysis: ``maps/<case>/<score>.nii.gz``, nothing else."""
+    files: list[Path] = []
+    for case in sorted(maps.iterdir()):
+        if not case.is_dir() or case.is_symlink():
+            _own(case, False)
+        for inner in sorted(case.iterdir()):
+            _own(inner, inner.name.endswith(".nii.gz"))
+            files.append(inner)
     return files
 
 

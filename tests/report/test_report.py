@@ -20,5 +20,10 @@ def test_an_analysis_without_figure_data_is_said(
     (run / "checkpoint.pt").unlink()  # not needed by the report
     page = build_report(run).read_text()
     assert "holds no figure-data.npz" in page
-    assert sorted(p.name for p in folder.iterdir()) == ["analysis.json", "few_labels.png"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "analysis.json",
+        "few_labels.png",
+        "maps",
+        "patch-scores.parquet",
+    ]
     assert (run / "loss.png").is_file() and not list(run.glob(".report.html.*"))

@@ -77,7 +77,22 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
     embedded, info = read_embedding(trained_run / f"embedding-{two_case_store.stem}.parquet")
     pd.testing.assert_frame_equal(embedded, frame)
     assert info.checkpoint.sha256 == result["checkpoint"]["sha256"]
-    assert sorted(p.name for p in folder.iterdir()) == ["analysis.json", "figure-data.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "analysis.json",
+        "figure-data.npz",
+        "maps",
+        "patch-scores.parquet",
+    ]
+    # the held-out case's maps lie on the grid of the file it was extracted from
+    import nibabel as nib
+
+    table = pd.read_parquet(folder / "patch-scores.parquet")
+    assert len(table) == len(held) and set(scores) <= set(table.columns)
+    source = next(iter(info_of_case(two_case_store, "2")["sources"].values()))["path"]
+    for name in scores:
+        written = nib.load(folder / result["maps"]["2"][name])
+        assert (written.affine == nib.load(source).affine).all()
+        assert written.shape == nib.load(source).shape
     code, _, err = cli(["report", str(trained_run)])
     assert code == 0, err
     for name in (
@@ -214,3 +229,9 @@ def test_analyze_and_report_from_artefacts_alone(
     code, _, err = cli(["analyze", str(run), "--patches", str(other)])
     assert code == 2 and "checkpoint.pt: not found, and the run holds no embedding" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def info_of_case(store: Path, case_id: str) -> dict:
+    from patchvae.store import PatchStore
+
+    return next(c for c in PatchStore(store).cases if c["case_id"] == case_id)

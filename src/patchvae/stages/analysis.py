@@ -18,13 +18,15 @@ from sklearn.mixture import GaussianMixture
 
 from patchvae.analysis.anomaly import aggregate_posterior_nll, detection_metrics, intensity_baseline
 from patchvae.analysis.fewlabel import few_label_auroc
-from patchvae.analysis.heatmap import backproject, voxel_metrics
+from patchvae.analysis.heatmap import backproject, score_volume, voxel_metrics
 from patchvae.analysis.metrics import cluster_agreement
 from patchvae.analysis.projection import fit_projection
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_FILES,
     FIGURE_DATA_FILE,
+    MAPS_DIR,
+    PATCH_SCORES_FILE,
     SETTINGS_FILE,
     TRAINING_FILE,
     AnalysisResult,
@@ -37,6 +39,7 @@ from patchvae.artefacts import (
 )
 from patchvae.config import PatchTrainConfig, load_yaml_config
 from patchvae.errors import DataError, RunDirError
+from patchvae.geometry import Grid, to_grid, write_map
 from patchvae.io import atomic_folder, read_json, write_arrays_atomic, write_json_atomic
 from patchvae.locks import lock_folder
 from patchvae.patches import paste
@@ -181,8 +184,11 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         reproduce=f"patchvae analyze {run} --patches {store.path} --seed {seed}",
     )
     # all files of the analysis appear together, replacing an earlier one whole
+    table = part[["case_id", "slice", "row", "col", "lesion_fraction", "label"]].assign(**scores)
     with atomic_folder(out) as folder:
         write_arrays_atomic(folder / FIGURE_DATA_FILE, figure_data)
+        table.to_parquet(folder / PATCH_SCORES_FILE, index=False)
+        result.maps = write_case_maps(folder / MAPS_DIR, table, list(scores), store)
         write_json_atomic(folder / ANALYSIS_FILE, result.model_dump(mode="json"))
     return result
 
@@ -306,3 +312,32 @@ def _figure_data(
 
 def _few(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, dict[str, float] | None]:
     return {str(k): few_label_auroc(features, labels, k, seed=seed) for k in FEW_LABEL_KS}
+
+
+def write_case_maps(
+    folder: Path, table: pd.DataFrame, names: list[str], store: PatchStore
+) -> dict[str, dict[str, str]]:
+    """Each analysed case's score maps as NIfTI on the grid of the file it was extracted from
+    (``maps/<case>/<score>.nii.gz``): each voxel the mean score of the patches covering it.
+    Stores made before patchvae 0.3 record no grid in space; their cases get no maps."""
+    written: dict[str, dict[str, str]] = {}
+    cases = {case["case_id"]: case for case in store.cases}
+    for case_id, part in table.groupby("case_id", sort=True):
+        info = cases[str(case_id)]
+        if not info.get("grid") or not info.get("source_grid"):
+            continue
+        canonical, source = Grid(**info["grid"]), Grid(**info["source_grid"])
+        first: dict[str, str] = next(iter(info.get("sources", {}).values()), {})
+        like = Path(first["path"]) if "path" in first else None
+        target = folder / str(case_id)
+        target.mkdir(parents=True)
+        written[str(case_id)] = {}
+        where = (part.slice.to_numpy(), part.row.to_numpy(), part.col.to_numpy())
+        for name in names:
+            mean, _ = score_volume(
+                part[name].to_numpy(), *where, store.patch_size, tuple(info["shape_zyx"])
+            )
+            image = to_grid(mean.astype(np.float32), canonical, source)
+            file = write_map(image, target / f"{name}.nii.gz", like)
+            written[str(case_id)][name] = f"{MAPS_DIR}/{case_id}/{file}"
+    return written

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
@@ -49,7 +48,7 @@ from patchvae.config import ExtractConfig
 from patchvae.data.volumes import CaseFiles, discover_cases, is_image_file
 from patchvae.embed import score_patches
 from patchvae.errors import DataError, RunDirError
-from patchvae.geometry import to_grid
+from patchvae.geometry import to_grid, write_map
 from patchvae.io import atomic_folder, read_json
 from patchvae.models.vae import VAE
 from patchvae.patches import extract_patches
@@ -294,19 +293,3 @@ def _write_maps(folder: Path, scored: ScoredCase, case: CaseFiles) -> dict[str, 
         "voxel_metrics": scored.voxel_metrics(),
         "maps": {name: f"{case.case_id}/{file}" for name, file in files.items()},
     }
-
-
-def write_map(image: sitk.Image, path: Path, like: Path) -> str:
-    """Write a map on the grid of the file ``like`` as NIfTI. A NIfTI ``like`` lends its header
-    (its affine, qform and sform, bit for bit), so every tool reads the map on exactly the
-    input's grid; other formats' geometry is written by SimpleITK."""
-    if not like.name.lower().endswith((".nii", ".nii.gz")):
-        sitk.WriteImage(image, str(path), useCompression=True)
-        return path.name
-    source = nib.load(str(like))
-    header = source.header.copy()
-    data = sitk.GetArrayFromImage(image).T  # (x, y, z): the file's voxel order
-    header.set_data_dtype(data.dtype)
-    header.set_slope_inter(1.0, 0.0)
-    nib.save(nib.Nifti1Image(data, source.affine, header), str(path))
-    return path.name

@@ -82,7 +82,8 @@ def _remove_earlier_demo(out: Path) -> None:
                 files.append(entry)
         for path in files:
             path.unlink()
-    folders = {p.parent for p in files} | {*runs, stroke}
+    # every folder the removed files lay in, up to ``out`` (an analysis's maps/<case>/ too)
+    folders = {d for p in files for d in p.parents if out in d.parents} | {*runs, stroke}
     for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
         with suppress(OSError):
             os.rmdir(folder)  # only when empty
