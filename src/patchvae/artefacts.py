@@ -70,8 +70,16 @@ RUN_FILES = (
     *FIGURES,
 )
 RUN_FILE_PATTERNS = (f"{EMBEDDING_PREFIX}*.csv", f"{EMBEDDING_PREFIX}*.parquet")
+EXPLORER_FILE = "explorer.html"  # an analysis's latent explorer, written by the report
 MAPS_DIR = "maps"  # an analysis's score maps: MAPS_DIR/<case>/<score>.nii.gz
-ANALYSIS_FILES = (ANALYSIS_FILE, FIGURE_DATA_FILE, PATCH_SCORES_FILE, MAPS_DIR, *FIGURES)
+ANALYSIS_FILES = (
+    ANALYSIS_FILE,
+    FIGURE_DATA_FILE,
+    PATCH_SCORES_FILE,
+    MAPS_DIR,
+    EXPLORER_FILE,
+    *FIGURES,
+)
 
 
 def is_run_file(name: str) -> bool:

@@ -83,3 +83,72 @@ def test_report_renders_in_headless_chromium(demo_dir: Path) -> None:
         assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
         assert len(sizes) >= 4
         assert all(done and width > 0 and height > 0 for done, width, height in sizes), sizes
+
+
+_POINT_ON_SCREEN = """(label) => {
+  const plot = Bokeh.documents[0].get_model_by_name('latent');
+  const view = Bokeh.index.find_one(plot);
+  const data = plot.renderers[0].data_source.data;
+  const i = data.label.lastIndexOf(label);
+  const canvas = view.canvas_view.el.getBoundingClientRect();
+  return {
+    i: i,
+    x: canvas.left + view.frame.x_scale.compute(data.x[i]),
+    y: canvas.top + view.frame.y_scale.compute(data.y[i]),
+    patch: data.patch[i],
+  };
+}"""
+
+
+def test_latent_explorer_in_headless_chromium(demo_dir: Path) -> None:
+    """The explorer loads offline without errors; hovering a point shows that patch's image,
+    clicking shows it on its slice, and the selector recolours the points."""
+    if CHROMIUM is None:
+        pytest.skip("no chromium installed (Debian package `chromium`; .ci/run installs it)")
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    from playwright.sync_api import sync_playwright
+
+    run = demo_dir / "stroke" / "run"
+    page_path = run / "analysis-isles22-dwi-1mm" / "explorer.html"
+    assert 'href="analysis-isles22-dwi-1mm/explorer.html"' in (run / "report.html").read_text()
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(page_path.as_uri())
+        page.wait_for_function(
+            "() => window.Bokeh && Bokeh.documents.length > 0 && "
+            "Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('latent'))"
+        )
+        point = page.evaluate(_POINT_ON_SCREEN, 1)  # a lesion patch, drawn on top
+        assert point["i"] >= 0
+        page.mouse.move(point["x"], point["y"])
+        tooltip = page.wait_for_selector(f'img[src="{point["patch"]}"]', state="visible")
+        assert tooltip is not None
+        assert tooltip.evaluate("img => img.naturalWidth") == 28
+        page.mouse.click(point["x"], point["y"])
+        page.wait_for_function(
+            "() => Bokeh.documents[0].get_model_by_name('slice').text.includes('<img')"
+        )
+        shown = page.evaluate("() => Bokeh.documents[0].get_model_by_name('slice').text")
+        assert "slice" in shown and "data:image/png;base64," in shown
+        canvas = page.locator("canvas").first
+        before = canvas.screenshot()
+        colours = (
+            "() => Array.from(Bokeh.documents[0].get_model_by_name('latent')"
+            ".renderers[0].data_source.data.colour)"
+        )
+        labels = page.evaluate(colours)
+        page.select_option("select", "intensity baseline")
+        page.wait_for_timeout(300)
+        after = canvas.screenshot()
+        assert page.evaluate(colours) != labels and after != before
+        browser.close()
+    assert errors == [], errors
+    assert [url for url in requests if not url.startswith(("file:", "data:"))] == []

@@ -18,6 +18,7 @@ from typing import Any
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_PREFIX,
+    EXPLORER_FILE,
     FIGURE_DATA_FILE,
     METRICS_FILE,
     REPORT_FILE,
@@ -33,6 +34,7 @@ from patchvae.errors import DataError
 from patchvae.io import staged_files, write_text_atomic
 from patchvae.locks import lock_folder
 from patchvae.report.draw import draw_analysis, draw_loss, draw_mnist
+from patchvae.report.explorer import build_explorer
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -144,6 +146,7 @@ def _missing_figure_data(folder: Path) -> str:
 def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
     result = read_record(AnalysisResult, folder / ANALYSIS_FILE, "analysis")
     figures = draw_analysis(folder, result, out)
+    explorer = build_explorer(folder, result, out)
     clustering = _table(
         ["method", "Hungarian accuracy", "NMI", "ARI", "silhouette"],
         [
@@ -157,6 +160,7 @@ def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
         f"<p>{result.n_patches} patches ({result.n_lesion} with lesion) of case(s) "
         f"{html.escape(', '.join(result.cases))}; "
         f"evaluated on {html.escape(result.evaluation_set)}.</p>",
+        _explorer_link(folder, explorer),
         "<h3>Anomaly scores, patch and voxel level (baseline in grey)</h3>",
         _score_table(result),
         "<h3>Clustering of the latent space against the lesion label</h3>",
@@ -168,6 +172,16 @@ def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
         f"<pre>{html.escape(result.reproduce)}</pre>",
     ]
     return "\n".join(parts)
+
+
+def _explorer_link(folder: Path, explorer: Path | None) -> str:
+    if explorer is None:
+        return ""
+    href = f"{html.escape(folder.name)}/{EXPLORER_FILE}"
+    return (
+        f'<p><a href="{href}">Open the latent explorer</a>: every point a patch; hover for its '
+        "image and scores, click to see it on its slice, colour by label or any score.</p>"
+    )
 
 
 def build_report(run: str | Path) -> Path:

@@ -52,6 +52,7 @@ BASELINE = "intensity_p95"
 FEW_LABEL_KS = (5, 10, 20, 50)
 _KINDS = {BASELINE: "baseline", "p_lesion": "semi-supervised"}
 HEATMAP_SLICES = 4
+EXPLORER_MAX_PATCHES = 4000  # points of the latent explorer (every lesion patch first)
 
 
 def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> AnalysisResult:
@@ -300,6 +301,7 @@ def _figure_data(
             maps = backproject(ranks[name][in_slice], sub, store.patch_size, shape)
             arrays[f"panel{i}_{name}"] = maps[(str(case_id), int(k))]
         labels.append(f"{case_id}\nslice {k}")
+    arrays.update(_explorer_data(part, patches, seed=0))
     facts = {
         "projection": {
             "description": projection.description,
@@ -341,3 +343,45 @@ def write_case_maps(
             file = write_map(image, target / f"{name}.nii.gz", like)
             written[str(case_id)][name] = f"{MAPS_DIR}/{case_id}/{file}"
     return written
+
+
+def _explorer_data(part: pd.DataFrame, patches: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """What the latent explorer shows: which analysed patches (at most
+    ``EXPLORER_MAX_PATCHES``: every lesion patch, then others drawn at random), their first
+    channel as 8-bit images, and each one's slice as far as the analysed patches cover it."""
+    n = len(part)
+    lesion = np.flatnonzero(part.label.to_numpy() == 1)
+    others = np.setdiff1d(np.arange(n), lesion)
+    rng = np.random.default_rng(seed)
+    room = max(0, EXPLORER_MAX_PATCHES - len(lesion))
+    chosen = np.concatenate([lesion[:EXPLORER_MAX_PATCHES], rng.permutation(others)[:room]])
+    chosen = np.sort(chosen)
+    size = patches.shape[-1]
+    where = part.iloc[chosen]
+    keys = list(dict.fromkeys(zip(where.case_id.astype(str), where.slice.astype(int), strict=True)))
+    canvases = []
+    high = int(part.row.max()) + size if n else size
+    wide = int(part.col.max()) + size if n else size
+    for case_id, k in keys:
+        on = ((part.case_id.astype(str) == case_id) & (part.slice == k)).to_numpy()
+        canvas, _ = paste(
+            patches[on][:, 0], part.row.to_numpy()[on], part.col.to_numpy()[on], (high, wide)
+        )
+        canvases.append(canvas)
+    slot = {key: i for i, key in enumerate(keys)}
+    return {
+        "explorer_index": chosen.astype(np.int64),
+        "explorer_pixels": _as_bytes(patches[chosen][:, 0]),
+        "explorer_slices": _as_bytes(np.stack(canvases))
+        if canvases
+        else np.zeros((0, high, wide), np.uint8),
+        "explorer_slice_of": np.array(
+            [slot[(str(c), int(k))] for c, k in zip(where.case_id, where.slice, strict=True)],
+            dtype=np.int64,
+        ),
+    }
+
+
+def _as_bytes(images: np.ndarray) -> np.ndarray:
+    """Intensities in [0, 1] as 8-bit grey levels."""
+    return np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
