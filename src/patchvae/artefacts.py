@@ -225,6 +225,7 @@ class AnalysisResult(Record):
     heatmaps: dict[str, Any] = {}
     maps: dict[str, dict[str, str]] = {}  # case -> score -> NIfTI map, relative to the folder
     settings: dict[str, Any]
+    extraction: dict[str, Any] = {}  # the analysed store's extraction settings
     provenance: dict[str, Any]
     reproduce: str
 

@@ -369,12 +369,16 @@ class PatchStore:
             unique, inverse = np.unique(rows, return_inverse=True)
             return read_patch_rows(self.path, data, unique)[inverse]
 
-    def masks(self, name: str) -> np.ndarray:
-        """The ``brain`` or ``lesion`` mask under every patch, (n, size, size) bool."""
+    def masks(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """The ``brain`` or ``lesion`` mask under every patch (or the patches at increasing
+        row numbers ``rows``), (n, size, size) bool."""
         if name not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {name!r}")
         with self._open() as handle:
-            return np.asarray(handle["masks"][name][:]).astype(bool)
+            if rows is None:
+                return np.asarray(handle["masks"][name][:]).astype(bool)
+            rows = np.asarray(rows, dtype=np.int64)
+            return read_patch_rows(self.path, handle["masks"][name], rows).astype(bool)
 
 
 def read_patch_rows(path: Path, dataset: Any, rows: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 from patchvae.analysis.anomaly import aggregate_posterior_nll, detection_metrics, intensity_baseline
 from patchvae.analysis.fewlabel import few_label_auroc
-from patchvae.analysis.heatmap import backproject, best_dice, voxel_metrics
+from patchvae.analysis.heatmap import backproject, best_threshold, voxel_metrics
 
 
 def test_auroc_auprc_by_hand() -> None:
@@ -43,15 +43,18 @@ def test_voxel_metrics_by_hand() -> None:
     # patch 0: score 2, 3 lesion voxels of 4 brain; patch 1: score 1, 1 lesion of 4
     lesion = np.array([[[1, 1], [1, 0]], [[0, 0], [1, 0]]])
     brain = np.ones_like(lesion)
-    m = voxel_metrics(np.array([2.0, 1.0]), lesion, brain)
+    m = voxel_metrics(np.array([2.0, 1.0]), lesion, brain, threshold=1.5)
     # positives: 3 at score 2, 1 at score 1; negatives: 1 at 2, 3 at 1
     # AUROC = P(pos > neg) + 0.5 P(tie) = (3*3 + 0.5*(3*1 + 1*3)) / 16
     assert m["auroc"] == pytest.approx((9 + 3) / 16)
     # best Dice: patch 0 only -> 2*3 / (2*3 + 1 + 1) = 0.75; both -> 2*4/(8+4) = 0.667
-    assert m["best_dice"] == pytest.approx(0.75)
-    assert best_dice(
+    assert m["oracle_dice"] == pytest.approx(0.75)
+    # a threshold chosen elsewhere: 1.5 calls patch 0 only (0.75); 0.5 calls both (0.667)
+    assert m["dice"] == pytest.approx(0.75)
+    assert voxel_metrics(np.array([2.0, 1.0]), lesion, brain, 0.5)["dice"] == pytest.approx(8 / 12)
+    assert best_threshold(
         np.array([1.0, 1.0]), np.array([3.0, 1.0]), np.array([1.0, 3.0])
-    ) == pytest.approx(8 / 12)
+    ) == pytest.approx((8 / 12, 1.0))
 
 
 def test_backprojection_puts_each_score_where_its_patch_came_from() -> None:

@@ -107,8 +107,25 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
     assert not re.search(
         r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.IGNORECASE
     )  # no external URL
-    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # every resource is inline
+    # every resource is inline; the one link is the analysis's latent explorer beside it
+    assert not re.search(r"""(src|href)=["'](?!data:|analysis-[\w.-]+/explorer\.html)""", page)
     assert page.count("<img") >= 5 and "intensity_p95" in page and "patchvae analyze" in page
+    # it interprets: a verdict per score against the baseline, with its bootstrap interval
+    result = json.loads((folder / "analysis.json").read_text())
+    recon = result["patch_scores"]["recon_error"]
+    low, high = recon["intervals"]["by_patch"]["auroc"]
+    assert low < recon["auroc"] < high
+    assert (
+        re.search(
+            r"reconstruction error (beats|is worse than|cannot be told apart from|INVERTED)"
+            r"[^<]*the intensity baseline: AUROC "
+            + f"{recon['auroc']:.3f} \\(95 % CI {low:.3f} to {high:.3f}\\)",
+            page,
+        )
+        or recon["auroc"] < 0.5
+    )
+    assert "majority-class level" in page and "oracle Dice" in page
+    assert str(trained_run.parent) not in page and str(two_case_store.parent) not in page
 
 
 def test_train_refuses_a_store_that_does_not_fit(

@@ -84,41 +84,79 @@ def _box_sum(corners: np.ndarray, size: int) -> np.ndarray:
 
 
 def voxel_metrics(
-    scores: np.ndarray, lesion_masks: np.ndarray, brain_masks: np.ndarray
+    scores: np.ndarray,
+    lesion_masks: np.ndarray,
+    brain_masks: np.ndarray,
+    threshold: float | None = None,
 ) -> dict[str, float]:
-    """Voxel-level AUROC, AUPRC and best Dice of back-projected patch scores.
+    """Voxel-level AUROC and AUPRC of back-projected patch scores, and two Dice values.
 
     Every brain voxel under a patch takes the patch's score; lesion voxels are positives. On a
-    non-overlapping grid this is exact; with overlap a voxel counts once per covering patch.
-    Best Dice: the highest Dice over all thresholds on the score.
+    non-overlapping grid this is exact (the same numbers as the NIfTI maps over the covered
+    brain voxels); with overlap a voxel counts once per covering patch. ``oracle_dice``: the
+    best Dice over all thresholds, chosen on these very patches (an upper bound, not a
+    result); ``dice``: the Dice at ``threshold``, chosen elsewhere (the training cases).
     """
-    lesion = lesion_masks.reshape(len(scores), -1).astype(bool)
-    brain = brain_masks.reshape(len(scores), -1).astype(bool)
-    positives = (lesion & brain).sum(axis=1).astype(float)
-    negatives = (~lesion & brain).sum(axis=1).astype(float)
+    positives, negatives = patch_voxels(lesion_masks, brain_masks)
     labels = np.concatenate([np.ones_like(scores), np.zeros_like(scores)])
     metrics = detection_metrics(
         labels, np.concatenate([scores, scores]), np.concatenate([positives, negatives])
     )
-    metrics["best_dice"] = best_dice(scores, positives, negatives)
+    metrics["oracle_dice"] = best_threshold(scores, positives, negatives)[0]
+    if threshold is not None:
+        metrics["dice"] = dice_at(scores, positives, negatives, threshold)
+        metrics["threshold"] = float(threshold)
     return metrics
 
 
-def best_dice(scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> float:
-    """Best Dice over thresholds when a patch's voxels are all called lesion at once.
+def patch_voxels(
+    lesion_masks: np.ndarray, brain_masks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per patch: its lesion voxels and its other brain voxels."""
+    n = len(lesion_masks)
+    lesion = lesion_masks.reshape(n, -1).astype(bool)
+    brain = brain_masks.reshape(n, -1).astype(bool)
+    return (lesion & brain).sum(axis=1).astype(float), (~lesion & brain).sum(axis=1).astype(float)
+
+
+def dice_at(
+    scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray, threshold: float
+) -> float:
+    """Dice when every voxel of the patches scoring at least ``threshold`` is called lesion.
+
+    Example
+    -------
+    >>> s, pos, neg = np.array([3.0, 2.0, 1.0]), np.array([4.0, 0.0, 1.0]), np.array([0, 5.0, 5])
+    >>> dice_at(s, pos, neg, 2.5)  # the top patch: 2*4 / (2*4 + 0 + 1)
+    0.8888888888888888
+    """
+    total = positives.sum()
+    if total == 0:
+        return float("nan")
+    called = scores >= threshold
+    tp, fp = positives[called].sum(), negatives[called].sum()
+    return float(2 * tp / (2 * tp + fp + (total - tp)))
+
+
+def best_threshold(
+    scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray
+) -> tuple[float, float]:
+    """The best Dice over thresholds when a patch's voxels are all called lesion at once, and
+    the threshold that gives it.
 
     Example
     -------
     >>> s, pos = np.array([3.0, 2.0, 1.0]), np.array([4.0, 0.0, 1.0])
     >>> neg = np.array([0.0, 5.0, 5.0])
-    >>> round(best_dice(s, pos, neg), 4)  # top patch only: 2*4 / (2*4 + 0 + 1)
-    0.8889
+    >>> best_threshold(s, pos, neg)  # top patch only: 2*4 / (2*4 + 0 + 1)
+    (0.8888888888888888, 3.0)
     """
     total = positives.sum()
     if total == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     order = np.argsort(-scores, kind="stable")
     scores, tp, fp = scores[order], np.cumsum(positives[order]), np.cumsum(negatives[order])
-    last_of_tie = np.r_[scores[1:] != scores[:-1], True]  # a threshold takes whole ties
+    last_of_tie = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True])  # whole ties
     dice = 2 * tp / (2 * tp + fp + (total - tp))
-    return float(dice[last_of_tie].max())
+    best = last_of_tie[int(np.argmax(dice[last_of_tie]))]
+    return float(dice[best]), float(scores[best])

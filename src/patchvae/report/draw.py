@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from patchvae.analysis.anomaly import score_title
 from patchvae.artefacts import FIGURE_DATA_FILE, AnalysisResult, MnistRecord
 from patchvae.errors import DataError
 from patchvae.report.figures import (
@@ -136,6 +137,7 @@ def draw_analysis(folder: Path, result: AnalysisResult, out: Path) -> list[Path]
         )
     )
     scores = list(result.heatmaps.get("scores", []))
+    epoch = result.checkpoint.epoch if result.checkpoint else "unknown"
     panels = [
         {
             "image": data[f"panel{i}_image"],
@@ -151,8 +153,9 @@ def draw_analysis(folder: Path, result: AnalysisResult, out: Path) -> list[Path]
                 panels,
                 scores,
                 out / "heatmaps.png",
-                "Patch scores (percentile among held-out patches) on the slices with the most "
-                "lesion",
+                "Patch scores on the held-out slices with the most lesion (each voxel: the "
+                f"mean over the patches covering it; checkpoint of epoch {epoch})",
+                [score_title(name) for name in scores],
             )
         )
     return drawn

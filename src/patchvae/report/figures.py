@@ -167,14 +167,21 @@ def plot_heatmaps(
     score_names: Sequence[str],
     path: str | Path,
     title: str,
+    titles: Sequence[str] | None = None,
 ) -> Path:
-    """One row per slice: the image with the lesion contour, then one heat map per score.
+    """One row per slice: the image with the lesion contour, then one heat map per score,
+    with one colour bar for all (every map is a percentile rank in [0, 1]) and the patient's
+    directions at the image edges (radiological view: patient's right on the left).
 
     Each panel holds ``image`` (y, x), ``lesion`` (y, x) bool, ``label`` (str) and one (y, x)
-    map per score name (NaN where no patch lies).
+    map per score name (NaN where no patch lies). ``titles``: the scores' names in words.
     """
     rows, cols = len(panels), 1 + len(score_names)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    titles = list(titles or score_names)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols + 0.8, 3.4 * rows), squeeze=False, layout="constrained"
+    )
+    shown = None
     for i, panel in enumerate(panels):
         image = np.asarray(panel["image"])
         lesion = np.asarray(panel["lesion"])
@@ -183,16 +190,32 @@ def plot_heatmaps(
             ax.imshow(image, cmap="gray", vmin=0, vmax=1)
             if j > 0:
                 heat = np.asarray(panel[score_names[j - 1]], dtype=float)
-                ax.imshow(np.ma.masked_invalid(heat), cmap="inferno", alpha=0.55)
+                shown = ax.imshow(
+                    np.ma.masked_invalid(heat), cmap="inferno", alpha=0.6, vmin=0, vmax=1
+                )
             if lesion.any():
-                ax.contour(lesion.astype(float), levels=[0.5], colors="#00e5ff", linewidths=0.8)
+                ax.contour(lesion.astype(float), levels=[0.5], colors="#00e5ff", linewidths=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
+            _orientation_marks(ax)
             if i == 0:
-                ax.set_title("image + lesion" if j == 0 else score_names[j - 1], fontsize=9)
-        axes[i, 0].set_ylabel(str(panel["label"]), fontsize=8)
-    fig.suptitle(title, fontsize=10)
+                ax.set_title("image, lesion outlined" if j == 0 else titles[j - 1], fontsize=11)
+        axes[i, 0].set_ylabel(str(panel["label"]), fontsize=10)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=axes, shrink=0.6, pad=0.01)
+        bar.set_label("percentile rank among held-out patches (1: most anomalous)")
+    fig.suptitle(title, fontsize=12)
     return save_figure(fig, path)
+
+
+def _orientation_marks(ax: Any) -> None:
+    """R, L, A, P at the edges of an axial slice of a canonical (LPS) volume, drawn with
+    ``imshow``: columns run towards the patient's left, rows towards posterior."""
+    style = {"color": "#ffd54f", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
+    ax.text(0.02, 0.5, "R", ha="left", va="center", **style)
+    ax.text(0.98, 0.5, "L", ha="right", va="center", **style)
+    ax.text(0.5, 0.98, "A", ha="center", va="top", **style)
+    ax.text(0.5, 0.02, "P", ha="center", va="bottom", **style)
 
 
 def plot_few_labels(

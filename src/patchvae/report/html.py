@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from patchvae.analysis.anomaly import score_title
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_PREFIX,
@@ -35,6 +36,15 @@ from patchvae.io import staged_files, write_text_atomic
 from patchvae.locks import lock_folder
 from patchvae.report.draw import draw_analysis, draw_loss, draw_mnist
 from patchvae.report.explorer import build_explorer
+from patchvae.report.interpret import (
+    auroc_with_interval,
+    baseline_sentence,
+    difference_with_interval,
+    glossary,
+    majority_sentence,
+    verdict,
+    without_paths,
+)
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -47,6 +57,11 @@ tr.baseline td { background: #f4f4f4; font-style: italic; }
 p.stale { background: #fff3cd; border: 1px solid #e0c36a; padding: .4em .8em; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 520px; border: 1px solid #ddd; }
+figure.wide { display: block; }
+figure.wide img, figure.wide figcaption { max-width: 100%; }
+tr.inverted td { background: #fde2e2; }
+ul.verdicts li { margin: .3em 0; }
+dl.glossary dt { font-weight: bold; } dl.glossary dd { margin: 0 0 .4em 1.2em; }
 figcaption { font-size: .85em; color: #555; max-width: 520px; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
 """
@@ -60,8 +75,9 @@ _FIGURE_CAPTIONS = {
     "latent_lesion.png": "Held-out patches in the latent plane, lesion vs healthy "
     "(the study's picture).",
     "latent_lesion_fraction.png": "The same patches coloured by their fraction of lesion voxels.",
-    "heatmaps.png": "Patch scores put back on the slices with the most lesion; "
-    "cyan: lesion contour.",
+    "heatmaps.png": "Patch scores put back on the held-out slices with the most lesion, as "
+    "percentile ranks among the held-out patches; cyan: lesion outline; R/L/A/P: the "
+    "patient's right, left, anterior, posterior.",
     "few_labels.png": "AUROC with a few labelled patches (logistic regression), "
     "latent vs intensity.",
 }
@@ -70,10 +86,14 @@ _FIGURE_CAPTIONS = {
 def _figure(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     caption = _FIGURE_CAPTIONS.get(path.name, path.stem)
+    wide = ' class="wide"' if path.name in _WIDE_FIGURES else ""
     return (
-        f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+        f'<figure{wide}><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
+
+
+_WIDE_FIGURES = ("heatmaps.png",)  # shown at the page's full width
 
 
 def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
@@ -109,14 +129,73 @@ def _staleness(made_from: CheckpointRef | None, epochs: int) -> str:
 
 
 def _score_table(result: AnalysisResult) -> str:
+    scores = result.patch_scores
+    baseline = next((m for m in scores.values() if m["kind"] == "baseline"), {})
     rows, classes = [], []
-    for name, m in result.patch_scores.items():
+    for name, m in scores.items():
         voxel = result.voxel_scores[name]
-        patch = [name, m["kind"], m["auroc"], m["auprc"]]
-        rows.append([*patch, voxel["auroc"], voxel["auprc"], voxel["best_dice"]])
-        classes.append("baseline" if m["kind"] == "baseline" else "")
-    header = ["score", "kind", "patch AUROC", "patch AUPRC", "voxel AUROC", "voxel AUPRC"]
-    return _table([*header, "best Dice"], rows, classes)
+        inverted = m["auroc"] == m["auroc"] and m["auroc"] < 0.5
+        kind = m["kind"] + (" (INVERTED)" if inverted else "")
+        rows.append(
+            [
+                score_title(name),
+                kind,
+                auroc_with_interval(m),
+                "" if m is baseline else difference_with_interval(m, baseline),
+                m["auprc"],
+                voxel["auroc"],
+                voxel.get("dice", float("nan")),
+                voxel.get("oracle_dice", voxel.get("best_dice", float("nan"))),
+            ]
+        )
+        classes.append("baseline" if m is baseline else "inverted" if inverted else "")
+    header = [
+        "score",
+        "kind",
+        "patch AUROC (95 % CI)",
+        "minus baseline (95 % CI)",
+        "patch AUPRC",
+        "voxel AUROC",
+        "Dice, threshold from training cases",
+        "oracle Dice (threshold chosen on these patches)",
+    ]
+    chance = result.n_lesion / max(result.n_patches, 1)
+    note = (
+        f"<p>AUPRC of a random score: {chance:.3f} (the share of lesion patches). The oracle "
+        "Dice picks its threshold on the very patches it is measured on: an upper bound, not "
+        "a result.</p>"
+    )
+    return _table(header, rows, classes) + note
+
+
+def _verdicts(result: AnalysisResult) -> str:
+    scores = result.patch_scores
+    baseline = next((m for m in scores.values() if m["kind"] == "baseline"), None)
+    if baseline is None:
+        return ""
+    items = [
+        f"<li>{html.escape(verdict(name, m, baseline))}</li>"
+        for name, m in scores.items()
+        if m is not baseline
+    ]
+    first = baseline_sentence(baseline, result.n_lesion, result.n_patches)
+    return f'<p>{html.escape(first)}</p><ul class="verdicts">{"".join(items)}</ul>'
+
+
+def _glossary(result: AnalysisResult) -> str:
+    entries = "".join(
+        f"<dt>{html.escape(title)} <code>{html.escape(code)}</code></dt>"
+        f"<dd>{html.escape(meaning)}</dd>"
+        for title, code, meaning in glossary(list(result.patch_scores))
+    )
+    return f'<dl class="glossary">{entries}</dl>'
+
+
+def _extraction(result: AnalysisResult) -> str:
+    if not result.extraction:
+        return "<p>The extraction settings are not recorded (an older analysis).</p>"
+    rows = [[key, json.dumps(value)] for key, value in sorted(result.extraction.items())]
+    return _table(["extraction setting", "value"], rows)
 
 
 def _few_label_table(result: AnalysisResult) -> str:
@@ -147,21 +226,35 @@ def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
     result = read_record(AnalysisResult, folder / ANALYSIS_FILE, "analysis")
     figures = draw_analysis(folder, result, out)
     explorer = build_explorer(folder, result, out)
-    clustering = _table(
-        ["method", "Hungarian accuracy", "NMI", "ARI", "silhouette"],
-        [
-            [k, v["accuracy"], v["nmi"], v["ari"], v["silhouette"]]
-            for k, v in result.clustering.items()
-        ],
+    clustering = (
+        _table(
+            ["method", "Hungarian accuracy", "majority-class level", "NMI", "ARI", "silhouette"],
+            [
+                [
+                    k,
+                    v["accuracy"],
+                    v.get("majority", float("nan")),
+                    v["nmi"],
+                    v["ari"],
+                    v["silhouette"],
+                ]
+                for k, v in result.clustering.items()
+            ],
+        )
+        + f"<p>{html.escape(majority_sentence(result.clustering))}</p>"
     )
+    epoch = result.checkpoint.epoch if result.checkpoint else None
     parts = [
         f"<h2>Analysis: {html.escape(Path(result.store.path).name)}</h2>",
         _staleness(result.checkpoint, epochs),
         f"<p>{result.n_patches} patches ({result.n_lesion} with lesion) of case(s) "
         f"{html.escape(', '.join(result.cases))}; "
-        f"evaluated on {html.escape(result.evaluation_set)}.</p>",
+        f"evaluated on {html.escape(result.evaluation_set)}. Every number and figure below "
+        f"comes from the checkpoint of epoch {epoch if epoch is not None else 'unknown'}.</p>",
         _explorer_link(folder, explorer),
-        "<h3>Anomaly scores, patch and voxel level (baseline in grey)</h3>",
+        "<h3>Verdicts: each score against the intensity baseline</h3>",
+        _verdicts(result),
+        "<h3>Anomaly scores, patch and voxel level (baseline in grey, inverted in red)</h3>",
         _score_table(result),
         "<h3>Clustering of the latent space against the lesion label</h3>",
         clustering,
@@ -169,7 +262,11 @@ def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
         _few_label_table(result),
         *(_figure(p) for p in sorted(figures)),
         _missing_figure_data(folder),
-        f"<pre>{html.escape(result.reproduce)}</pre>",
+        "<h3>The scores</h3>",
+        _glossary(result),
+        "<h3>How the patches were made</h3>",
+        _extraction(result),
+        f"<pre>{html.escape(without_paths(result.reproduce))}</pre>",
     ]
     return "\n".join(parts)
 
@@ -218,7 +315,7 @@ def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
     if isinstance(record, TrainingRecord):
         split = record.split
         return [
-            f"<p>Patch store {html.escape(record.store.path)} "
+            f"<p>Patch store {html.escape(Path(record.store.path).name)} "
             f"(sha256 {record.store.sha256[:16]}…). "
             f"Split by {html.escape(split['method'])}: {split['n_train']} training patches from "
             f"{html.escape(', '.join(split['train_cases']))}; "
@@ -267,9 +364,9 @@ def _write_page(
             sections.append(_analysis_section(folder, record.epochs, stage / folder.name))
     sections += [
         "<h2>Settings</h2>",
-        f"<pre>{html.escape(settings_path.read_text())}</pre>",
+        f"<pre>{html.escape(without_paths(settings_path.read_text()))}</pre>",
         "<h2>Reproduce</h2>",
-        f"<pre>{html.escape(record.reproduce)}</pre>",
+        f"<pre>{html.escape(without_paths(record.reproduce))}</pre>",
     ]
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

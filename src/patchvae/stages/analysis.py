@@ -18,7 +18,14 @@ from sklearn.mixture import GaussianMixture
 
 from patchvae.analysis.anomaly import aggregate_posterior_nll, detection_metrics, intensity_baseline
 from patchvae.analysis.fewlabel import few_label_auroc
-from patchvae.analysis.heatmap import backproject, score_volume, voxel_metrics
+from patchvae.analysis.heatmap import (
+    backproject,
+    best_threshold,
+    patch_voxels,
+    score_volume,
+    voxel_metrics,
+)
+from patchvae.analysis.intervals import auroc_intervals
 from patchvae.analysis.metrics import cluster_agreement
 from patchvae.analysis.projection import fit_projection
 from patchvae.artefacts import (
@@ -52,6 +59,7 @@ BASELINE = "intensity_p95"
 FEW_LABEL_KS = (5, 10, 20, 50)
 _KINDS = {BASELINE: "baseline", "p_lesion": "semi-supervised"}
 HEATMAP_SLICES = 4
+THRESHOLD_PATCHES = 20000  # training patches a Dice threshold is chosen on
 EXPLORER_MAX_PATCHES = 4000  # points of the latent explorer (every lesion patch first)
 
 
@@ -148,8 +156,19 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         )
     mu, train_mu = _latent(part, "mu"), _latent(train_part, "mu")
     patches = store.patches(rows)
-    scores = _scores(part, mu, train_mu, _latent(train_part, "logvar"), patches, seed)
-    masks_lesion, masks_brain = store.masks("lesion")[rows], store.masks("brain")[rows]
+    train_logvar = _latent(train_part, "logvar")
+    scores = _scores(part, mu, train_mu, train_logvar, patches, seed)
+    masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
+    thresholds = _training_thresholds(
+        train_part, train_mu, train_logvar, PatchStore(training_store), seed
+    )
+    intervals = auroc_intervals(
+        labels[labelled],
+        {name: s[labelled] for name, s in scores.items()},
+        BASELINE,
+        part.case_id.to_numpy()[labelled],
+        seed,
+    )
     figure_data, drawn = _figure_data(part, mu, train_mu, scores, patches, masks_lesion, store)
     result = AnalysisResult(
         store=FileRef(path=str(store.path.resolve()), sha256=store_sha256),
@@ -168,11 +187,13 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
             name: {
                 **detection_metrics(labels[labelled], s[labelled]),
                 "kind": _KINDS.get(name, "vae"),
+                "intervals": intervals[name],
             }
             for name, s in scores.items()
         },
         voxel_scores={
-            name: voxel_metrics(s, masks_lesion, masks_brain) for name, s in scores.items()
+            name: voxel_metrics(s, masks_lesion, masks_brain, thresholds.get(name))
+            for name, s in scores.items()
         },
         clustering=_clustering(train_mu, mu[labelled], labels[labelled], seed),
         few_labels={
@@ -181,6 +202,9 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         },
         **drawn,
         settings=settings.model_dump(mode="json"),
+        extraction={
+            k: v for k, v in store.settings.items() if k not in ("root", "workers", "on_error")
+        },
         provenance=made_by(),
         reproduce=f"patchvae analyze {run} --patches {store.path} --seed {seed}",
     )
@@ -241,6 +265,42 @@ def _scores(
     return scores
 
 
+def _training_thresholds(
+    train_part: pd.DataFrame,
+    train_mu: np.ndarray,
+    train_logvar: np.ndarray,
+    training_store: PatchStore,
+    seed: int,
+) -> dict[str, float]:
+    """Per score: the threshold of best Dice on the patches the run trained on (at most
+    ``THRESHOLD_PATCHES`` of them, drawn at random): chosen without the analysed patches, so
+    the Dice it gives there is a result, unlike the oracle Dice. Empty without lesion labels.
+
+    The latent rarity of a training patch is measured against a density that includes it,
+    so its threshold is a little low; every other score is what it would be on new patches.
+    """
+    rng = np.random.default_rng(seed)
+    pick = np.arange(len(train_part))
+    if pick.size > THRESHOLD_PATCHES:
+        pick = np.sort(rng.choice(pick.size, THRESHOLD_PATCHES, replace=False))
+    sub = train_part.iloc[pick]
+    if not (sub.label.to_numpy() == 1).any():
+        return {}
+    rows = sub.index.to_numpy()  # the embedding's rows are the store's
+    scores = _scores(
+        sub.reset_index(drop=True),
+        train_mu[pick],
+        train_mu,
+        train_logvar,
+        training_store.patches(rows),
+        seed,
+    )
+    positives, negatives = patch_voxels(
+        training_store.masks("lesion", rows), training_store.masks("brain", rows)
+    )
+    return {name: best_threshold(s, positives, negatives)[1] for name, s in scores.items()}
+
+
 def _latent(frame: pd.DataFrame, kind: str) -> np.ndarray:
     """The ``mu_*`` or ``logvar_*`` columns of an embedding, (N, latent_dim)."""
     columns = [c for c in frame.columns if c.startswith(f"{kind}_")]
@@ -255,8 +315,11 @@ def _clustering(
         "kmeans": KMeans(n_clusters=2, n_init=10, random_state=seed),
         "gmm": GaussianMixture(n_components=2, covariance_type="full", random_state=seed),
     }
+    # the accuracy of calling every patch the commoner class: what an accuracy must beat
+    majority = float(max(np.mean(labels == 1), np.mean(labels == 0)))
     return {
-        name: cluster_agreement(model, train_mu, mu, labels, seed) for name, model in models.items()
+        name: {**cluster_agreement(model, train_mu, mu, labels, seed), "majority": majority}
+        for name, model in models.items()
     }
 
 
