@@ -46,6 +46,37 @@ SCORE_FORMAT = "patchvae-score/1"
 PATCH_SCORES_FILE = "patch-scores.parquet"  # one row per scored patch: place and scores
 COVERAGE_MAP = "coverage"  # per voxel: how many scored patches cover it
 
+# every score's name in words: (short title, what it measures)
+SCORE_WORDS: dict[str, tuple[str, str]] = {
+    "recon_error": (
+        "reconstruction error",
+        "how badly the model redraws the patch from its own latent code",
+    ),
+    "kl": ("KL to the prior", "how far the patch's latent code lies from the prior"),
+    "neg_elbo": (
+        "negative ELBO",
+        "reconstruction error plus KL: the model's bound on how unlikely the patch is",
+    ),
+    "latent_nll": (
+        "latent rarity",
+        "how rare the patch's latent code is among the training patches' codes",
+    ),
+    "p_lesion": (
+        "lesion probability",
+        "the semi-supervised classifier's probability that the patch holds lesion",
+    ),
+    "intensity_p95": (
+        "intensity baseline",
+        "the patch's 95th-percentile intensity: no learning at all, the level to beat",
+    ),
+}
+
+
+def score_title(name: str) -> str:
+    """A score's short name in words (the code name for a score without one)."""
+    return SCORE_WORDS.get(name, (name, ""))[0]
+
+
 FIGURES = (
     "loss.png",
     "latent.png",

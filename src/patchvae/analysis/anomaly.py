@@ -13,36 +13,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 AGGREGATE_MAX_COMPONENTS = 5000  # training patches used as mixture components
 
-# every score's name in words: (short title, what it measures)
-SCORE_WORDS: dict[str, tuple[str, str]] = {
-    "recon_error": (
-        "reconstruction error",
-        "how badly the model redraws the patch from its own latent code",
-    ),
-    "kl": ("KL to the prior", "how far the patch's latent code lies from the prior"),
-    "neg_elbo": (
-        "negative ELBO",
-        "reconstruction error plus KL: the model's bound on how unlikely the patch is",
-    ),
-    "latent_nll": (
-        "latent rarity",
-        "how rare the patch's latent code is among the training patches' codes",
-    ),
-    "p_lesion": (
-        "lesion probability",
-        "the semi-supervised classifier's probability that the patch holds lesion",
-    ),
-    "intensity_p95": (
-        "intensity baseline",
-        "the patch's 95th-percentile intensity: no learning at all, the level to beat",
-    ),
-}
-
-
-def score_title(name: str) -> str:
-    """A score's short name in words (the code name for a score without one)."""
-    return SCORE_WORDS.get(name, (name, ""))[0]
-
 
 def aggregate_posterior_nll(
     query_mu: np.ndarray,

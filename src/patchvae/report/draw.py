@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from patchvae.analysis.anomaly import score_title
-from patchvae.artefacts import FIGURE_DATA_FILE, AnalysisResult, MnistRecord
+from patchvae.artefacts import FIGURE_DATA_FILE, AnalysisResult, MnistRecord, score_title
 from patchvae.errors import DataError
 from patchvae.report.figures import (
     plot_few_labels,

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from patchvae.analysis.anomaly import score_title
-from patchvae.artefacts import EXPLORER_FILE, PATCH_SCORES_FILE, AnalysisResult
+from patchvae.artefacts import EXPLORER_FILE, PATCH_SCORES_FILE, AnalysisResult, score_title
 from patchvae.errors import DataError
 from patchvae.io import write_text_atomic
 from patchvae.report.draw import figure_data

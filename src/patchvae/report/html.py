@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from patchvae.analysis.anomaly import score_title
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_PREFIX,
@@ -30,6 +29,7 @@ from patchvae.artefacts import (
     MnistRecord,
     TrainingRecord,
     read_record,
+    score_title,
 )
 from patchvae.errors import DataError
 from patchvae.io import staged_files, write_text_atomic

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from patchvae.analysis.anomaly import SCORE_WORDS, score_title
+from patchvae.artefacts import SCORE_WORDS, score_title
 
 FEW_POSITIVES = 100  # below this many lesion patches the page says intervals are wide
 

@@ -25,7 +25,6 @@ import pandas as pd
 import SimpleITK as sitk
 
 from patchvae.analysis.anomaly import (
-    SCORE_WORDS,
     aggregate_posterior_nll,
     detection_metrics,
     intensity_baseline,
@@ -37,6 +36,7 @@ from patchvae.artefacts import (
     PATCH_SCORES_FILE,
     SCORE_FILE,
     SCORE_FORMAT,
+    SCORE_WORDS,
     TRAINING_FILE,
     ScoreRecord,
     TrainingRecord,
