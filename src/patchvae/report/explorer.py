@@ -129,6 +129,8 @@ def build_explorer(folder: Path, result: AnalysisResult, out: Path) -> Path | No
     plot.scatter(
         "x", "y", source=source, size=6, alpha=0.8, line_color=None,
         fill_color={"field": "colour", "transform": mapper},
+        selection_line_color="#ff3030", selection_line_width=2, selection_fill_alpha=1.0,
+        nonselection_fill_alpha=0.45,
     )  # fmt: skip
     bar = ColorBar(color_mapper=mapper, title="lesion label", width=12)
     plot.add_layout(bar, "right")
