@@ -157,3 +157,26 @@ def test_score_refuses_inputs_that_do_not_fit_the_run(
     code, _, err = cli(["score", str(trained_run), str(plain), "--out", str(theirs), "--force"])
     assert code != 0 and "never replaced" in err
     assert (theirs / "notes.txt").read_text() == "keep"
+
+
+def test_maps_of_a_brats_case_keep_its_grid(trained_run: Path, tmp_path: Path, cli: Cli) -> None:
+    from tests.conftest import SHARED_DATA
+
+    flair = (
+        SHARED_DATA
+        / "brats2013_deepmedic"
+        / "brats_2013_pat0006_1"
+        / "Flair_subtrMeanDivStd.nii.gz"
+    )
+    if not flair.is_file():
+        pytest.skip(f"BraTS case not found at {flair} (../shared/data is a developer-only folder)")
+    out = tmp_path / "scored"
+    code, _, err = cli(["score", str(trained_run), str(flair), "--out", str(out), "--stride", "28"])
+    assert code == 0, err
+    source, source_nib = sitk.ReadImage(str(flair)), nib.load(flair)
+    for path in sorted((out / "Flair_subtrMeanDivStd").glob("*.nii.gz")):
+        written = sitk.ReadImage(str(path))
+        assert written.GetSize() == source.GetSize() and written.GetOrigin() == source.GetOrigin()
+        assert written.GetSpacing() == source.GetSpacing()
+        assert written.GetDirection() == source.GetDirection()
+        assert (nib.load(path).affine == source_nib.affine).all()
