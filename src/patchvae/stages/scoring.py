@@ -11,6 +11,14 @@ Windows are cut by :func:`patchvae.patches.extract_patches`, the function that m
 training store, so a window on the store's grid is exactly a store patch (same pixels, same
 brain-fraction rule) and its scores are the analysis's; the per-voxel mean is a box filter
 over the grid of scores (:func:`patchvae.analysis.heatmap.score_volume`).
+
+Why not TorchIO's ``GridSampler``/``GridAggregator`` or MONAI's sliding-window inferer: both
+cut every window of the volume and average per-voxel network outputs. Here (1) the windows
+must be the store's (only those with the run's minimum brain fraction: scoring background
+windows would pull the means at the brain's edge towards background), so that a run's scores
+on the store's grid are its analysis's scores (tested); and (2) each window gives one number
+per score, so their aggregators would need a patch-sized tensor per window and score (784
+times the memory) to do what one box filter over the grid of corners does exactly.
 """
 
 from __future__ import annotations
