@@ -18,7 +18,7 @@ from patchvae.store import PatchStore
 
 BASELINE = "intensity_p95"
 HEATMAP_SLICES = 4
-EXPLORER_MAX_PATCHES = 4000  # points of the latent explorer (every lesion patch first)
+EXPLORER_MAX_PATCHES = 10000  # points of the latent explorer (every lesion patch first)
 
 
 def figure_data(
