@@ -69,6 +69,25 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
         "intensity baseline",
         "the patch's 95th-percentile intensity: no learning at all, the level to beat",
     ),
+    "intensity_histeq": (
+        "equalised intensity baseline",
+        "the intensity baseline after histogram equalisation of each case (Meissen et al. "
+        "2021): the same order within a case, one scale across cases",
+    ),
+    "latent_mahalanobis": (
+        "latent Mahalanobis",
+        "the distance of the patch's latent mean from the training patches' (a Gaussian fit)",
+    ),
+    "feature_mahalanobis": (
+        "feature Mahalanobis",
+        "the distance of the encoder's features of the patch from the training patches' "
+        "(a Gaussian fit with Ledoit-Wolf shrinkage)",
+    ),
+    "fused": (
+        "fused score",
+        "the intensity baseline and one model score averaged by rank, the partner and the "
+        "weight chosen on the training patches",
+    ),
 }
 
 
@@ -257,6 +276,9 @@ class AnalysisResult(Record):
     maps: dict[str, dict[str, str]] = {}  # case -> score -> NIfTI map, relative to the folder
     settings: dict[str, Any]
     extraction: dict[str, Any] = {}  # the analysed store's extraction settings
+    # the fused score: the model score fused with the baseline, and the baseline's weight,
+    # chosen on the training patches (empty without lesion labels there)
+    fusion: dict[str, Any] = {}
     provenance: dict[str, Any]
     reproduce: str
 

@@ -48,6 +48,8 @@ class PatchScores:
     kl: np.ndarray  # KL to the prior, summed over latent dimensions
     # semi-supervised models: the classifier's probability of each class, (N, classes)
     class_probability: np.ndarray | None = None
+    # the encoder's features (its last dense layer), (N, features); None where it has none
+    features: np.ndarray | None = None
 
 
 def score_patches(model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 1000) -> PatchScores:
@@ -60,9 +62,30 @@ def score_patches(model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 10
             if out.class_logits is not None
             else out.mu.new_zeros((out.mu.shape[0], 0))
         )
-        return out.mu, out.logvar, out.recon, out.kl, probability
+        hidden = m.encoder_outputs(batch).hidden
+        features = hidden if hidden is not None else out.mu.new_zeros((out.mu.shape[0], 0))
+        return out.mu, out.logvar, out.recon, out.kl, probability, features
 
-    mu, logvar, recon, kl, probability = infer(model, x, step, batch_size)
+    mu, logvar, recon, kl, probability, features = infer(model, x, step, batch_size)
     return PatchScores(
-        mu, logvar, recon, kl, probability if model.config.classifier_classes else None
+        mu,
+        logvar,
+        recon,
+        kl,
+        probability if model.config.classifier_classes else None,
+        features if features.shape[1] else None,
     )
+
+
+def encoder_features(
+    model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 1000
+) -> np.ndarray:
+    """The encoder's features (its last dense layer) of every sample, (N, features)."""
+
+    def step(m: VAE, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = m.encoder_outputs(batch).hidden
+        if hidden is None:
+            raise ValueError("this model's encoder has no dense features")
+        return (hidden,)
+
+    return infer(model, x, step, batch_size)[0]

@@ -28,6 +28,7 @@ class Split:
     train_cases: list[str]
     val_cases: list[str]
     val_slices: dict[str, list[int]] | None = None  # slabs: case -> validation slice indices
+    healthy_only: bool = False  # the training part lost its lesion patches (labels used)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class Split:
             "val_slices": self.val_slices,
             "n_train": int(self.train_rows.size),
             "n_val": int(self.val_rows.size),
+            "healthy_only": self.healthy_only,
         }
 
     def seen_in_training(self, table: pd.DataFrame) -> np.ndarray:
@@ -45,6 +47,26 @@ class Split:
         for case, slices in (self.val_slices or {}).items():
             seen &= ~((table.case_id == case) & table.slice.isin(slices)).to_numpy()
         return seen
+
+    def trained_on(self, table: pd.DataFrame) -> np.ndarray:
+        """Which patches the model actually trained on: those of the training part, without
+        the lesion patches where the run trained on healthy patches only."""
+        seen = self.seen_in_training(table)
+        if self.healthy_only:
+            seen &= table.label.to_numpy() != 1
+        return seen
+
+    def without_lesion(self, labels: np.ndarray) -> Split:
+        """This split with the lesion patches (label 1) left out of its training part."""
+        from dataclasses import replace
+
+        if not (labels[self.train_rows] >= 0).any():
+            raise ConfigError(
+                "healthy_only: no training patch has a lesion label (the store has no lesion "
+                "masks); train on all patches, or with train.trim_fraction"
+            )
+        rows = self.train_rows[labels[self.train_rows] != 1]
+        return replace(self, train_rows=rows, healthy_only=True)
 
 
 def split_patches(

@@ -62,3 +62,91 @@ def detection_metrics(
         "auroc": float(roc_auc_score(labels, score, sample_weight=weights)),
         "auprc": float(average_precision_score(labels, score, sample_weight=weights)),
     }
+
+
+CORE_FRACTION = 0.1  # a "core" lesion patch: at least this fraction of lesion voxels
+MAHALANOBIS_FIT_PATCHES = 20000  # training patches a feature Gaussian is fitted on
+
+
+def fit_gaussian(train: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision of a Gaussian fitted to training features (N, d): Ledoit-Wolf
+    shrinkage, so the covariance is well conditioned with few samples or many features; at
+    most ``MAHALANOBIS_FIT_PATCHES`` rows, drawn at random."""
+    from sklearn.covariance import LedoitWolf
+
+    train = np.asarray(train, dtype=np.float64)
+    if train.shape[0] > MAHALANOBIS_FIT_PATCHES:
+        keep = np.random.default_rng(seed).choice(
+            train.shape[0], MAHALANOBIS_FIT_PATCHES, replace=False
+        )
+        train = train[keep]
+    fitted = LedoitWolf().fit(train)
+    return fitted.location_, fitted.precision_
+
+
+def mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Mahalanobis distance of each row of ``x`` from a Gaussian (mean, precision).
+
+    Example
+    -------
+    >>> float(mahalanobis(np.array([[3.0, 4.0]]), np.zeros(2), np.eye(2))[0])
+    5.0
+    """
+    centred = np.asarray(x, dtype=np.float64) - mean
+    return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, precision, centred), 0.0))
+
+
+def histogram_equalised_baseline(
+    patches: np.ndarray,
+    brain: np.ndarray,
+    cases: np.ndarray,
+    percentile: float = 95.0,
+) -> np.ndarray:
+    """The intensity baseline after histogram equalisation of each case (Meissen et al.,
+    BrainLes 2021): every voxel replaced by its intensity's rank among the case's brain
+    voxels (its empirical CDF), then the patch's ``percentile`` (mean over channels).
+
+    Within one case the equalisation is monotonic, so it orders that case's patches as the
+    plain baseline does; it differs across cases, whose intensities it puts on one scale.
+    """
+    out = np.empty(patches.shape[0])
+    for case in np.unique(cases):
+        rows = np.flatnonzero(cases == case)
+        values = patches[rows]  # (n, C, s, s)
+        inside = np.broadcast_to(brain[rows][:, None], values.shape)
+        equalised = np.empty_like(values, dtype=np.float64)
+        for c in range(values.shape[1]):
+            reference = np.sort(values[:, c][inside[:, c]])
+            if reference.size == 0:
+                reference = np.sort(values[:, c].ravel())
+            ranks = np.searchsorted(reference, values[:, c], side="right")
+            equalised[:, c] = ranks / max(reference.size, 1)
+        out[rows] = intensity_baseline(equalised, percentile)
+    return out
+
+
+def core_auroc(
+    lesion_fraction: np.ndarray, score: np.ndarray, core: float = CORE_FRACTION
+) -> float:
+    """AUROC of patches at least ``core`` lesion against lesion-free ones: edge patches with a
+    voxel or two of lesion, which dominate the errors of the plain AUROC, left out."""
+    positives, negatives = lesion_fraction >= core, lesion_fraction == 0
+    keep = positives | negatives
+    if positives.sum() == 0 or negatives.sum() == 0:
+        return float("nan")
+    return float(roc_auc_score(positives[keep], score[keep]))
+
+
+def fuse_by_rank(baseline: np.ndarray, partner: np.ndarray, weight: float) -> np.ndarray:
+    """``weight`` x the baseline's percentile rank + (1 - weight) x the partner's: two scores
+    on one scale without labels (ranks are taken among the patches given).
+
+    Example
+    -------
+    >>> fuse_by_rank(np.array([1.0, 2.0, 3.0]), np.array([30.0, 20.0, 10.0]), 0.5).tolist()
+    [0.6666666666666666, 0.6666666666666666, 0.6666666666666666]
+    """
+    from scipy.stats import rankdata
+
+    n = max(len(baseline), 1)
+    return weight * rankdata(baseline) / n + (1 - weight) * rankdata(partner) / n

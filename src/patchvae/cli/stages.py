@@ -205,6 +205,16 @@ def train(
     tensorboard: bool | None = typer.Option(
         None, "--tensorboard", help="Also write the curves for TensorBoard (RUN/tensorboard/)."
     ),
+    healthy_only: bool | None = typer.Option(
+        None,
+        "--healthy-only",
+        help="Train on the lesion-free training patches only (uses the lesion masks).",
+    ),
+    trim_fraction: float | None = typer.Option(
+        None,
+        "--trim-fraction",
+        help="Label-free: each step ignores this fraction of its batch, the highest losses.",
+    ),
     resume: bool = RESUME,
     quiet: bool = QUIET,
 ) -> None:
@@ -220,7 +230,7 @@ def train(
     overrides = model_and_training(locals())
     overrides["model"]["input_shape"] = None if base else PatchStore(store_path).input_shape
     top: dict[str, Any] = {"patches": str(store_path), "val_cases": cases or None}
-    top.update(val_fraction=val_fraction, label_budget=label_budget)
+    top.update(val_fraction=val_fraction, label_budget=label_budget, healthy_only=healthy_only)
     config = build_settings(PatchTrainConfig, base, preset, overrides, top)
     record = train_on_store(config, out, resume=resume, progress=not quiet)
     from patchvae.runtime import ranks

@@ -70,6 +70,9 @@ class TrainConfig(BaseModel):
     keep_best: bool = False
     # also write the curves for TensorBoard into RUN/tensorboard/ (needs: pip install tensorboard)
     tensorboard: bool = False
+    # training on data that hold lesions (contaminated): each step ignores this fraction of
+    # its batch, the samples of highest loss (a trimmed loss; 0: every sample counts)
+    trim_fraction: float = Field(default=0.0, ge=0, lt=0.5)
 
 
 class MnistStudyConfig(BaseModel):
@@ -231,6 +234,9 @@ class PatchTrainConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     # semi-supervised models: how many training patches keep their label (None: all)
     label_budget: PositiveInt | None = None
+    # train only on the training patches without lesion (needs lesion masks: labels are used,
+    # and the report says so); validation keeps every patch
+    healthy_only: bool = False
 
     @model_validator(mode="before")
     @classmethod

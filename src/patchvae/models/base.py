@@ -47,6 +47,8 @@ class Encoded:
     mu: torch.Tensor
     logvar: torch.Tensor
     maps: torch.Tensor | None = None
+    # the last dense layer before (mu, logvar): the encoder's features of the patch
+    hidden: torch.Tensor | None = None
 
 
 class VAE(nn.Module):

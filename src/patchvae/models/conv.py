@@ -63,7 +63,7 @@ class ConvVAE(VAE):
     def encoder_outputs(self, x: torch.Tensor) -> Encoded:
         maps = self.encoder(x)
         hidden = self.encoder_dense(maps)
-        return Encoded(self.to_mu(hidden), self.to_logvar(hidden), maps)
+        return Encoded(self.to_mu(hidden), self.to_logvar(hidden), maps, hidden)
 
     def _read_single_encoder(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
         """Checkpoints of patchvae 0.1 held the convolutions and the dense layers in one

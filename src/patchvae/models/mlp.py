@@ -42,7 +42,7 @@ class MLPVAE(VAE):
 
     def encoder_outputs(self, x: torch.Tensor) -> Encoded:
         hidden = self.encoder(x)
-        return Encoded(self.to_mu(hidden), self.to_logvar(hidden))
+        return Encoded(self.to_mu(hidden), self.to_logvar(hidden), hidden=hidden)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).view(-1, *self.config.input_shape)

@@ -148,7 +148,8 @@ def _score_table(result: AnalysisResult) -> str:
                 voxel.get("oracle_dice", voxel.get("best_dice", float("nan"))),
             ]
         )
-        classes.append("baseline" if m is baseline else "inverted" if inverted else "")
+        plain = m["kind"] == "baseline"
+        classes.append("baseline" if plain else "inverted" if inverted else "")
     header = [
         "score",
         "kind",
@@ -323,6 +324,12 @@ def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
             f"{html.escape(', '.join(split['val_cases']))}"
             + (f", slices {split['val_slices']}" if split.get("val_slices") else "")
             + ".</p>"
+            + (
+                "<p><b>Labels were used in training:</b> the run trained on the lesion-free "
+                "training patches only, chosen with the lesion masks.</p>"
+                if split.get("healthy_only")
+                else ""
+            )
         ]
     keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]
     scores = record.scores()

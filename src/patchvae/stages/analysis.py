@@ -8,14 +8,26 @@ numbers, ``figure-data.npz`` what the report draws.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
-from patchvae.analysis.anomaly import aggregate_posterior_nll, detection_metrics, intensity_baseline
+from patchvae.analysis.anomaly import (
+    CORE_FRACTION,
+    aggregate_posterior_nll,
+    core_auroc,
+    detection_metrics,
+    fit_gaussian,
+    fuse_by_rank,
+    histogram_equalised_baseline,
+    intensity_baseline,
+    mahalanobis,
+)
 from patchvae.analysis.fewlabel import few_label_auroc
 from patchvae.analysis.heatmap import (
     best_threshold,
@@ -51,8 +63,15 @@ from patchvae.versions import made_by
 
 VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
 FEW_LABEL_KS = (5, 10, 20, 50)
-_KINDS = {BASELINE: "baseline", "p_lesion": "semi-supervised"}
-THRESHOLD_PATCHES = 20000  # training patches a Dice threshold is chosen on
+_KINDS = {
+    BASELINE: "baseline",
+    "intensity_histeq": "baseline",
+    "p_lesion": "semi-supervised",
+    "fused": "fused",
+}
+THRESHOLD_PATCHES = 20000  # training patches Dice thresholds and fusion weights are chosen on
+EQUALISED = "intensity_histeq"
+FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the baseline's share
 
 
 def analyze_run(run: str | Path, store_path: str | Path, seed: int = 0) -> AnalysisResult:
@@ -141,19 +160,31 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     rows = np.flatnonzero(held_out)
     part = frame.iloc[rows].reset_index(drop=True)
     labels = part.label.to_numpy()
+    lesion_fraction = np.nan_to_num(part.lesion_fraction.to_numpy())
     labelled = labels >= 0
     if not labelled.any():
         raise DataError(
             store.path, "no patch has a lesion label (no lesion masks): nothing to score"
         )
-    mu, train_mu = _latent(part, "mu"), _latent(train_part, "mu")
-    patches = store.patches(rows)
-    train_logvar = _latent(train_part, "logvar")
-    scores = _scores(part, mu, train_mu, train_logvar, patches, seed)
-    masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
-    thresholds = _training_thresholds(
-        train_part, train_mu, train_logvar, PatchStore(training_store), seed
+    # the patches the model trained on (without lesion ones for a healthy-only run): the
+    # reference the latent scores and the clusters are fitted on
+    trained = (
+        train_part.trained_on.to_numpy()
+        if "trained_on" in train_part
+        else np.ones(len(train_part), bool)
     )
+    mu, train_mu = _latent(part, "mu"), _latent(train_part[trained], "mu")
+    patches = store.patches(rows)
+    train_logvar = _latent(train_part[trained], "logvar")
+    masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
+    reference = _Reference(train_mu, train_logvar, fit_gaussian(train_mu, seed), seed)
+    scores = _scores(part, mu, reference, patches, masks_brain)
+    training = _training_side(train_part, reference, PatchStore(training_store))
+    fusion = _fusion(training, scores)
+    thresholds = {
+        name: best_threshold(s, training.positives, training.negatives)[1]
+        for name, s in training.scores.items()
+    }
     intervals = auroc_intervals(
         labels[labelled],
         {name: s[labelled] for name, s in scores.items()},
@@ -178,6 +209,9 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         patch_scores={
             name: {
                 **detection_metrics(labels[labelled], s[labelled]),
+                "auroc_core": core_auroc(lesion_fraction[labelled], s[labelled]),
+                "n_positives": int((labels == 1).sum()),
+                "n_core": int((lesion_fraction[labelled] >= CORE_FRACTION).sum()),
                 "kind": _KINDS.get(name, "vae"),
                 "intervals": intervals[name],
             }
@@ -194,6 +228,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         },
         **drawn,
         settings=settings.model_dump(mode="json"),
+        fusion=fusion,
         extraction={
             k: v for k, v in store.settings.items() if k not in ("root", "workers", "on_error")
         },
@@ -239,58 +274,99 @@ def _embeddings(
     return frame, train_part, info, store_sha256
 
 
+@dataclass
+class _Reference:
+    """What the latent scores compare a patch with: the training patches' posteriors and a
+    Gaussian fitted to their latent means."""
+
+    mu: np.ndarray
+    logvar: np.ndarray
+    gaussian: tuple[np.ndarray, np.ndarray]
+    seed: int
+
+
 def _scores(
     part: pd.DataFrame,
     mu: np.ndarray,
-    train_mu: np.ndarray,
-    train_logvar: np.ndarray,
+    reference: _Reference,
     patches: np.ndarray,
-    seed: int,
+    brain: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Every patch score: the embedding's ELBO terms, the latent density under the training
-    patches' aggregate posterior, the classifier's probability, and the intensity baseline."""
+    patches' aggregate posterior, Mahalanobis distances of the latent mean and of the
+    encoder's features from the training patches', the classifier's probability, and the
+    intensity baselines (plain and histogram-equalised)."""
     scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
-    scores["latent_nll"] = aggregate_posterior_nll(mu, train_mu, train_logvar, seed)
+    scores["latent_nll"] = aggregate_posterior_nll(
+        mu, reference.mu, reference.logvar, reference.seed
+    )
+    scores["latent_mahalanobis"] = mahalanobis(mu, *reference.gaussian)
+    if "feature_mahalanobis" in part:  # made by the embedding stage, which has the model
+        scores["feature_mahalanobis"] = part["feature_mahalanobis"].to_numpy()
     if "p_lesion" in part:
         scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
+    scores[EQUALISED] = histogram_equalised_baseline(
+        patches, brain, part.case_id.astype(str).to_numpy()
+    )
     return scores
 
 
-def _training_thresholds(
-    train_part: pd.DataFrame,
-    train_mu: np.ndarray,
-    train_logvar: np.ndarray,
-    training_store: PatchStore,
-    seed: int,
-) -> dict[str, float]:
-    """Per score: the threshold of best Dice on the patches the run trained on (at most
-    ``THRESHOLD_PATCHES`` of them, drawn at random): chosen without the analysed patches, so
-    the Dice it gives there is a result, unlike the oracle Dice. Empty without lesion labels.
+@dataclass
+class _TrainingSide:
+    """The scores of (up to ``THRESHOLD_PATCHES`` of) the patches the run trained on, with
+    their labels and lesion and other brain voxels: where thresholds and fusion weights are
+    chosen, never on the analysed patches."""
 
-    The latent rarity of a training patch is measured against a density that includes it,
-    so its threshold is a little low; every other score is what it would be on new patches.
-    """
-    rng = np.random.default_rng(seed)
+    scores: dict[str, np.ndarray]
+    labels: np.ndarray
+    positives: np.ndarray
+    negatives: np.ndarray
+
+
+def _training_side(
+    train_part: pd.DataFrame, reference: _Reference, training_store: PatchStore
+) -> _TrainingSide:
+    """The training patches' scores. The latent scores of a training patch are measured
+    against a reference that includes it, so they run a little low; the other scores are
+    what they would be on new patches."""
+    rng = np.random.default_rng(reference.seed)
     pick = np.arange(len(train_part))
     if pick.size > THRESHOLD_PATCHES:
         pick = np.sort(rng.choice(pick.size, THRESHOLD_PATCHES, replace=False))
     sub = train_part.iloc[pick]
-    if not (sub.label.to_numpy() == 1).any():
-        return {}
     rows = sub.index.to_numpy()  # the embedding's rows are the store's
+    brain = training_store.masks("brain", rows)
     scores = _scores(
         sub.reset_index(drop=True),
-        train_mu[pick],
-        train_mu,
-        train_logvar,
+        _latent(sub, "mu"),
+        reference,
         training_store.patches(rows),
-        seed,
+        brain,
     )
-    positives, negatives = patch_voxels(
-        training_store.masks("lesion", rows), training_store.masks("brain", rows)
-    )
-    return {name: best_threshold(s, positives, negatives)[1] for name, s in scores.items()}
+    positives, negatives = patch_voxels(training_store.masks("lesion", rows), brain)
+    return _TrainingSide(scores, sub.label.to_numpy(), positives, negatives)
+
+
+def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The intensity baseline fused with one unsupervised model score by rank, partner and
+    weight chosen by AUROC on the training patches; adds ``fused`` to ``scores``. Nothing is
+    chosen (and nothing added) without lesion labels on the training patches."""
+    labels = training.labels
+    if np.unique(labels[labels >= 0]).size < 2:
+        return {}
+    known = labels >= 0
+    partners = [n for n in scores if _KINDS.get(n, "vae") == "vae"]
+    best: tuple[float, str, float] = (-1.0, "", 0.0)
+    for partner in partners:
+        for weight in FUSION_WEIGHTS:
+            fused = fuse_by_rank(training.scores[BASELINE], training.scores[partner], weight)
+            auroc = detection_metrics(labels[known], fused[known])["auroc"]
+            if auroc > best[0]:
+                best = (auroc, partner, weight)
+    auroc, partner, weight = best
+    scores["fused"] = fuse_by_rank(scores[BASELINE], scores[partner], weight)
+    return {"partner": partner, "baseline_weight": weight, "training_auroc": auroc}
 
 
 def _latent(frame: pd.DataFrame, kind: str) -> np.ndarray:

@@ -15,16 +15,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from patchvae.analysis.anomaly import MAHALANOBIS_FIT_PATCHES, fit_gaussian, mahalanobis
 from patchvae.artefacts import (
     CHECKPOINT_FILE,
     EMBEDDING_FORMAT,
+    TRAINING_FILE,
     CheckpointRef,
     EmbeddingInfo,
     FileRef,
+    TrainingRecord,
     embedding_path,
+    read_record,
 )
 from patchvae.checkpoint import checkpoint_epoch, load_checkpoint, model_from_payload
-from patchvae.embed import score_patches
+from patchvae.embed import encoder_features, score_patches
 from patchvae.errors import DataError, RunDirError
 from patchvae.io import check_replaceable
 from patchvae.locks import lock_file, lock_folder
@@ -72,10 +76,15 @@ def embed_store(
     table = store.table()
     scores = score_patches(model, store.patches(), batch_size)
     table["seen_in_training"] = split.seen_in_training(table)
+    table["trained_on"] = split.trained_on(table)
     latent = {f"mu_{i}": scores.mu[:, i] for i in range(scores.mu.shape[1])}
     latent.update({f"logvar_{i}": scores.logvar[:, i] for i in range(scores.logvar.shape[1])})
     if scores.class_probability is not None:
         latent["p_lesion"] = scores.class_probability[:, 1]
+    if scores.features is not None:
+        trained = table["trained_on"].to_numpy()
+        mean, precision = _feature_gaussian(run, model, scores.features, trained)
+        latent["feature_mahalanobis"] = mahalanobis(scores.features, mean, precision)
     extra = pd.DataFrame(
         {
             **latent,
@@ -86,6 +95,22 @@ def embed_store(
         }
     )
     return pd.concat([table, extra], axis=1)
+
+
+def _feature_gaussian(
+    run: Path, model: Any, features: np.ndarray, seen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A Gaussian fitted to the encoder features of the patches the run trained on: those of
+    this store where it holds them, else (another store) drawn from the training store."""
+    record = read_record(TrainingRecord, run / TRAINING_FILE, "training record")
+    seed = int(record.settings.get("train", {}).get("seed", 0))
+    if seen.any():
+        return fit_gaussian(features[seen], seed)
+    store = PatchStore(record.store.path)
+    rows = np.flatnonzero(run_split(run).trained_on(store.table()))
+    if rows.size > MAHALANOBIS_FIT_PATCHES:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAHALANOBIS_FIT_PATCHES, False))
+    return fit_gaussian(encoder_features(model, store.patches(rows)), seed)
 
 
 def embed_to_table(

@@ -52,6 +52,8 @@ def train_on_store(
     select_device(config.train.device)  # refuse an unusable device before writing anything
     table = store.table()
     split = split_patches(table, config.val_cases, config.val_fraction, config.train.seed)
+    if config.healthy_only:
+        split = split.without_lesion(table.label.to_numpy())
     y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
     out = Path(out)
     if resume:
@@ -182,6 +184,7 @@ def run_split(run: str | Path) -> Split:
             list(split["train_cases"]),
             list(split["val_cases"]),
             split["val_slices"],
+            bool(split.get("healthy_only", False)),
         )
     except (KeyError, TypeError):
         raise DataError(path, "training record is damaged (no valid split)") from None

@@ -3,6 +3,7 @@ the optimiser and the validation score."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,7 +245,7 @@ class _Run:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         with torch.autocast(self.device.type, dtype=dtype, enabled=low):
             out = self.step_model(batch, generator=self.noise_gen, beta=beta, labels=labels)
-            loss = out.loss
+            loss = self._trimmed(out, beta) if self.config.trim_fraction else out.loss
             if self.labelled is not None:
                 weight = self.model_config.classifier_weight
                 loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
@@ -255,6 +256,16 @@ class _Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return out
+
+    def _trimmed(self, out: Any, beta: float | None) -> torch.Tensor:
+        """The batch's mean loss over all but its ``trim_fraction`` highest-loss samples:
+        lesions in the training data are the samples a healthy model fits worst."""
+        weight = self.model_config.beta if beta is None else beta
+        per_sample = out.recon + weight * out.kl
+        if out.class_loss is not None:
+            per_sample = per_sample + self.model_config.classifier_weight * out.class_loss
+        keep = max(1, math.ceil((1 - self.config.trim_fraction) * per_sample.shape[0]))
+        return torch.topk(per_sample, keep, largest=False, sorted=False).values.mean()
 
     def epoch(self, epoch: int, bar: Any, x_val: torch.Tensor | Rows | None) -> dict[str, float]:
         """Train one epoch, score the validation data, check; the epoch's record."""
