@@ -106,10 +106,17 @@ def _main(
     state["debug"] = debug
 
 
-def base_settings(cls: type[M], config_file: Path | None, out: Path, from_run: bool) -> M | None:
-    """The settings to start from: a settings file, or with ``--resume`` alone the run's own."""
+def base_settings(
+    cls: type[M],
+    config_file: Path | None,
+    out: Path,
+    from_run: bool,
+    given: dict[str, Any] | None = None,
+) -> M | None:
+    """The settings to start from: a settings file (a recipe may leave out what ``given``
+    holds: the command line's store, say), or with ``--resume`` alone the run's own."""
     if config_file is not None:
-        return load_yaml_config(cls, config_file)
+        return load_yaml_config(cls, config_file, given)
     if from_run:
         if not (out / SETTINGS_FILE).is_file():
             raise RunDirError(f"{out}: no run to resume here (no {SETTINGS_FILE})")

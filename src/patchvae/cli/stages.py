@@ -222,13 +222,21 @@ def train(
     from patchvae.stages.training import train_on_store
     from patchvae.store import PatchStore
 
-    base = base_settings(PatchTrainConfig, config_file, out, resume and patches is None)
+    base = base_settings(
+        PatchTrainConfig,
+        config_file,
+        out,
+        resume and patches is None,
+        {"patches": None if patches is None else str(patches)},
+    )
     if base is None and patches is None:
         raise typer.BadParameter("give --patches STORE (or --config settings.yaml)")
     store_path = Path(patches) if patches is not None else Path(base.patches)  # type: ignore[union-attr]
     cases = [c for item in val_cases or [] for c in item.split(",") if c]
     overrides = model_and_training(locals())
-    overrides["model"]["input_shape"] = None if base else PatchStore(store_path).input_shape
+    # the store's patches fix the model's input shape (a recipe names no store)
+    given_store = patches is not None or base is None
+    overrides["model"]["input_shape"] = PatchStore(store_path).input_shape if given_store else None
     top: dict[str, Any] = {"patches": str(store_path), "val_cases": cases or None}
     top.update(val_fraction=val_fraction, label_budget=label_budget, healthy_only=healthy_only)
     config = build_settings(PatchTrainConfig, base, preset, overrides, top)

@@ -122,6 +122,9 @@ def compare(
     from patchvae.studies.compare import run_comparison
 
     grid = load_yaml_config(CompareConfig, config_file).model_dump()
+    for entry in grid["models"]:  # recipes are named relative to the grid file
+        if entry.get("recipe"):
+            entry["recipe"] = str((config_file.parent / entry["recipe"]).resolve())
     given = {"seeds": seeds or None, "epochs": epochs}
     config = build_config(
         CompareConfig, {**grid, **{k: v for k, v in given.items() if v is not None}}

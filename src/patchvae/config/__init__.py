@@ -152,11 +152,13 @@ def parse_yaml(text: str, path: str | Path) -> Any:
 PATH_FIELDS = ("patches", "data_dir", "root")
 
 
-def load_yaml_config(cls: type[M], path: str | Path) -> M:
+def load_yaml_config(cls: type[M], path: str | Path, given: dict[str, Any] | None = None) -> M:
     """Read a YAML settings file into ``cls``; any problem is a one-line error naming it.
 
     Paths in it (``patches``, ``data_dir``, ``root``) are relative to the file's own folder, so
-    a grid or settings file works from wherever the command is started."""
+    a grid or settings file works from wherever the command is started. ``given``: top-level
+    values from the command line, which a recipe may leave out (the store, say) and which
+    replace the file's."""
     path = Path(path)
     try:
         text = read_text(path, "settings file")
@@ -173,6 +175,7 @@ def load_yaml_config(cls: type[M], path: str | Path) -> M:
         value = values.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             values[key] = str(path.parent / value)
+    values.update({k: v for k, v in (given or {}).items() if v is not None})
     try:
         return cls.model_validate(values)
     except ValidationError as exc:

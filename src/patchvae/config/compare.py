@@ -18,6 +18,9 @@ class CompareEntry(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict)
     umap: bool = False  # MNIST: also cluster a 2-D UMAP of the latent
     label_budget: int | None = None  # patches: semi-supervised with this many labels
+    # patches: a training settings file (docs/recipes/) the entry starts from, relative to
+    # the grid file; the entry's model and train settings apply on top of it
+    recipe: str | None = None
 
 
 class CompareConfig(BaseModel):

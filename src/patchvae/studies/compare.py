@@ -84,8 +84,13 @@ def _study_settings(
         "val_fraction": config.val_fraction,
         "label_budget": entry.label_budget,
     }
+    base = (
+        load_yaml_config(PatchTrainConfig, entry.recipe, {"patches": top["patches"]})
+        if entry.recipe
+        else None
+    )
     return build_settings(
-        PatchTrainConfig, None, entry.preset, _overrides(config, entry, seed, shape), top
+        PatchTrainConfig, base, entry.preset, _overrides(config, entry, seed, shape), top
     )
 
 
@@ -105,6 +110,10 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"train_seconds": record.train_seconds}
     for name, metrics in result.patch_scores.items():
         row[f"auroc_{name}"] = metrics["auroc"]
+        row[f"auroc_core_{name}"] = metrics.get("auroc_core", float("nan"))
+        low, high = metrics.get("intervals", {}).get("by_patch", {}).get("auroc", [np.nan] * 2)
+        row[f"ci_low_{name}"], row[f"ci_high_{name}"] = low, high
+    row["n_positives"] = result.n_lesion
     for key, source in (
         ("few_label_auroc_k20", "latent"),
         ("baseline_few_label_auroc_k20", BASELINE),
@@ -256,8 +265,12 @@ _MD_COLUMNS = {
         "auroc_kl",
         "auroc_neg_elbo",
         "auroc_latent_nll",
+        "auroc_latent_mahalanobis",
+        "auroc_feature_mahalanobis",
         "auroc_p_lesion",
         "auroc_intensity_p95",
+        "auroc_intensity_histeq",
+        "auroc_fused",
         "few_label_auroc_k20",
         "gmm_accuracy",
         "gmm_nmi",
@@ -265,6 +278,40 @@ _MD_COLUMNS = {
         "train_seconds",
     ],
 }
+
+
+# scores shown with their 95 % intervals, and on core lesion patches, in a second table
+_CI_SCORES = ("neg_elbo", "feature_mahalanobis", "p_lesion", "fused", "intensity_p95")
+
+
+def _interval_table(table: pd.DataFrame) -> list[str]:
+    """Per model and score: mean AUROC over seeds with the mean of each seed's bootstrap 95 %
+    interval, and the mean AUROC of core lesion patches (>= 10 % lesion) against lesion-free."""
+    names = [n for n in _CI_SCORES if f"ci_low_{n}_mean" in table.columns]
+    if not names:
+        return []
+    lines = [
+        "",
+        "AUROC (mean over seeds; in brackets the mean of the seeds' bootstrap 95 % intervals) "
+        "| core: patches >= 10 % lesion against lesion-free:",
+        "",
+        "| model | positives | " + " | ".join(f"{n} | {n} core" for n in names) + " |",
+        "|---" * (2 + 2 * len(names)) + "|",
+    ]
+    for _, row in table.iterrows():
+        cells = []
+        for n in names:
+            mean, low, high = (
+                row.get(f"{k}_mean") for k in (f"auroc_{n}", f"ci_low_{n}", f"ci_high_{n}")
+            )
+            core = row.get(f"auroc_core_{n}_mean")
+            ok = mean is not None and not np.isnan(mean)
+            cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]" if ok else "")
+            cells.append("" if core is None or np.isnan(core) else f"{core:.3f}")
+        positives = row.get("n_positives_mean")
+        count = "" if positives is None or np.isnan(positives) else f"{positives:.0f}"
+        lines.append(f"| {row['model']} | {count} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _markdown(table: pd.DataFrame, config: CompareConfig) -> str:
@@ -283,4 +330,6 @@ def _markdown(table: pd.DataFrame, config: CompareConfig) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if config.dataset == "patches":
+        lines += _interval_table(table)
     return "\n".join(lines) + "\n"

@@ -1,0 +1,123 @@
+"""Training on data that hold lesions: trimmed loss, healthy-only training, the fused score
+chosen on training patches, feature Mahalanobis, and the recipes as a user copies them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from patchvae.analysis.anomaly import detection_metrics, fit_gaussian, fuse_by_rank, mahalanobis
+from patchvae.store import PatchStore
+from patchvae.train.steps import _Run
+from tests.conftest import Cli
+
+RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes"
+
+
+def test_trimmed_loss_ignores_the_worst_samples() -> None:
+    run = SimpleNamespace(
+        model_config=SimpleNamespace(beta=1.0, classifier_weight=1.0),
+        config=SimpleNamespace(trim_fraction=0.25),
+    )
+    out = SimpleNamespace(
+        recon=torch.tensor([1.0, 2.0, 3.0, 100.0]), kl=torch.zeros(4), class_loss=None
+    )
+    assert float(_Run._trimmed(run, out, None)) == pytest.approx(2.0)  # type: ignore[arg-type]
+    run.config.trim_fraction = 0.0
+    assert float(_Run._trimmed(run, out, 0.5)) == pytest.approx(26.5)  # type: ignore[arg-type]
+
+
+def test_healthy_only_trains_without_lesion_patches_and_says_so(
+    two_case_store: Path, tmp_path: Path, cli: Cli
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--patches", str(two_case_store), "--val-cases", "2", "--epochs", "2"]
+    code, _, err = cli(
+        [*args, "--healthy-only", "--trim-fraction", "0.1", "--quiet", "--out", str(run)]
+    )
+    assert code == 0, err
+    record = json.loads((run / "training.json").read_text())
+    table = PatchStore(two_case_store).table()
+    healthy = int(((table.case_id == "1") & (table.label == 0)).sum())
+    assert record["split"]["healthy_only"] and record["split"]["n_train"] == healthy
+    assert record["settings"]["train"]["trim_fraction"] == 0.1
+    code, _, err = cli(["analyze", str(run), "--patches", str(two_case_store)])
+    assert code == 0, err
+    embedding = pd.read_parquet(run / f"embedding-{two_case_store.stem}.parquet")
+    lesion_of_training_case = (embedding.case_id == "1") & (embedding.label == 1)
+    assert embedding.seen_in_training[lesion_of_training_case].all()
+    assert not embedding.trained_on[lesion_of_training_case].any()
+    code, _, err = cli(["report", str(run)])
+    assert code == 0, err
+    assert "Labels were used in training" in (run / "report.html").read_text()
+
+
+def test_feature_mahalanobis_is_fitted_on_the_patches_trained_on(
+    trained_run: Path, two_case_store: Path
+) -> None:
+    from patchvae.checkpoint import load_model
+    from patchvae.embed import encoder_features
+    from patchvae.stages.embedding import embed_store
+
+    frame = embed_store(trained_run, two_case_store)
+    features = encoder_features(
+        load_model(trained_run / "checkpoint.pt"), PatchStore(two_case_store).patches()
+    )
+    mean, precision = fit_gaussian(features[frame.trained_on.to_numpy()])
+    np.testing.assert_allclose(
+        frame.feature_mahalanobis, mahalanobis(features, mean, precision), rtol=1e-4
+    )
+
+
+def test_fused_score_is_chosen_on_training_patches_only(
+    trained_run: Path, two_case_store: Path, cli: Cli
+) -> None:
+    code, _, err = cli(["analyze", str(trained_run), "--patches", str(two_case_store)])
+    assert code == 0, err
+    folder = trained_run / f"analysis-{two_case_store.stem}"
+    result = json.loads((folder / "analysis.json").read_text())
+    fusion = result["fusion"]
+    held = pd.read_parquet(folder / "patch-scores.parquet")
+    # the fused score is the recorded partner and weight applied to the held-out scores
+    expected = fuse_by_rank(
+        held.intensity_p95.to_numpy(), held[fusion["partner"]].to_numpy(), fusion["baseline_weight"]
+    )
+    np.testing.assert_allclose(held.fused, expected)
+    # and the choice is the best on the training patches: recompute it from them alone
+    from patchvae.stages.analysis import FUSION_WEIGHTS
+
+    embedding = pd.read_parquet(trained_run / f"embedding-{two_case_store.stem}.parquet")
+    train = embedding[embedding.seen_in_training].reset_index(drop=True)
+    store = PatchStore(two_case_store)
+    from patchvae.analysis.anomaly import intensity_baseline
+
+    base = intensity_baseline(store.patches(np.flatnonzero(embedding.seen_in_training)))
+    labels = train.label.to_numpy()
+    best = max(
+        (detection_metrics(labels, fuse_by_rank(base, train[p].to_numpy(), w))["auroc"], p, w)
+        for p in ("recon_error", "kl", "neg_elbo", "feature_mahalanobis")
+        for w in FUSION_WEIGHTS
+    )
+    assert fusion["training_auroc"] >= best[0] - 1e-12
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_recipes_are_accepted_as_they_are(
+    recipe: str, two_case_store: Path, tmp_path: Path, cli: Cli
+) -> None:
+    run = tmp_path / "run"
+    code, _, err = cli(
+        [
+            "train", "--patches", str(two_case_store), "--config", str(RECIPES / recipe),
+            "--val-cases", "2", "--seed", "3", "--epochs", "1", "--quiet", "--out", str(run),
+        ]
+    )  # fmt: skip
+    assert code == 0, err
+    settings = json.loads((run / "training.json").read_text())["settings"]
+    assert settings["train"]["seed"] == 3 and Path(settings["patches"]) == two_case_store.resolve()
