@@ -53,6 +53,11 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
         "how badly the model redraws the patch from its own latent code",
     ),
     "kl": ("KL to the prior", "how far the patch's latent code lies from the prior"),
+    "residual_p95": (
+        "local residual",
+        "the 95th percentile of the median-filtered difference between the patch and its "
+        "restoration, inside the brain: where the model fails to redraw a spot",
+    ),
     "neg_elbo": (
         "negative ELBO",
         "reconstruction error plus KL: the model's bound on how unlikely the patch is",

@@ -22,7 +22,9 @@ class VAEConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Literal["mlp", "conv"] = "mlp"
+    # mlp, conv: VAEs; dae: a denoising autoencoder (a small U-Net, no bottleneck) trained to
+    # remove coarse noise (Kascenas et al., MIDL 2022): a lesion is what it does not restore
+    architecture: Literal["mlp", "conv", "dae"] = "mlp"
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
     hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [256], min_length=1)
     latent_dim: PositiveInt = 2
@@ -48,6 +50,11 @@ class VAEConfig(BaseModel):
     # given (None): glorot_uniform for mlp (the 2016 network), torch_default for conv, whose
     # layers keep PyTorch's initialisation (glorot_uniform is refused there, not ignored).
     init: Literal["glorot_uniform", "torch_default"] = "glorot_uniform"
+    # dae only: training noise, Gaussian (sd noise_std) drawn on a noise_grid x noise_grid
+    # grid, upsampled to the patch and added where the patch is not background (noise_brain)
+    noise_grid: PositiveInt | None = None
+    noise_std: float | None = Field(default=None, gt=0)
+    noise_brain: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -56,11 +63,20 @@ class VAEConfig(BaseModel):
         if not isinstance(values, dict):
             return values
         values = dict(values)
-        conv = values.get("architecture") == "conv"
+        conv = values.get("architecture") in ("conv", "dae")
         if values.get("init") is None:
             values["init"] = "torch_default" if conv else "glorot_uniform"
         if conv and values.get("conv_channels") is None:
             values["conv_channels"] = [32, 64]
+        if values.get("architecture") == "dae":
+            defaults: dict[str, Any] = {"noise_grid": 7, "noise_std": 0.2, "noise_brain": True}
+            defaults["reconstruction_loss"] = "mse"
+            # the "latent" of a DAE: its deepest maps averaged over positions
+            defaults["latent_dim"] = values["conv_channels"][-1]
+            values.update({k: v for k, v in defaults.items() if values.get(k) is None})
+        for key, default in (("latent_dim", 2), ("reconstruction_loss", "bce")):
+            if key in values and values[key] is None:  # reset by a switch of variant
+                values[key] = default
         if values.get("prior") == "gmm" and values.get("n_clusters") is None:
             values["n_clusters"] = 2
         return values
@@ -68,8 +84,13 @@ class VAEConfig(BaseModel):
     @model_validator(mode="after")
     def _check_variant(self) -> VAEConfig:
         """Every setting saved is one the network honours: others are refused."""
-        if self.architecture != "conv" and self.conv_channels is not None:
+        if self.architecture == "mlp" and self.conv_channels is not None:
             raise ValueError(f"conv_channels: a {self.architecture} network has no convolutions")
+        noise = (self.noise_grid, self.noise_std, self.noise_brain)
+        if self.architecture != "dae" and any(v is not None for v in noise):
+            raise ValueError("noise_grid, noise_std, noise_brain: only a dae is trained on noise")
+        if self.architecture == "dae":
+            self._check_dae()
         if self.prior != "gmm" and self.n_clusters is not None:
             raise ValueError("n_clusters: only a mixture prior (prior: gmm) has clusters")
         if self.architecture == "conv":
@@ -79,7 +100,7 @@ class VAEConfig(BaseModel):
                     f"{len(self.convolutions)} stride-2 convolutions do not fit "
                     f"{self.input_shape[1]}x{self.input_shape[2]} inputs"
                 )
-        if self.architecture == "conv" and self.init != "torch_default":
+        if self.architecture in ("conv", "dae") and self.init != "torch_default":
             raise ValueError(
                 f"init: {self.init} is implemented for the mlp only; conv layers keep "
                 "PyTorch's default initialisation (init: torch_default, the default for conv)"
@@ -87,6 +108,18 @@ class VAEConfig(BaseModel):
         if self.classifier_input == "pooled" and self.architecture != "conv":
             raise ValueError("classifier_input 'pooled' needs architecture 'conv'")
         return self
+
+    def _check_dae(self) -> None:
+        """A DAE has no latent to sample, no prior and no classifier."""
+        if self.latent_dim != self.convolutions[-1]:
+            raise ValueError(
+                f"latent_dim: a dae's latent is its deepest maps averaged over positions "
+                f"({self.convolutions[-1]} channels); leave latent_dim out"
+            )
+        if self.prior != "gaussian" or self.classifier_classes:
+            raise ValueError("a dae has no prior and no classifier (prior, classifier_classes)")
+        if min(self.input_shape[1:]) >> (len(self.convolutions) - 1) < 1:
+            raise ValueError(f"{len(self.convolutions)} levels do not fit the patch size")
 
     @property
     def convolutions(self) -> list[int]:

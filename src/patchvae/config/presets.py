@@ -35,7 +35,18 @@ PRESETS: dict[str, tuple[VAEConfig, TrainConfig]] = {
 
 
 # a setting that changes the kind of network -> the settings only that kind has
-_VARIANT_SETTINGS = {"architecture": ("init", "conv_channels"), "prior": ("n_clusters",)}
+_VARIANT_SETTINGS = {
+    "architecture": (
+        "init",
+        "conv_channels",
+        "noise_grid",
+        "noise_std",
+        "noise_brain",
+        "latent_dim",
+        "reconstruction_loss",
+    ),
+    "prior": ("n_clusters",),
+}
 
 
 def get_preset(name: str) -> tuple[VAEConfig, TrainConfig]:

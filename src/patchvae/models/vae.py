@@ -11,10 +11,19 @@ from torch import nn
 from patchvae.config.model import VAEConfig
 from patchvae.models.base import VAE, VAEOutput
 from patchvae.models.conv import ConvVAE
+from patchvae.models.dae import DenoisingAE
 from patchvae.models.mlp import MLPVAE
 
-__all__ = ["MLPVAE", "VAE", "ConvVAE", "VAEOutput", "build_model", "count_parameters"]
-ARCHITECTURES: dict[str, type[VAE]] = {"mlp": MLPVAE, "conv": ConvVAE}
+__all__ = [
+    "MLPVAE",
+    "VAE",
+    "ConvVAE",
+    "DenoisingAE",
+    "VAEOutput",
+    "build_model",
+    "count_parameters",
+]
+ARCHITECTURES: dict[str, type[VAE]] = {"mlp": MLPVAE, "conv": ConvVAE, "dae": DenoisingAE}
 
 
 def build_model(config: VAEConfig) -> VAE:

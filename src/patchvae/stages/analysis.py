@@ -297,6 +297,8 @@ def _scores(
     encoder's features from the training patches', the classifier's probability, and the
     intensity baselines (plain and histogram-equalised)."""
     scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
+    if "residual_p95" in part:  # embeddings made by patchvae 0.3 and later
+        scores["residual_p95"] = part["residual_p95"].to_numpy()
     scores["latent_nll"] = aggregate_posterior_nll(
         mu, reference.mu, reference.logvar, reference.seed
     )

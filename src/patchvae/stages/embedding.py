@@ -91,6 +91,7 @@ def embed_store(
             "recon_error": scores.recon_error,
             "kl": scores.kl,
             "neg_elbo": scores.recon_error + scores.kl,
+            "residual_p95": scores.residual,
             "checkpoint_epoch": np.full(len(table), epoch, dtype=np.int32),
         }
     )

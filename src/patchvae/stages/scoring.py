@@ -244,6 +244,8 @@ def score_case(
         "kl": found.kl,
         "neg_elbo": found.recon_error + found.kl,
     }
+    if found.residual is not None:
+        scores["residual_p95"] = found.residual
     if latent is not None:
         scores["latent_nll"] = aggregate_posterior_nll(found.mu, latent[0], latent[1], seed)
     if found.class_probability is not None:
