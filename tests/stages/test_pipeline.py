@@ -61,7 +61,18 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
         and result["evaluation_set"] == "patches the model never trained on"
     )
     scores = result["patch_scores"]
-    assert set(scores) == {"recon_error", "kl", "neg_elbo", "latent_nll", "intensity_p95"}
+    assert set(scores) == {
+        "recon_error",
+        "kl",
+        "neg_elbo",
+        "residual_p95",
+        "latent_nll",
+        "latent_mahalanobis",
+        "feature_mahalanobis",
+        "intensity_p95",
+        "intensity_histeq",
+        "fused",
+    }
     assert scores["intensity_p95"]["kind"] == "baseline"
     # the analysis' AUROC is the plain one of the embedding's scores on the held-out patches
     from sklearn.metrics import roc_auc_score

@@ -209,7 +209,8 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         patch_scores={
             name: {
                 **detection_metrics(labels[labelled], s[labelled]),
-                "auroc_core": core_auroc(lesion_fraction[labelled], s[labelled]),
+                # None (JSON null) without core lesion patches
+                "auroc_core": _finite_or_none(core_auroc(lesion_fraction[labelled], s[labelled])),
                 "n_positives": int((labels == 1).sum()),
                 "n_core": int((lesion_fraction[labelled] >= CORE_FRACTION).sum()),
                 "kind": _KINDS.get(name, "vae"),
@@ -395,3 +396,7 @@ def _clustering(
 
 def _few(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, dict[str, float] | None]:
     return {str(k): few_label_auroc(features, labels, k, seed=seed) for k in FEW_LABEL_KS}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if np.isnan(value) else value

@@ -110,7 +110,8 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"train_seconds": record.train_seconds}
     for name, metrics in result.patch_scores.items():
         row[f"auroc_{name}"] = metrics["auroc"]
-        row[f"auroc_core_{name}"] = metrics.get("auroc_core", float("nan"))
+        core = metrics.get("auroc_core")
+        row[f"auroc_core_{name}"] = float("nan") if core is None else core
         low, high = metrics.get("intervals", {}).get("by_patch", {}).get("auroc", [np.nan] * 2)
         row[f"ci_low_{name}"], row[f"ci_high_{name}"] = low, high
     row["n_positives"] = result.n_lesion
