@@ -265,6 +265,7 @@ _MD_COLUMNS = {
         "auroc_recon_error",
         "auroc_kl",
         "auroc_neg_elbo",
+        "auroc_residual_p95",
         "auroc_latent_nll",
         "auroc_latent_mahalanobis",
         "auroc_feature_mahalanobis",
@@ -282,7 +283,7 @@ _MD_COLUMNS = {
 
 
 # scores shown with their 95 % intervals, and on core lesion patches, in a second table
-_CI_SCORES = ("neg_elbo", "feature_mahalanobis", "p_lesion", "fused", "intensity_p95")
+_CI_SCORES = ("neg_elbo", "residual_p95", "p_lesion", "fused", "intensity_p95")
 
 
 def _interval_table(table: pd.DataFrame) -> list[str]:
