@@ -144,3 +144,26 @@ def test_summary_skips_missing_figures() -> None:
     assert table.loc["a", "auroc_mean"] == pytest.approx(0.6)
     assert table.loc["a", "few_mean"] == pytest.approx(0.9) and table.loc["a", "few_sd"] == 0.0
     assert np.isnan(table.loc["b", "auroc_mean"])  # no figure at all: left empty, no crash
+
+
+def test_a_grid_entry_takes_a_recipe_as_it_is(two_case_store: Path, tmp_path: Path) -> None:
+    """A grid names a recipe file relative to itself; the run's settings are the recipe's
+    with the grid's store, split and seed."""
+    from patchvae.config import PatchTrainConfig, load_yaml_config
+    from patchvae.config.compare import CompareConfig
+    from patchvae.studies.compare import _study_settings
+
+    recipes = Path(__file__).resolve().parents[2] / "docs" / "recipes"
+    recipe = recipes / "lesion-dae.yaml"
+    grid = CompareConfig(
+        dataset="patches",
+        patches=str(two_case_store),
+        val_cases=["2"],
+        models=[{"name": "dae", "recipe": str(recipe)}],
+    )
+    settings = _study_settings(grid, grid.models[0], seed=4)
+    assert isinstance(settings, PatchTrainConfig)
+    expected = load_yaml_config(PatchTrainConfig, recipe, {"patches": str(two_case_store)})
+    assert settings.model == expected.model and settings.model.architecture == "dae"
+    assert settings.train.trim_fraction == expected.train.trim_fraction == 0.2
+    assert settings.train.seed == 4 and settings.val_cases == ["2"]
