@@ -80,6 +80,8 @@ def fit_gaussian(train: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
             train.shape[0], MAHALANOBIS_FIT_PATCHES, replace=False
         )
         train = train[keep]
+    if train.shape[0] < 2:  # no spread to fit: the Euclidean distance from the one sample
+        return train.mean(axis=0), np.eye(train.shape[1])
     fitted = LedoitWolf().fit(train)
     return fitted.location_, fitted.precision_
 
