@@ -359,7 +359,7 @@ def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str,
     if np.unique(labels[labels >= 0]).size < 2:
         return {}
     known = labels >= 0
-    partners = [n for n in scores if _KINDS.get(n, "vae") == "vae"]
+    partners = [n for n in scores if _KINDS.get(n, "vae") == "vae" and n in training.scores]
     best: tuple[float, str, float] = (-1.0, "", 0.0)
     for partner in partners:
         for weight in FUSION_WEIGHTS:

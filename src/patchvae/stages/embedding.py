@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from patchvae.analysis.anomaly import MAHALANOBIS_FIT_PATCHES, fit_gaussian, mahalanobis
 from patchvae.artefacts import (
@@ -41,6 +42,9 @@ from patchvae.tables import (
     read_embedding_info,
     write_table,
 )
+
+# columns every embedding has since patchvae 0.3; an older table is made again when it can be
+CURRENT_COLUMNS = ("residual_p95", "trained_on")
 
 
 def checkpoint_record(run: str | Path, payload: dict[str, Any] | None = None) -> CheckpointRef:
@@ -178,8 +182,11 @@ def current_embedding(run: str | Path, store_path: str | Path) -> Path:
         return path
     if path.is_file():
         info = read_embedding_info(path)
-        if info.checkpoint.sha256 == file_sha256(checkpoint) and info.store.sha256 == file_sha256(
-            store_path
+        current = set(CURRENT_COLUMNS) <= set(pq.read_schema(path).names)
+        if (
+            current  # made by an older patchvae: made again with today's scores
+            and info.checkpoint.sha256 == file_sha256(checkpoint)
+            and info.store.sha256 == file_sha256(store_path)
         ):
             return path
     if not checkpoint.is_file():
