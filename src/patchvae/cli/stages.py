@@ -307,12 +307,12 @@ def analyze(
     )
     for name, metrics in result.patch_scores.items():
         typer.echo(
-            f"  {name:<14} patch AUROC {metrics['auroc']:.3f}  "
+            f"  {name:<20} patch AUROC {metrics['auroc']:.3f}  "
             f"AUPRC {metrics['auprc']:.3f}  ({metrics['kind']})"
         )
     for name, metrics in result.clustering.items():
         typer.echo(
-            f"  {name:<14} accuracy {metrics['accuracy']:.3f}  "
+            f"  {name:<20} accuracy {metrics['accuracy']:.3f}  "
             f"NMI {metrics['nmi']:.3f}  ARI {metrics['ari']:.3f}"
         )
 

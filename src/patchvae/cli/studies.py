@@ -154,5 +154,5 @@ def demo(
         f"{split['n_train']}, analysed {split['n_val']} held-out patches (slabs of slices)"
     )
     for name, m in stroke["analysis"].patch_scores.items():
-        typer.echo(f"  {name:<14} patch AUROC {m['auroc']:.3f} ({m['kind']})")
+        typer.echo(f"  {name:<20} patch AUROC {m['auroc']:.3f} ({m['kind']})")
     typer.echo(f"demo done: open {stroke['report']} (MNIST: {stroke['mnist_report']})")
