@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from patchvae.artefacts import EMBEDDING_FORMAT, EmbeddingInfo
@@ -104,3 +105,16 @@ def read_embedding(path: str | Path) -> tuple[pd.DataFrame, EmbeddingInfo]:
             path, f"embedding table is damaged ({type(exc).__name__}); embed again"
         ) from None
     return table.to_pandas(), info
+
+
+def latent_columns(frame: pd.DataFrame, kind: str) -> np.ndarray:
+    """The ``mu_*`` or ``logvar_*`` columns of an embedding table, in dimension order,
+    (N, latent_dim).
+
+    Example
+    -------
+    >>> latent_columns(pd.DataFrame({"mu_1": [2.0], "mu_0": [1.0], "kl": [0.0]}), "mu").tolist()
+    [[1.0, 2.0]]
+    """
+    columns = [c for c in frame.columns if c.startswith(f"{kind}_")]
+    return frame[sorted(columns, key=lambda c: int(c.split("_")[1]))].to_numpy()

@@ -58,7 +58,7 @@ from patchvae.io import atomic_folder, read_json, write_arrays_atomic, write_jso
 from patchvae.locks import lock_folder
 from patchvae.stages.analysis_files import BASELINE, figure_data, write_case_maps
 from patchvae.store import PatchStore, file_sha256
-from patchvae.tables import read_embedding
+from patchvae.tables import latent_columns, read_embedding
 from patchvae.versions import made_by
 
 VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
@@ -173,9 +173,9 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         if "trained_on" in train_part
         else np.ones(len(train_part), bool)
     )
-    mu, train_mu = _latent(part, "mu"), _latent(train_part[trained], "mu")
+    mu, train_mu = latent_columns(part, "mu"), latent_columns(train_part[trained], "mu")
     patches = store.patches(rows)
-    train_logvar = _latent(train_part[trained], "logvar")
+    train_logvar = latent_columns(train_part[trained], "logvar")
     masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
     reference = _Reference(train_mu, train_logvar, fit_gaussian(train_mu, seed), seed)
     scores = _scores(part, mu, reference, patches, masks_brain)
@@ -342,7 +342,7 @@ def _training_side(
     brain = training_store.masks("brain", rows)
     scores = _scores(
         sub.reset_index(drop=True),
-        _latent(sub, "mu"),
+        latent_columns(sub, "mu"),
         reference,
         training_store.patches(rows),
         brain,
@@ -370,12 +370,6 @@ def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str,
     auroc, partner, weight = best
     scores["fused"] = fuse_by_rank(scores[BASELINE], scores[partner], weight)
     return {"partner": partner, "baseline_weight": weight, "training_auroc": auroc}
-
-
-def _latent(frame: pd.DataFrame, kind: str) -> np.ndarray:
-    """The ``mu_*`` or ``logvar_*`` columns of an embedding, (N, latent_dim)."""
-    columns = [c for c in frame.columns if c.startswith(f"{kind}_")]
-    return frame[sorted(columns, key=lambda c: int(c.split("_")[1]))].to_numpy()
 
 
 def _clustering(

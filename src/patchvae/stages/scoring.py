@@ -64,7 +64,7 @@ from patchvae.preprocess import NormalisedCase, load_case
 from patchvae.runtime import provenance
 from patchvae.stages.embedding import checkpoint_record, embed_store
 from patchvae.store import PatchStore, file_sha256
-from patchvae.tables import read_embedding
+from patchvae.tables import latent_columns, read_embedding
 
 MAP_SUFFIX = ".nii.gz"
 
@@ -211,12 +211,7 @@ def _training_latents(run: Path, record: TrainingRecord) -> tuple[np.ndarray, np
     else:
         return None
     part = frame[frame.seen_in_training]
-    return _columns(part, "mu"), _columns(part, "logvar")
-
-
-def _columns(frame: pd.DataFrame, kind: str) -> np.ndarray:
-    names = [c for c in frame.columns if c.startswith(f"{kind}_")]
-    return frame[sorted(names, key=lambda c: int(c.split("_")[1]))].to_numpy()
+    return latent_columns(part, "mu"), latent_columns(part, "logvar")
 
 
 def score_case(
