@@ -66,7 +66,8 @@ def score_patches(model: VAE, x: torch.Tensor | np.ndarray, batch_size: int = 10
             if out.class_logits is not None
             else out.mu.new_zeros((out.mu.shape[0], 0))
         )
-        hidden = m.encoder_outputs(batch).hidden
+        # the features of the same encoder pass
+        hidden = out.hidden
         features = hidden if hidden is not None else out.mu.new_zeros((out.mu.shape[0], 0))
         residual = residual_score(batch, torch.sigmoid(out.logits))
         return out.mu, out.logvar, out.recon, out.kl, probability, features, residual

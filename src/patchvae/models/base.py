@@ -31,6 +31,7 @@ class VAEOutput:
     # semi-supervised models, given labels or in eval mode: the classifier's logits
     class_logits: torch.Tensor | None = None
     class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
+    hidden: torch.Tensor | None = None  # the encoder's features (``Encoded.hidden``)
 
     @property
     def recon_x(self) -> torch.Tensor:
@@ -168,4 +169,5 @@ class VAE(nn.Module):
             loss=per_sample.mean(),
             class_logits=class_logits,
             class_loss=class_loss,
+            hidden=encoded.hidden,
         )

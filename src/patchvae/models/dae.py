@@ -105,4 +105,5 @@ class DenoisingAE(VAE):
             recon=recon,
             kl=torch.zeros_like(recon),
             loss=recon.mean(),
+            hidden=mu,
         )
