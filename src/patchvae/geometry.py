@@ -129,6 +129,19 @@ def resample_onto(image: sitk.Image, reference: sitk.Image, label: bool = False)
     return sitk.Resample(source, reference, sitk.Transform(), interpolator, 0.0, pixel)
 
 
+def write_on_grid(
+    array_zyx: np.ndarray,
+    canonical: Grid,
+    target: Grid,
+    path: Path,
+    like: Path | None,
+    label: bool = False,
+) -> str:
+    """A map on the canonical grid written as NIfTI on ``target``, the grid of the file
+    ``like`` (:func:`to_grid`, then :func:`write_map`); the file's name."""
+    return write_map(to_grid(array_zyx, canonical, target, label), path, like)
+
+
 def write_map(image: sitk.Image, path: Path, like: Path | None) -> str:
     """Write a map on the grid of the file ``like`` as NIfTI. A NIfTI ``like`` lends its header
     (its affine, qform and sform, bit for bit), so every tool reads the map on exactly the

@@ -12,7 +12,7 @@ import pandas as pd
 from patchvae.analysis.heatmap import backproject, score_volume
 from patchvae.analysis.projection import fit_projection
 from patchvae.artefacts import MAPS_DIR
-from patchvae.geometry import Grid, to_grid, write_map
+from patchvae.geometry import Grid, write_on_grid
 from patchvae.patches import paste
 from patchvae.store import PatchStore
 
@@ -96,8 +96,8 @@ def write_case_maps(
             mean, _ = score_volume(
                 part[name].to_numpy(), *where, store.patch_size, tuple(info["shape_zyx"])
             )
-            image = to_grid(mean.astype(np.float32), canonical, source)
-            file = write_map(image, target / f"{name}.nii.gz", like)
+            path = target / f"{name}.nii.gz"
+            file = write_on_grid(mean.astype(np.float32), canonical, source, path, like)
             written[str(case_id)][name] = f"{MAPS_DIR}/{case_id}/{file}"
     return written
 

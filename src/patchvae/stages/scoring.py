@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 
 from patchvae.analysis.anomaly import (
     aggregate_posterior_nll,
@@ -56,7 +55,7 @@ from patchvae.config import ExtractConfig
 from patchvae.data.volumes import CaseFiles, discover_cases, is_image_file
 from patchvae.embed import score_patches
 from patchvae.errors import DataError, RunDirError
-from patchvae.geometry import to_grid, write_map
+from patchvae.geometry import write_on_grid
 from patchvae.io import atomic_folder, read_json
 from patchvae.models.vae import VAE
 from patchvae.patches import extract_patches
@@ -277,15 +276,13 @@ def _write_maps(folder: Path, scored: ScoredCase, case: CaseFiles) -> dict[str, 
     target.mkdir()
     like = next(iter(case.channels.values()))
     files = {}
+    grids = (normalised.grid, normalised.source)
     for name, values in scored.maps.items():
-        image = to_grid(values.astype(np.float32), normalised.grid, normalised.source)
-        files[name] = write_map(image, target / f"{name}{MAP_SUFFIX}", like)
-    coverage = to_grid(
-        scored.coverage.astype(np.float32), normalised.grid, normalised.source, label=True
-    )
-    files[COVERAGE_MAP] = write_map(
-        sitk.Cast(coverage, sitk.sitkUInt16), target / f"{COVERAGE_MAP}{MAP_SUFFIX}", like
-    )
+        path = target / f"{name}{MAP_SUFFIX}"
+        files[name] = write_on_grid(values.astype(np.float32), *grids, path, like)
+    path = target / f"{COVERAGE_MAP}{MAP_SUFFIX}"
+    coverage = scored.coverage.astype(np.uint16)
+    files[COVERAGE_MAP] = write_on_grid(coverage, *grids, path, like, label=True)
     table = scored.table
     return {
         "case_id": case.case_id,
