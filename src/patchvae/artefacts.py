@@ -287,6 +287,12 @@ class AnalysisResult(Record):
     provenance: dict[str, Any]
     reproduce: str
 
+    @property
+    def baseline(self) -> str | None:
+        """The name of the intensity baseline every score is set beside: the first score of
+        kind ``baseline`` (the plain p95; the equalised one comes after it)."""
+        return next((n for n, m in self.patch_scores.items() if m["kind"] == "baseline"), None)
+
 
 R = TypeVar("R", bound=Record)
 

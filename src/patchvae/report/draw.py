@@ -100,7 +100,8 @@ def draw_analysis(folder: Path, result: AnalysisResult, out: Path) -> list[Path]
     """``latent_lesion.png``, ``latent_lesion_fraction.png``, ``heatmaps.png``,
     ``few_labels.png`` of one analysis folder, into ``out``."""
     out.mkdir(exist_ok=True)
-    baseline = next(n for n, m in result.patch_scores.items() if m["kind"] == "baseline")
+    baseline = result.baseline
+    assert baseline is not None, "every analysis scores the intensity baseline"
     drawn = [
         plot_few_labels(
             {

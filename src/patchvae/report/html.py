@@ -130,7 +130,7 @@ def _staleness(made_from: CheckpointRef | None, epochs: int) -> str:
 
 def _score_table(result: AnalysisResult) -> str:
     scores = result.patch_scores
-    baseline = next((m for m in scores.values() if m["kind"] == "baseline"), {})
+    baseline = scores[result.baseline] if result.baseline else {}
     rows, classes = [], []
     for name, m in scores.items():
         voxel = result.voxel_scores[name]
@@ -171,9 +171,9 @@ def _score_table(result: AnalysisResult) -> str:
 
 def _verdicts(result: AnalysisResult) -> str:
     scores = result.patch_scores
-    baseline = next((m for m in scores.values() if m["kind"] == "baseline"), None)
-    if baseline is None:
+    if result.baseline is None:
         return ""
+    baseline = scores[result.baseline]
     items = [
         f"<li>{html.escape(verdict(name, m, baseline))}</li>"
         for name, m in scores.items()
