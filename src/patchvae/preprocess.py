@@ -281,11 +281,15 @@ def _on_grid(
     reference: bool,
     label: bool = False,
 ) -> sitk.Image:
-    """``image`` on the first channel's grid: checked to be there, or (``reference``)
-    resampled onto it when it is not, after checking that the two overlap in space."""
-    if not reference or Grid.of(image).same_as(Grid.of(first)):
+    """``image`` on the first channel's grid: checked to be there (one rule,
+    :func:`check_same_grid`, with or without ``reference``), or (``reference``) resampled
+    onto it when it is not, after checking that the two overlap in space."""
+    try:
         check_same_grid(first, image, first_path, path)
         return image
+    except DataError:
+        if not reference:
+            raise
     check_overlap(Grid.of(first), Grid.of(image), first_path, path)
     return resample_onto(image, first, label)
 
