@@ -15,7 +15,16 @@ from patchvae.store import PatchStore
 from tests.conftest import Cli
 from tests.volume_helpers import bundled_case_images, write_manifest
 
-SCORES = ["recon_error", "kl", "neg_elbo", "residual_p95", "latent_nll", "intensity_p95"]
+SCORES = [
+    "recon_error",
+    "kl",
+    "neg_elbo",
+    "residual_p95",
+    "latent_nll",
+    "latent_mahalanobis",
+    "intensity_p95",
+    "intensity_histeq",
+]
 
 
 def _source(store: Path, case_id: str, name: str = "DWI") -> str:

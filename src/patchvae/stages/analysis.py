@@ -19,14 +19,9 @@ from sklearn.mixture import GaussianMixture
 
 from patchvae.analysis.anomaly import (
     CORE_FRACTION,
-    aggregate_posterior_nll,
     core_auroc,
     detection_metrics,
-    fit_gaussian,
     fuse_by_rank,
-    histogram_equalised_baseline,
-    intensity_baseline,
-    mahalanobis,
 )
 from patchvae.analysis.fewlabel import few_label_auroc
 from patchvae.analysis.heatmap import (
@@ -56,12 +51,17 @@ from patchvae.config import PatchTrainConfig, load_yaml_config
 from patchvae.errors import DataError, RunDirError
 from patchvae.io import atomic_folder, read_json, write_arrays_atomic, write_json_atomic
 from patchvae.locks import lock_folder
-from patchvae.stages.analysis_files import BASELINE, figure_data, write_case_maps
+from patchvae.stages.analysis_files import figure_data, write_case_maps
+from patchvae.stages.patch_scores import (
+    BASELINE,
+    Reference,
+    patch_scores,
+    training_reference,
+)
 from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import latent_columns, read_embedding
 from patchvae.versions import made_by
 
-VAE_SCORES = ("recon_error", "kl", "neg_elbo", "latent_nll")
 FEW_LABEL_KS = (5, 10, 20, 50)
 _KINDS = {
     BASELINE: "baseline",
@@ -70,7 +70,6 @@ _KINDS = {
     "fused": "fused",
 }
 THRESHOLD_PATCHES = 20000  # training patches Dice thresholds and fusion weights are chosen on
-EQUALISED = "intensity_histeq"
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the baseline's share
 
 
@@ -168,17 +167,11 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         )
     # the patches the model trained on (without lesion ones for a healthy-only run): the
     # reference the latent scores and the clusters are fitted on
-    trained = (
-        train_part.trained_on.to_numpy()
-        if "trained_on" in train_part
-        else np.ones(len(train_part), bool)
-    )
-    mu, train_mu = latent_columns(part, "mu"), latent_columns(train_part[trained], "mu")
+    reference = training_reference(train_part, seed)
+    mu, train_mu = latent_columns(part, "mu"), reference.mu
     patches = store.patches(rows)
-    train_logvar = latent_columns(train_part[trained], "logvar")
     masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
-    reference = _Reference(train_mu, train_logvar, fit_gaussian(train_mu, seed), seed)
-    scores = _scores(part, mu, reference, patches, masks_brain)
+    scores = patch_scores(part, mu, reference, patches, masks_brain)
     training = _training_side(train_part, reference, PatchStore(training_store))
     fusion = _fusion(training, scores)
     thresholds = {
@@ -276,46 +269,6 @@ def _embeddings(
 
 
 @dataclass
-class _Reference:
-    """What the latent scores compare a patch with: the training patches' posteriors and a
-    Gaussian fitted to their latent means."""
-
-    mu: np.ndarray
-    logvar: np.ndarray
-    gaussian: tuple[np.ndarray, np.ndarray]
-    seed: int
-
-
-def _scores(
-    part: pd.DataFrame,
-    mu: np.ndarray,
-    reference: _Reference,
-    patches: np.ndarray,
-    brain: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """Every patch score: the embedding's ELBO terms, the latent density under the training
-    patches' aggregate posterior, Mahalanobis distances of the latent mean and of the
-    encoder's features from the training patches', the classifier's probability, and the
-    intensity baselines (plain and histogram-equalised)."""
-    scores = {name: part[name].to_numpy() for name in VAE_SCORES[:3]}
-    if "residual_p95" in part:  # embeddings made by patchvae 0.3 and later
-        scores["residual_p95"] = part["residual_p95"].to_numpy()
-    scores["latent_nll"] = aggregate_posterior_nll(
-        mu, reference.mu, reference.logvar, reference.seed
-    )
-    scores["latent_mahalanobis"] = mahalanobis(mu, *reference.gaussian)
-    if "feature_mahalanobis" in part:  # made by the embedding stage, which has the model
-        scores["feature_mahalanobis"] = part["feature_mahalanobis"].to_numpy()
-    if "p_lesion" in part:
-        scores["p_lesion"] = part["p_lesion"].to_numpy()  # semi-supervised classifier
-    scores[BASELINE] = intensity_baseline(patches)
-    scores[EQUALISED] = histogram_equalised_baseline(
-        patches, brain, part.case_id.astype(str).to_numpy()
-    )
-    return scores
-
-
-@dataclass
 class _TrainingSide:
     """The scores of (up to ``THRESHOLD_PATCHES`` of) the patches the run trained on, with
     their labels and lesion and other brain voxels: where thresholds and fusion weights are
@@ -328,7 +281,7 @@ class _TrainingSide:
 
 
 def _training_side(
-    train_part: pd.DataFrame, reference: _Reference, training_store: PatchStore
+    train_part: pd.DataFrame, reference: Reference, training_store: PatchStore
 ) -> _TrainingSide:
     """The training patches' scores. The latent scores of a training patch are measured
     against a reference that includes it, so they run a little low; the other scores are
@@ -340,7 +293,7 @@ def _training_side(
     sub = train_part.iloc[pick]
     rows = sub.index.to_numpy()  # the embedding's rows are the store's
     brain = training_store.masks("brain", rows)
-    scores = _scores(
+    scores = patch_scores(
         sub.reset_index(drop=True),
         latent_columns(sub, "mu"),
         reference,

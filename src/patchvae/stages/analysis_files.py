@@ -14,9 +14,9 @@ from patchvae.analysis.projection import fit_projection
 from patchvae.artefacts import MAPS_DIR
 from patchvae.geometry import Grid, write_on_grid
 from patchvae.patches import paste
+from patchvae.stages.patch_scores import BASELINE
 from patchvae.store import PatchStore
 
-BASELINE = "intensity_p95"
 HEATMAP_SLICES = 4
 EXPLORER_MAX_PATCHES = 10000  # points of the latent explorer (every lesion patch first)
 

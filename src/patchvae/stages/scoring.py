@@ -31,11 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patchvae.analysis.anomaly import (
-    aggregate_posterior_nll,
-    detection_metrics,
-    intensity_baseline,
-)
+from patchvae.analysis.anomaly import detection_metrics
 from patchvae.analysis.heatmap import score_volume
 from patchvae.artefacts import (
     CHECKPOINT_FILE,
@@ -62,8 +58,9 @@ from patchvae.patches import extract_patches
 from patchvae.preprocess import NormalisedCase, load_case
 from patchvae.runtime import provenance
 from patchvae.stages.embedding import checkpoint_record, embed_store
+from patchvae.stages.patch_scores import Reference, patch_scores, training_reference
 from patchvae.store import PatchStore, file_sha256
-from patchvae.tables import latent_columns, read_embedding
+from patchvae.tables import read_embedding
 
 MAP_SUFFIX = ".nii.gz"
 
@@ -112,13 +109,13 @@ def score_inputs(
     settings = _extraction(record)
     stride = stride or max(1, settings.patch_size // 4)
     cases = input_cases(inputs, settings.modalities)
-    latent = _training_latents(run, record)
     seed = int(record.settings.get("train", {}).get("seed", 0))
+    reference = _training_reference(run, record, seed)
     case_records: list[dict[str, Any]] = []
     tables: list[pd.DataFrame] = []
     with atomic_folder(out) as folder:
         for case in cases:
-            scored = score_case(model, case, settings, stride, latent, seed)
+            scored = score_case(model, case, settings, stride, reference)
             case_records.append(_write_maps(folder, scored, case))
             tables.append(scored.table)
             if on_case is not None:
@@ -199,9 +196,9 @@ def input_cases(inputs: list[Path], channels: list[str]) -> list[CaseFiles]:
     return cases
 
 
-def _training_latents(run: Path, record: TrainingRecord) -> tuple[np.ndarray, np.ndarray] | None:
-    """The training patches' latent means and log-variances (the run's embedding of its
-    training store), for the latent rarity score; None when the run holds no such table."""
+def _training_reference(run: Path, record: TrainingRecord, seed: int) -> Reference | None:
+    """The training patches' posteriors (the run's embedding of its training store), for the
+    latent scores, as the analysis takes them; None when the run holds no such table."""
     path = embedding_path(run, record.store.path)
     if path.is_file():
         frame, _ = read_embedding(path)
@@ -209,8 +206,7 @@ def _training_latents(run: Path, record: TrainingRecord) -> tuple[np.ndarray, np
         frame = embed_store(run, record.store.path)
     else:
         return None
-    part = frame[frame.seen_in_training]
-    return latent_columns(part, "mu"), latent_columns(part, "logvar")
+    return training_reference(frame[frame.seen_in_training], seed)
 
 
 def score_case(
@@ -218,8 +214,7 @@ def score_case(
     case: CaseFiles,
     settings: ExtractConfig,
     stride: int,
-    latent: tuple[np.ndarray, np.ndarray] | None,
-    seed: int,
+    reference: Reference | None,
 ) -> ScoredCase:
     """Preprocess one case as the store was made, score its dense windows, build the maps."""
     normalised = load_case(case, settings)
@@ -233,18 +228,15 @@ def score_case(
             "brain: nothing to score",
         )
     found = score_patches(model, batch.pixels)
-    scores: dict[str, np.ndarray] = {
-        "recon_error": found.recon_error,
-        "kl": found.kl,
-        "neg_elbo": found.recon_error + found.kl,
-    }
+    columns = {"case_id": case.case_id, "recon_error": found.recon_error, "kl": found.kl}
+    columns["neg_elbo"] = found.recon_error + found.kl
     if found.residual is not None:
-        scores["residual_p95"] = found.residual
-    if latent is not None:
-        scores["latent_nll"] = aggregate_posterior_nll(found.mu, latent[0], latent[1], seed)
+        columns["residual_p95"] = found.residual
     if found.class_probability is not None:
-        scores["p_lesion"] = found.class_probability[:, 1]
-    scores["intensity_p95"] = intensity_baseline(batch.pixels)
+        columns["p_lesion"] = found.class_probability[:, 1]
+    scores = patch_scores(
+        pd.DataFrame(columns), found.mu, reference, batch.pixels, batch.brain_mask.astype(bool)
+    )
     table = pd.DataFrame(
         {
             "case_id": case.case_id,

@@ -1,0 +1,74 @@
+"""Every patch score, from an embedding's columns, the patches and the training reference:
+one function for the analysis stage and the scoring stage, so a score means the same in
+``analyze`` and in ``score``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from patchvae.analysis.anomaly import (
+    aggregate_posterior_nll,
+    fit_gaussian,
+    histogram_equalised_baseline,
+    intensity_baseline,
+    mahalanobis,
+)
+from patchvae.tables import latent_columns
+
+BASELINE = "intensity_p95"
+EQUALISED = "intensity_histeq"
+ELBO_SCORES = ("recon_error", "kl", "neg_elbo")
+
+
+@dataclass
+class Reference:
+    """What the latent scores compare a patch with: the training patches' posteriors and a
+    Gaussian fitted to their latent means."""
+
+    mu: np.ndarray
+    logvar: np.ndarray
+    gaussian: tuple[np.ndarray, np.ndarray]
+    seed: int
+
+
+def training_reference(seen: pd.DataFrame, seed: int) -> Reference:
+    """The reference of a run: the embedding rows of its training patches (``seen``: those
+    seen in training), without the lesion patches a healthy-only run left out
+    (``trained_on``), their posteriors and a Gaussian fitted to their latent means."""
+    trained = seen[seen.trained_on.to_numpy()] if "trained_on" in seen else seen
+    mu = latent_columns(trained, "mu")
+    return Reference(mu, latent_columns(trained, "logvar"), fit_gaussian(mu, seed), seed)
+
+
+def patch_scores(
+    table: pd.DataFrame,
+    mu: np.ndarray,
+    reference: Reference | None,
+    patches: np.ndarray,
+    brain: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Every patch score: the ELBO terms and the local residual (columns of ``table``, an
+    embedding's), the latent density under the training patches' aggregate posterior and the
+    Mahalanobis distance of the latent mean (without a ``reference``: neither), the feature
+    Mahalanobis distance and the classifier's probability (where ``table`` has them), and the
+    intensity baselines, plain and histogram-equalised per case."""
+    scores = {name: table[name].to_numpy() for name in ELBO_SCORES}
+    if "residual_p95" in table:  # embeddings made by patchvae 0.3 and later
+        scores["residual_p95"] = table["residual_p95"].to_numpy()
+    if reference is not None:
+        scores["latent_nll"] = aggregate_posterior_nll(
+            mu, reference.mu, reference.logvar, reference.seed
+        )
+        scores["latent_mahalanobis"] = mahalanobis(mu, *reference.gaussian)
+    if "feature_mahalanobis" in table:  # made by the embedding stage, which has the model
+        scores["feature_mahalanobis"] = table["feature_mahalanobis"].to_numpy()
+    if "p_lesion" in table:
+        scores["p_lesion"] = table["p_lesion"].to_numpy()  # semi-supervised classifier
+    scores[BASELINE] = intensity_baseline(patches)
+    scores[EQUALISED] = histogram_equalised_baseline(
+        patches, brain, table.case_id.astype(str).to_numpy()
+    )
+    return scores
