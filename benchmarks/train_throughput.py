@@ -6,6 +6,7 @@ Prints the median over the epochs after the first (the first pays for warm-up) f
   per-epoch validation and atomic checkpoint), and
 * bare-torch: a minimal PyTorch loop on the same network, data and optimiser (peer: the floor
   our trainer's bookkeeping should stay close to), and
+* patchvae-fp32 (CUDA only): the same in fp32, as the peers run (``auto`` is bf16 there), and
 * keras-jax: the 2016 Keras example itself in Keras 3 on JAX (peer: the framework the study
   came from; optional, skipped with a line when keras and jax are not installed:
   ``pip install keras jax``), same network, loss, optimiser, data and batch size.
@@ -105,11 +106,21 @@ def keras_jax(x: torch.Tensor, batch_size: int, epochs: int) -> list[float] | No
 
 
 def patchvae_fit(
-    x: torch.Tensor, x_val: torch.Tensor, batch_size: int, epochs: int, device: torch.device
+    x: torch.Tensor,
+    x_val: torch.Tensor,
+    batch_size: int,
+    epochs: int,
+    device: torch.device,
+    precision: str = "auto",
 ) -> list[float]:
     model_config, train_config = get_preset("keras2016")
     config = train_config.model_copy(
-        update={"batch_size": batch_size, "epochs": epochs, "device": device.type}
+        update={
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "device": device.type,
+            "precision": precision,
+        }
     )
     with tempfile.TemporaryDirectory() as tmp:
         result = fit(
@@ -144,6 +155,8 @@ def main() -> None:
         "bare-torch": lambda b: bare_torch(x, b, args.epochs, device),
         "keras-jax": lambda b: keras_jax(x, b, args.epochs),
     }
+    if device.type == "cuda":  # auto is bf16 there; the peers run in fp32
+        runners["patchvae-fp32"] = lambda b: patchvae_fit(x, x_val, b, args.epochs, device, "fp32")
     for batch_size in args.batch_sizes:
         rates: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(args.repeats):  # interleaved: this machine is noisy

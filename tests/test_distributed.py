@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import Cli
 
-ARGS = ["--val-cases", "2", "--epochs", "2", "--batch-size", "64", "--quiet"]
+# --device cpu: gloo on any machine (a one-GPU machine cannot hold two NCCL processes)
+ARGS = ["--device", "cpu", "--val-cases", "2", "--epochs", "2", "--batch-size", "64", "--quiet"]
 
 
 def _history(run: Path) -> list[dict[str, float]]:

@@ -71,7 +71,15 @@ def start_distributed(requested: str = "auto") -> tuple[Ranks, torch.device]:
     found = ranks()
     device = select_device(requested)
     if device.type == "cuda":
-        device = torch.device("cuda", found.local % torch.cuda.device_count())
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        if found.world > 1 and per_node > torch.cuda.device_count():
+            # NCCL refuses two processes on one GPU, deep inside its first collective
+            raise ConfigError(
+                f"torchrun started {per_node} processes on this node but it has "
+                f"{torch.cuda.device_count()} CUDA device(s): use --nproc-per-node "
+                f"{torch.cuda.device_count()}, or --device cpu to train with gloo on the CPU"
+            )
+        device = torch.device("cuda", found.local)
         torch.cuda.set_device(device)
     if found.world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
