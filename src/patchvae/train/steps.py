@@ -203,11 +203,13 @@ class _Run:
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         seen, beta = 0, None
         parts: list[torch.Tensor] = []  # each step's sums, for the per-step log
+        losses: list[torch.Tensor] = []  # each step's optimised loss, checked once an epoch
         sizes: list[int] = []
         for step, (batch, index) in enumerate(self._epoch_batches()):
             seen += batch.shape[0]
             beta = self._beta(epoch, step)
-            out = self._step(epoch, step, batch, index, beta)
+            out, loss = self._step(batch, index, beta)
+            losses.append(loss.detach())
             with torch.no_grad():
                 part = torch.stack(
                     [out.loss * batch.shape[0], out.recon.sum(), out.kl.sum()]
@@ -219,6 +221,11 @@ class _Run:
                 bar.update(1)
                 if step % 20 == 0 or seen == n:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{totals[0].item() / seen:.2f}")
+        # one look at the losses an epoch: a check per step would wait for the GPU at every step
+        finite = torch.isfinite(torch.stack(losses))
+        if not bool(finite.all()):
+            first = int(torch.nonzero(~finite)[0, 0])
+            raise diverged(epoch, first, self.steps, "training loss", self.config)
         steps = torch.stack(parts)
         counts = torch.tensor(sizes, dtype=torch.float64, device=self.device)
         if self.ranks.world > 1:  # the sums over every process's parts of the batches
@@ -238,8 +245,8 @@ class _Run:
         }
 
     def _step(
-        self, epoch: int, step: int, batch: torch.Tensor, index: torch.Tensor, beta: float | None
-    ) -> Any:
+        self, batch: torch.Tensor, index: torch.Tensor, beta: float | None
+    ) -> tuple[Any, torch.Tensor]:
         labels = None if self.y is None or self.labelled is not None else self.y[index]
         low = self.precision in ("bf16", "fp16")
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -249,13 +256,11 @@ class _Run:
             if self.labelled is not None:
                 weight = self.model_config.classifier_weight
                 loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
-        if not torch.isfinite(loss):
-            raise diverged(epoch, step, self.steps, "training loss", self.config)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return out
+        return out, loss
 
     def _trimmed(self, out: Any, beta: float | None) -> torch.Tensor:
         """The batch's mean loss over all but its ``trim_fraction`` highest-loss samples:
