@@ -6,7 +6,7 @@ Prints the median over the epochs after the first (the first pays for warm-up) f
   per-epoch validation and atomic checkpoint), and
 * bare-torch: a minimal PyTorch loop on the same network, data and optimiser (peer: the floor
   our trainer's bookkeeping should stay close to), and
-* patchvae-fp32 (CUDA only): the same in fp32, as the peers run (``auto`` is bf16 there), and
+* patchvae-bf16 (CUDA only): the same in bf16 mixed precision (``auto`` is fp32), and
 * keras-jax: the 2016 Keras example itself in Keras 3 on JAX (peer: the framework the study
   came from; optional, skipped with a line when keras and jax are not installed:
   ``pip install keras jax``), same network, loss, optimiser, data and batch size.
@@ -155,8 +155,8 @@ def main() -> None:
         "bare-torch": lambda b: bare_torch(x, b, args.epochs, device),
         "keras-jax": lambda b: keras_jax(x, b, args.epochs),
     }
-    if device.type == "cuda":  # auto is bf16 there; the peers run in fp32
-        runners["patchvae-fp32"] = lambda b: patchvae_fit(x, x_val, b, args.epochs, device, "fp32")
+    if device.type == "cuda":
+        runners["patchvae-bf16"] = lambda b: patchvae_fit(x, x_val, b, args.epochs, device, "bf16")
     for batch_size in args.batch_sizes:
         rates: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(args.repeats):  # interleaved: this machine is noisy
