@@ -80,3 +80,29 @@ def test_umap_without_the_package_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
     with pytest.raises(ConfigError, match="pip install umap-learn"):
         umap_embed(np.zeros((5, 3)), np.zeros((2, 3)))
+
+
+def test_cluster_accuracy_one_to_one_when_clusters_equal_classes() -> None:
+    """Ten classes, ten clusters with permuted names and one sample moved: Hungarian."""
+    from patchvae.analysis.metrics import cluster_accuracy
+
+    y = np.repeat(np.arange(10), 5)
+    permuted = (y * 3 + 1) % 10  # a one-to-one renaming
+    permuted[0] = permuted[5]  # one sample of class 0 lands in class 1's cluster
+    found = cluster_accuracy(y, permuted, n_clusters=10)
+    assert found == {"accuracy": 49 / 50, "matching": "hungarian"}
+    # two classes merged in one cluster: one-to-one matching loses one class whole
+    merged = np.where(y == 9, 8, y)
+    assert cluster_accuracy(y, merged, n_clusters=10)["accuracy"] == 45 / 50
+
+
+def test_cluster_accuracy_names_clusters_by_majority_when_more_clusters() -> None:
+    """Four clusters for two classes: each named by its majority; one-to-one would lose two."""
+    from patchvae.analysis.metrics import cluster_accuracy, majority_names
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    clusters = np.array([0, 0, 1, 3, 2, 2, 3, 3])
+    assert majority_names(y, clusters) == {0: 0, 1: 0, 2: 1, 3: 1}
+    found = cluster_accuracy(y, clusters, n_clusters=4)
+    assert found == {"accuracy": 7 / 8, "matching": "majority"}
+    assert hungarian_accuracy(y, clusters) == 4 / 8  # what one-to-one would report

@@ -82,8 +82,11 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
     for name in ("recon_error", "kl", "neg_elbo"):
         expected = roc_auc_score(held.label, held[name])
         assert scores[name]["auroc"] == pytest.approx(expected, abs=1e-12), name
-    assert set(result["clustering"]) == {"kmeans", "gmm"}
+    assert set(result["clustering"]) == {"kmeans", "gmm", "kmeans20_majority_named"}
     assert result["few_labels"]["latent"]["5"]["draws"] > 0
+    # cluster-then-label is scored on the logistic regression's draws of labelled patches
+    groups = result["few_labels"]["latent groups (cluster-then-label)"]
+    assert all(groups[k]["draws"] == result["few_labels"]["latent"][k]["draws"] for k in groups)
     # analyze wrote the run's embedding of the store and read the analysis from it
     embedded, info = read_embedding(trained_run / f"embedding-{two_case_store.stem}.parquet")
     pd.testing.assert_frame_equal(embedded, frame)

@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
+
+
+def label_draws(
+    labels: np.ndarray, k: int, repeats: int = 20, seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``repeats`` draws of ``k`` labelled patches (at least one lesion and one healthy patch
+    among them: a user labelling a few patches would include both) and the patches left to
+    score, which must hold both classes (draws where they do not are skipped). The same seed
+    gives the same draws, so methods compared on them see the same labels."""
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    if k < 2 or positives.size < 1 or negatives.size < 1 or labels.size - k < 2:
+        return
+    rng = np.random.default_rng(seed)
+    for _ in range(repeats):
+        chosen = np.concatenate([rng.choice(positives, 1), rng.choice(negatives, 1)])
+        rest = np.setdiff1d(np.arange(labels.size), chosen)
+        chosen = np.concatenate([chosen, rng.choice(rest, k - 2, replace=False)])
+        held = np.setdiff1d(np.arange(labels.size), chosen)
+        if np.unique(labels[held]).size >= 2:
+            yield chosen, held
+
+
+def _summary(scores: list[float]) -> dict[str, float] | None:
+    if not scores:
+        return None
+    return {"mean": float(np.mean(scores)), "sd": float(np.std(scores)), "draws": len(scores)}
 
 
 def few_label_auroc(
@@ -15,30 +43,59 @@ def few_label_auroc(
     repeats: int = 20,
     seed: int = 0,
 ) -> dict[str, float] | None:
-    """Fit a logistic regression on ``k`` labelled patches, score AUROC on all the others.
-
-    Each draw takes ``k`` patches at random with at least one lesion and one healthy patch
-    among them (a user labelling a few patches would include both). Returns mean, sd and the
-    number of draws, or ``None`` when there are too few of either class.
-    """
-    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    if k < 2 or positives.size < 1 or negatives.size < 1 or labels.size - k < 2:
-        return None
-    rng = np.random.default_rng(seed)
+    """Fit a logistic regression on ``k`` labelled patches, score AUROC on all the others
+    (draws: ``label_draws``). Returns mean, sd and the number of draws, or ``None`` when
+    there are too few of either class."""
     scores = []
-    for _ in range(repeats):
-        chosen = np.concatenate([rng.choice(positives, 1), rng.choice(negatives, 1)])
-        rest = np.setdiff1d(np.arange(labels.size), chosen)
-        chosen = np.concatenate([chosen, rng.choice(rest, k - 2, replace=False)])
-        held = np.setdiff1d(np.arange(labels.size), chosen)
-        if np.unique(labels[held]).size < 2:
-            continue
+    for chosen, held in label_draws(labels, k, repeats, seed):
         scaler = StandardScaler().fit(features[chosen])
         model = LogisticRegression(max_iter=1000).fit(
             scaler.transform(features[chosen]), labels[chosen]
         )
         probability = model.predict_proba(scaler.transform(features[held]))[:, 1]
         scores.append(roc_auc_score(labels[held], probability))
-    if not scores:
-        return None
-    return {"mean": float(np.mean(scores)), "sd": float(np.std(scores)), "draws": len(scores)}
+    return _summary(scores)
+
+
+def group_rates(
+    groups: np.ndarray, labels: np.ndarray, centroids: np.ndarray, prior_weight: float = 1.0
+) -> np.ndarray:
+    """Each group's lesion rate, named from the labelled patches that fall in it: (lesion
+    patches + ``prior_weight`` x the overall rate) / (patches + ``prior_weight``), so one
+    label does not make a certainty. A group no labelled patch fell in takes the rate of the
+    nearest named group (centroid distance). ``groups`` and ``labels``: the labelled
+    patches' groups and labels; ``centroids``: (n_groups, d).
+
+    Example
+    -------
+    >>> group_rates(np.array([0, 0, 2]), np.array([1, 1, 0]), np.array([[0.0], [1.0], [5.0]]))
+    array([0.88888889, 0.88888889, 0.33333333])
+    """
+    n_groups = centroids.shape[0]
+    overall = float(labels.mean())
+    counts = np.bincount(groups, minlength=n_groups).astype(float)
+    hits = np.bincount(groups, weights=labels.astype(float), minlength=n_groups)
+    named = np.flatnonzero(counts > 0)
+    rates = np.zeros(n_groups)
+    rates[named] = (hits[named] + prior_weight * overall) / (counts[named] + prior_weight)
+    distance = np.linalg.norm(centroids[:, None, :] - centroids[None, named, :], axis=2)
+    nearest = named[distance.argmin(axis=1)]
+    return np.where(counts > 0, rates, rates[nearest])
+
+
+def cluster_label_auroc(
+    groups: np.ndarray,
+    centroids: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    repeats: int = 20,
+    seed: int = 0,
+) -> dict[str, float] | None:
+    """Cluster-then-label: every patch is scored by the lesion rate of its group
+    (``group_rates``, named from the ``k`` labelled patches of each draw), AUROC on the
+    others. The draws are ``few_label_auroc``'s for the same seed."""
+    scores = []
+    for chosen, held in label_draws(labels, k, repeats, seed):
+        rates = group_rates(groups[chosen], labels[chosen], centroids)
+        scores.append(roc_auc_score(labels[held], rates[groups[held]]))
+    return _summary(scores)

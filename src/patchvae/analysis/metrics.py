@@ -36,16 +36,60 @@ def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(counts[rows, cols].sum() / y_true.size)
 
 
-def agreement(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """How well clusters ``predicted`` match ``labels``: Hungarian ``accuracy``, ``nmi``, ``ari``.
+def majority_names(y_true: np.ndarray, y_pred: np.ndarray) -> dict[Any, Any]:
+    """Each cluster named after the class most of its members hold (ties: the smaller class
+    label); clusters may share a name. How clusters are read when there are more clusters than
+    classes: many clusters per class are then allowed, and accuracy can only grow with K.
+
+    Example
+    -------
+    >>> majority_names(np.array([7, 7, 9, 9, 9]), np.array([0, 1, 1, 2, 2]))
+    {0: 7, 1: 7, 2: 9}
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes, true_idx = np.unique(y_true, return_inverse=True)
+    clusters, pred_idx = np.unique(y_pred, return_inverse=True)
+    counts = np.zeros((clusters.size, classes.size), dtype=np.int64)
+    np.add.at(counts, (pred_idx, true_idx), 1)
+    return {c.item(): classes[counts[i].argmax()].item() for i, c in enumerate(clusters)}
+
+
+def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_clusters: int) -> dict[str, Any]:
+    """The accuracy of clusters against classes, read the way their number allows:
+    one-to-one (Hungarian) when there are no more clusters than classes, else each cluster
+    named by its majority class (``majority_names``). Returns ``accuracy`` and ``matching``
+    (``"hungarian"`` or ``"majority"``), which a table must show beside the number: a
+    majority-named accuracy with many clusters is not comparable to a Hungarian one.
+
+    Example
+    -------
+    >>> cluster_accuracy(np.array([0, 0, 1, 1]), np.array([0, 1, 2, 2]), n_clusters=3)
+    {'accuracy': 1.0, 'matching': 'majority'}
+    """
+    n_classes = np.unique(np.asarray(y_true)).size
+    if n_clusters <= n_classes:
+        return {"accuracy": hungarian_accuracy(y_true, y_pred), "matching": "hungarian"}
+    names = majority_names(y_true, y_pred)
+    named = np.array([names[c] for c in np.asarray(y_pred).tolist()])
+    return {"accuracy": float(np.mean(named == np.asarray(y_true))), "matching": "majority"}
+
+
+def agreement(
+    labels: np.ndarray, predicted: np.ndarray, n_clusters: int | None = None
+) -> dict[str, Any]:
+    """How well clusters ``predicted`` match ``labels``: ``accuracy`` (Hungarian, or
+    majority-named when ``n_clusters`` exceeds the classes; ``matching`` says which),
+    ``nmi``, ``ari``. ``n_clusters`` defaults to the number of clusters found.
 
     Example
     -------
     >>> agreement(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]))["accuracy"]
     1.0
     """
+    if n_clusters is None:
+        n_clusters = np.unique(np.asarray(predicted)).size
     return {
-        "accuracy": hungarian_accuracy(labels, predicted),
+        **cluster_accuracy(labels, predicted, n_clusters),
         "nmi": float(normalized_mutual_info_score(labels, predicted)),
         "ari": float(adjusted_rand_score(labels, predicted)),
     }
@@ -67,7 +111,9 @@ def cluster_agreement(
     ``predict``) fitted on the train latents and applied to the test latents: its agreement
     with ``labels`` (Hungarian accuracy, NMI, ARI) and the silhouette of its clusters."""
     predicted = model.fit(train_latent).predict(test_latent)
-    return {**agreement(labels, predicted), "silhouette": silhouette(test_latent, predicted, seed)}
+    found = agreement(labels, predicted, n_clusters=np.unique(labels).size)  # one-to-one
+    del found["matching"]
+    return {**found, "silhouette": silhouette(test_latent, predicted, seed)}
 
 
 def clustering_scores(

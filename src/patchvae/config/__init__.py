@@ -46,6 +46,17 @@ class TrainConfig(BaseModel):
     # mixture-prior models (VaDE): after this many epochs, fit a Gaussian mixture to the
     # training latent means and start the prior from it (0: the prior starts at random)
     gmm_init_epochs: int = Field(default=0, ge=0)
+    # ... and what those epochs train under: the mixture as it was drawn at random (VaDE as
+    # first built here), or "gaussian": a plain VAE under N(0, I), the mixture switched on
+    # only once fitted (pretraining; a random mixture can pull every point into one cluster)
+    gmm_pretrain_prior: Literal["mixture", "gaussian"] = "mixture"
+    # how the mixture is fitted to the latent means: a diagonal GMM on the means themselves
+    # ("latent"), or a GMM on a UMAP embedding of them (``pip install umap-learn``), whose
+    # clusters give each component's weight, mean and variance in the latent ("umap": the
+    # N2D recipe, which finds the groups a GMM of the raw latent splits wrongly)
+    gmm_init: Literal["latent", "umap"] = "latent"
+    # GMM restarts from different starting points; the one of highest likelihood is kept
+    gmm_init_restarts: PositiveInt = 3
     # semi-supervised models: every step also trains the classifier on this many labelled
     # samples, drawn class-balanced with replacement from the labelled ones (0: labels count
     # only where they happen to fall in a batch)

@@ -63,6 +63,11 @@ class VAE(nn.Module):
             self.prior_logits = nn.Parameter(torch.zeros(k))
             self.prior_mu = nn.Parameter(torch.randn(k, d))  # the run's seed fixes it
             self.prior_logvar = nn.Parameter(torch.zeros(k, d))
+            # 0 while the mixture is not yet fitted (pretraining under N(0, I)): the KL term is
+            # then the Gaussian one; a checkpoint without it had its mixture from the start
+            self.register_buffer("mixture_active", torch.ones(()))
+            self._mixture_on = True  # the buffer's value, read without a device sync
+            self._register_load_state_dict_pre_hook(self._read_mixture_flag)
         if config.classifier_classes:
             self.classifier = nn.Linear(config.classifier_input_dim, config.classifier_classes)
 
@@ -70,17 +75,38 @@ class VAE(nn.Module):
         self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The per-sample KL term of the prior, and the cluster responsibilities (gmm prior)."""
-        if self.config.prior == "gmm":
+        if self.config.prior == "gmm" and self.mixture_ready:
             return gmm_prior_terms(
                 z, mu, logvar, self.prior_logits, self.prior_mu, self.prior_logvar
             )
         return gaussian_kl(mu, logvar), None
+
+    @property
+    def mixture_ready(self) -> bool:
+        """Whether the mixture prior is in use (False while it waits for its first fit)."""
+        return self.config.prior == "gmm" and self._mixture_on
+
+    @torch.no_grad()
+    def use_mixture(self, on: bool) -> None:
+        """Switch the mixture prior on (once fitted) or off (pretraining under N(0, I))."""
+        flag: torch.Tensor = self.mixture_active  # type: ignore[assignment]
+        flag.fill_(float(on))
+        self._mixture_on = on
+
+    def _read_mixture_flag(
+        self, state: dict[str, torch.Tensor], prefix: str, *args: object
+    ) -> None:
+        key = prefix + "mixture_active"
+        state.setdefault(key, torch.ones(()))  # older checkpoints: the mixture was always on
+        self._mixture_on = bool(state[key])
 
     @torch.no_grad()
     def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """p(cluster | posterior mean) under the mixture prior, (batch, n_clusters)."""
         if self.config.prior != "gmm":
             raise ValueError("cluster_probabilities needs a model with prior='gmm'")
+        if not self.mixture_ready:
+            raise ValueError("the mixture prior was never fitted (training stopped before it)")
         mu, logvar = self.encode(x)
         gamma = self.regularizer(mu, mu, logvar)[1]
         assert gamma is not None

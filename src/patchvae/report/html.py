@@ -229,7 +229,7 @@ def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
     explorer = build_explorer(folder, result, out)
     clustering = (
         _table(
-            ["method", "Hungarian accuracy", "majority-class level", "NMI", "ARI", "silhouette"],
+            ["method", "accuracy", "majority-class level", "NMI", "ARI", "silhouette"],
             [
                 [
                     k,

@@ -23,14 +23,14 @@ from patchvae.analysis.anomaly import (
     detection_metrics,
     fuse_by_rank,
 )
-from patchvae.analysis.fewlabel import few_label_auroc
+from patchvae.analysis.fewlabel import cluster_label_auroc, few_label_auroc
 from patchvae.analysis.heatmap import (
     best_threshold,
     patch_voxels,
     voxel_metrics,
 )
 from patchvae.analysis.intervals import auroc_intervals
-from patchvae.analysis.metrics import cluster_agreement
+from patchvae.analysis.metrics import agreement, cluster_agreement, silhouette
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_FILES,
@@ -63,6 +63,10 @@ from patchvae.tables import latent_columns, read_embedding
 from patchvae.versions import made_by
 
 FEW_LABEL_KS = (5, 10, 20, 50)
+# cluster-then-label: groups of the training latents, each named by the few labelled patches
+# that fall in it; as many as the most labels usually given (20), so most can be named
+LATENT_GROUP_COUNT = 20
+LATENT_GROUPS = "latent groups (cluster-then-label)"
 _KINDS = {
     BASELINE: "baseline",
     "intensity_histeq": "baseline",
@@ -185,6 +189,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         part.case_id.to_numpy()[labelled],
         seed,
     )
+    groups = _latent_groups(train_mu, mu[labelled], seed)
     arrays, drawn = figure_data(part, mu, train_mu, scores, patches, masks_lesion, store)
     result = AnalysisResult(
         store=FileRef(path=str(store.path.resolve()), sha256=store_sha256),
@@ -215,9 +220,13 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
             name: voxel_metrics(s, masks_lesion, masks_brain, thresholds.get(name))
             for name, s in scores.items()
         },
-        clustering=_clustering(train_mu, mu[labelled], labels[labelled], seed),
+        clustering=_clustering(train_mu, mu[labelled], labels[labelled], seed, groups),
         few_labels={
             "latent": _few(mu[labelled], labels[labelled], seed),
+            LATENT_GROUPS: {
+                str(k): cluster_label_auroc(*groups, labels[labelled], k, seed=seed)
+                for k in FEW_LABEL_KS
+            },
             BASELINE: _few(scores[BASELINE][labelled, None], labels[labelled], seed),
         },
         **drawn,
@@ -325,20 +334,45 @@ def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str,
     return {"partner": partner, "baseline_weight": weight, "training_auroc": auroc}
 
 
+def _latent_groups(
+    train_mu: np.ndarray, mu: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means with ``LATENT_GROUP_COUNT`` groups fitted on the training latents: the group of
+    each analysed patch, and the groups' centres (cluster-then-label)."""
+    k = min(LATENT_GROUP_COUNT, len(train_mu))
+    kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(train_mu)
+    return kmeans.predict(mu), kmeans.cluster_centers_
+
+
 def _clustering(
-    train_mu: np.ndarray, mu: np.ndarray, labels: np.ndarray, seed: int
+    train_mu: np.ndarray,
+    mu: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    groups: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, dict[str, float]]:
-    """k-means and a 2-component Gaussian mixture fitted on training latents, applied here."""
+    """k-means and a 2-component Gaussian mixture fitted on training latents, applied here;
+    and the many groups of cluster-then-label, named by majority (with every analysed label:
+    an upper bound) and measured by NMI."""
     models = {
         "kmeans": KMeans(n_clusters=2, n_init=10, random_state=seed),
         "gmm": GaussianMixture(n_components=2, covariance_type="full", random_state=seed),
     }
     # the accuracy of calling every patch the commoner class: what an accuracy must beat
     majority = float(max(np.mean(labels == 1), np.mean(labels == 0)))
-    return {
+    found = {
         name: {**cluster_agreement(model, train_mu, mu, labels, seed), "majority": majority}
         for name, model in models.items()
     }
+    assigned, centres = groups
+    many = agreement(labels, assigned, n_clusters=len(centres))
+    del many["matching"]  # majority-named: more groups than classes
+    found[f"kmeans{len(centres)}_majority_named"] = {
+        **many,
+        "silhouette": silhouette(mu, assigned, seed),
+        "majority": majority,
+    }
+    return found
 
 
 def _few(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, dict[str, float] | None]:

@@ -101,7 +101,7 @@ def _run_mnist(settings: MnistStudyConfig, out: Path) -> dict[str, Any]:
 
 
 def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
-    from patchvae.stages.analysis import BASELINE
+    from patchvae.stages.analysis import BASELINE, LATENT_GROUPS
     from patchvae.stages.training import train_on_store
     from patchvae.studies.analyze import analyze
 
@@ -117,9 +117,10 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
     row["n_positives"] = result.n_lesion
     for key, source in (
         ("few_label_auroc_k20", "latent"),
+        ("cluster_label_auroc_k20", LATENT_GROUPS),
         ("baseline_few_label_auroc_k20", BASELINE),
     ):
-        few = result.few_labels[source].get("20")
+        few = result.few_labels.get(source, {}).get("20")
         row[key] = few["mean"] if few else float("nan")
     for method, metrics in result.clustering.items():
         row[f"{method}_accuracy"] = metrics["accuracy"]

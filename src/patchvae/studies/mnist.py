@@ -165,13 +165,16 @@ def _umap_scores(
     return {f"umap_{key}": value for key, value in scores.items()}
 
 
-def _prior_cluster_scores(model: VAE, x_test: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
-    """Clusters read off the mixture prior: the most probable component of each test image."""
+def _prior_cluster_scores(model: VAE, x_test: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
+    """Clusters read off the mixture prior: the most probable component of each test image.
+    With more components than digits, each is named by the digit most of its images show
+    (``prior_cluster_matching``: majority), else matched one-to-one (Hungarian)."""
     (probabilities,) = infer(model, x_test, lambda m, b: (m.cluster_probabilities(b),))
     assigned = probabilities.argmax(axis=1)
-    matched = agreement(labels, assigned)
+    matched = agreement(labels, assigned, n_clusters=model.config.clusters)
     return {
         "prior_cluster_accuracy": matched["accuracy"],
+        "prior_cluster_matching": matched["matching"],
         "prior_cluster_nmi": matched["nmi"],
         "prior_cluster_ari": matched["ari"],
         "prior_clusters_used": int(np.unique(assigned).size),

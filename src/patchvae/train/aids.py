@@ -71,6 +71,20 @@ def diverged(
     )
 
 
+UMAP_INIT_POINTS = 20000  # latent means a UMAP initialisation embeds (a random subset)
+
+
+def import_umap() -> Any:
+    """umap-learn, or a one-line error saying how to get it."""
+    try:
+        import umap
+    except ImportError:
+        raise ConfigError(
+            "gmm_init: umap needs umap-learn (pip install umap-learn), or use gmm_init: latent"
+        ) from None
+    return umap
+
+
 @torch.no_grad()
 def init_prior_from_gmm(
     model: VAE,
@@ -78,10 +92,17 @@ def init_prior_from_gmm(
     batch_size: int,
     seed: int,
     optimizer: torch.optim.Optimizer | None = None,
+    method: str = "latent",
+    restarts: int = 3,
 ) -> float:
-    """Start a mixture prior from a Gaussian mixture fitted to the latent means of ``x`` (the
-    VaDE recipe); the optimiser forgets its moments for the prior's parameters. Returns the
-    mixture's BIC on those means."""
+    """Start a mixture prior from the latent means of ``x`` (the VaDE recipe) and switch it
+    on; the optimiser forgets its moments for the prior's parameters.
+
+    ``method`` "latent" fits a diagonal Gaussian mixture to the means; "umap" fits a full one
+    to a UMAP embedding of (up to ``UMAP_INIT_POINTS`` of) them and takes each component's
+    weight, mean and variance from the latent means of its members. Of ``restarts`` fits, the
+    one of highest likelihood is kept. Returns that mixture's BIC (in the space it was
+    fitted in)."""
     from sklearn.mixture import GaussianMixture
 
     if isinstance(x, torch.Tensor):
@@ -95,20 +116,56 @@ def init_prior_from_gmm(
             ]
         )
     data = mu.astype(np.float64)
-    mixture = GaussianMixture(
-        model.config.clusters, covariance_type="diag", n_init=3, random_state=seed
-    ).fit(data)
-    fitted = {
-        "prior_logits": np.log(mixture.weights_),
-        "prior_mu": mixture.means_,
-        "prior_logvar": np.log(mixture.covariances_),
-    }
+    k = model.config.clusters
+    if method == "umap":
+        fitted, bic = _mixture_from_umap(data, k, seed, restarts)
+    else:
+        mixture = GaussianMixture(
+            k, covariance_type="diag", n_init=restarts, random_state=seed
+        ).fit(data)
+        fitted = {
+            "prior_logits": np.log(mixture.weights_),
+            "prior_mu": mixture.means_,
+            "prior_logvar": np.log(mixture.covariances_),
+        }
+        bic = float(mixture.bic(data))
     for name, value in fitted.items():
         parameter = getattr(model, name)
         parameter.copy_(torch.as_tensor(value, dtype=parameter.dtype))
         if optimizer is not None:
             optimizer.state.pop(parameter, None)
-    return float(mixture.bic(data))
+    model.use_mixture(True)
+    return bic
+
+
+def _mixture_from_umap(
+    mu: np.ndarray, k: int, seed: int, restarts: int
+) -> tuple[dict[str, np.ndarray], float]:
+    """Mixture parameters in the latent from the clusters of a GMM on a UMAP embedding."""
+    from sklearn.mixture import GaussianMixture
+
+    umap = import_umap()
+    rng = np.random.default_rng(seed)
+    if mu.shape[0] > UMAP_INIT_POINTS:
+        mu = mu[np.sort(rng.choice(mu.shape[0], UMAP_INIT_POINTS, replace=False))]
+    # N2D's settings: as many dimensions as clusters, tight clumps (min_dist 0)
+    embedding = umap.UMAP(
+        n_neighbors=20, n_components=k, min_dist=0.0, random_state=seed, n_jobs=1
+    ).fit_transform(mu)
+    mixture = GaussianMixture(k, covariance_type="full", n_init=restarts, random_state=seed).fit(
+        embedding
+    )
+    members = mixture.predict_proba(embedding)  # (n, k) soft memberships
+    weight = members.sum(axis=0) + 1e-6
+    mean = members.T @ mu / weight[:, None]
+    var = members.T @ mu**2 / weight[:, None] - mean**2
+    floor = 1e-3 * mu.var(axis=0)  # an empty or point-like component stays usable
+    fitted = {
+        "prior_logits": np.log(weight / weight.sum()),
+        "prior_mu": mean,
+        "prior_logvar": np.log(np.maximum(var, floor)),
+    }
+    return fitted, float(mixture.bic(embedding))
 
 
 def check_resumable(

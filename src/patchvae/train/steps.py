@@ -32,6 +32,7 @@ from patchvae.train.aids import (
     Curves,
     check_resumable,
     diverged,
+    import_umap,
     init_prior_from_gmm,
     resolve_precision,
 )
@@ -100,6 +101,14 @@ class _Run:
         self.ranks, self.device = start_distributed(train_config.device)
         seed_everything(train_config.seed)  # the same initial weights in every process
         self.model = build_model(model_config).to(self.device)
+        if (
+            model_config.prior == "gmm"
+            and train_config.gmm_init_epochs
+            and train_config.gmm_pretrain_prior == "gaussian"
+        ):
+            self.model.use_mixture(False)  # on once fitted (a resumed run restores the flag)
+        if model_config.prior == "gmm" and train_config.gmm_init == "umap":
+            import_umap()  # refused now, not after the pretraining epochs
         # what takes the training steps: the model, or its DistributedDataParallel wrapper,
         # which averages the gradients of the processes' parts of each batch
         self.step_model: Any = self.model
@@ -340,6 +349,8 @@ class _Run:
                 self.config.batch_size,
                 self.config.seed,
                 self.optimizer,
+                self.config.gmm_init,
+                self.config.gmm_init_restarts,
             )
 
     def check_finite(self, epoch: int, record: dict[str, float]) -> None:

@@ -1,0 +1,45 @@
+"""A few labels: the logistic regression's draws and cluster-then-label."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from patchvae.analysis.fewlabel import cluster_label_auroc, group_rates, label_draws
+
+
+def test_groups_are_named_from_the_labelled_patches_in_them() -> None:
+    centroids = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [9.0, 1.0]])
+    groups = np.array([0, 0, 0, 1, 1, 2])
+    labels = np.array([1, 1, 0, 0, 0, 0])
+    rates = group_rates(groups, labels, centroids, prior_weight=0.0)
+    # two of three lesion in group 0, none in groups 1 and 2; group 3 has no labelled patch
+    # and takes the rate of the nearest named group (1, at distance 1.4)
+    assert rates.tolist() == [2 / 3, 0.0, 0.0, 0.0]
+    # the prior weight pulls a group of one label towards the overall rate (1/3)
+    smoothed = group_rates(groups, labels, centroids, prior_weight=1.0)
+    assert smoothed[2] == (0 + 1 / 3) / 2
+
+
+def test_cluster_then_label_finds_lesion_groups_that_labels_name() -> None:
+    """Lesion patches fill three of ten groups: a few labels name them, and the held-out
+    patches of those groups outrank the others; shuffled groups carry no such signal."""
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 10, 600)
+    labels = (groups < 3).astype(int)
+    centroids = rng.normal(size=(10, 4))
+    found = cluster_label_auroc(groups, centroids, labels, k=20, seed=0)
+    assert found is not None and found["draws"] == 20
+    assert found["mean"] > 0.85
+    shuffled = cluster_label_auroc(rng.permutation(groups), centroids, labels, k=20, seed=0)
+    assert shuffled is not None and shuffled["mean"] < 0.65
+
+
+def test_draws_hold_both_classes_and_repeat_with_the_seed() -> None:
+    labels = np.array([0] * 30 + [1] * 5)
+    draws = list(label_draws(labels, 6, repeats=5, seed=3))
+    assert len(draws) == 5
+    for chosen, held in draws:
+        assert set(labels[chosen]) == {0, 1} and len(chosen) == 6
+        assert np.intersect1d(chosen, held).size == 0 and len(held) == 29
+    again = list(label_draws(labels, 6, repeats=5, seed=3))
+    assert all((a[0] == b[0]).all() for a, b in zip(draws, again, strict=True))
