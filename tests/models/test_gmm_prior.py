@@ -103,3 +103,94 @@ def test_gmm_initialisation_puts_the_prior_on_the_latent_groups() -> None:
         clusters = model.cluster_probabilities(x).argmax(dim=1)
     assert clusters[:20].unique().numel() == 1 and clusters[20:].unique().numel() == 1
     assert clusters[0] != clusters[20]
+
+
+def _two_groups(n: int = 40) -> torch.Tensor:
+    x = torch.zeros(n, 1, 8, 8)
+    x[: n // 2, :, :4] = 1.0
+    x[n // 2 :, :, 4:] = 1.0
+    return x
+
+
+def test_pretraining_runs_under_the_standard_normal_until_the_mixture_is_fitted(
+    tmp_path: Path,
+) -> None:
+    """gmm_pretrain_prior gaussian: a plain VAE until the fit, the mixture after; the switch
+    is part of the checkpoint, and a run that stops before the fit says so when asked for
+    clusters."""
+    x = _two_groups()
+    config = VAEConfig(
+        input_shape=(1, 8, 8), hidden_dims=[32], latent_dim=2, prior="gmm", n_clusters=2
+    )
+    train = TrainConfig(
+        epochs=2,
+        batch_size=20,
+        optimizer="adam",
+        learning_rate=3e-3,
+        device="cpu",
+        gmm_init_epochs=2,
+        gmm_pretrain_prior="gaussian",
+    )
+    early = fit(config, train.model_copy(update={"gmm_init_epochs": 5}), x, progress=False)
+    model = early.model
+    assert not model.mixture_ready
+    with torch.no_grad():
+        out = model(x, sample=False)
+        assert torch.allclose(out.kl, gaussian_kl(out.mu, out.logvar))
+    with pytest.raises(ValueError, match="never fitted"):
+        model.cluster_probabilities(x)
+    ckpt = tmp_path / "c.pt"
+    done = fit(config, train, x, checkpoint_path=ckpt, progress=False).model
+    assert done.mixture_ready and load_model(ckpt).mixture_ready
+    clusters = done.cluster_probabilities(x).argmax(dim=1)
+    assert clusters[:20].unique().numel() == 1 and clusters[0] != clusters[20]
+    # the default keeps the first VaDE: the random mixture from the first step
+    assert build_model(config).mixture_ready
+
+
+def test_umap_initialisation_takes_each_component_from_its_groups_latent_means(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gmm_init umap: the components' weights, means and variances are those of the latent
+    means of each group the GMM finds in the embedding (a stand-in embedding here, so the
+    test checks patchvae's part, not umap-learn's)."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from patchvae.train.aids import init_prior_from_gmm
+
+    class Stretch:  # an "embedding" that keeps the means, stretched apart
+        def __init__(self, **settings: object) -> None:
+            self.settings = settings
+
+        def fit_transform(self, data: np.ndarray) -> np.ndarray:
+            return data[:, :2] * 10.0
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=Stretch))
+    config = VAEConfig(
+        input_shape=(1, 8, 8), hidden_dims=[32], latent_dim=3, prior="gmm", n_clusters=2
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.use_mixture(False)
+    x = torch.cat([_two_groups(40), _two_groups(20)[:10]])  # 30 of one group, 20 of the other
+    init_prior_from_gmm(model, x, batch_size=16, seed=0, method="umap", restarts=2)
+    assert model.mixture_ready
+    with torch.no_grad():
+        mu = model.encode(x)[0].double()
+    first = torch.zeros(50, dtype=torch.bool)
+    first[:20], first[40:] = True, True
+    groups = [mu[first], mu[~first]]
+    expected_mu = torch.stack([g.mean(0) for g in groups])
+    order = torch.cdist(model.prior_mu.double(), expected_mu).argmin(dim=1)
+    assert sorted(order.tolist()) == [0, 1]
+    assert torch.allclose(model.prior_mu.double(), expected_mu[order], atol=1e-4)
+    weights = model.prior_logits.softmax(0).double()
+    assert torch.allclose(weights, torch.tensor([30 / 50, 20 / 50]).double()[order], atol=1e-4)
+    variance = torch.stack([g.var(0, unbiased=False) for g in groups])[order]
+    floor = 1e-3 * mu.var(0, unbiased=False)
+    assert torch.allclose(
+        model.prior_logvar.exp().double(), torch.maximum(variance, floor), rtol=1e-3
+    )

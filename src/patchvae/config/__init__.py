@@ -57,6 +57,22 @@ class TrainConfig(BaseModel):
     gmm_init: Literal["latent", "umap"] = "latent"
     # GMM restarts from different starting points; the one of highest likelihood is kept
     gmm_init_restarts: PositiveInt = 3
+    # after the first fit, fit the mixture again to the (now better grouped) latent means
+    # every this many epochs (0: never); training under the mixture groups the latent, so a
+    # later fit finds the groups better than the first one did
+    gmm_refit_every: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_mixture_fit(self) -> TrainConfig:
+        if not self.gmm_init_epochs and (
+            self.gmm_pretrain_prior == "gaussian" or self.gmm_refit_every
+        ):
+            raise ValueError(
+                "gmm_pretrain_prior: gaussian and gmm_refit_every need gmm_init_epochs > 0 "
+                "(the epoch the mixture is first fitted)"
+            )
+        return self
+
     # semi-supervised models: every step also trains the classifier on this many labelled
     # samples, drawn class-balanced with replacement from the labelled ones (0: labels count
     # only where they happen to fall in a batch)

@@ -18,8 +18,8 @@ class CompareEntry(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict)
     umap: bool = False  # MNIST: also cluster a 2-D UMAP of the latent
     label_budget: int | None = None  # patches: semi-supervised with this many labels
-    # patches: a training settings file (docs/recipes/) the entry starts from, relative to
-    # the grid file; the entry's model and train settings apply on top of it
+    # a settings file (docs/recipes/) the entry starts from, relative to the grid file; the
+    # entry's model and train settings apply on top of it
     recipe: str | None = None
 
 
@@ -38,6 +38,9 @@ class CompareConfig(BaseModel):
     models: list[CompareEntry] = Field(default_factory=list)
     # every model trains this many epochs (overrides the presets and the entries; None: theirs)
     epochs: PositiveInt | None = None
+    # add the 2016 network as a row when no entry is it (false: a grid whose data make that
+    # row costly and uninformative, e.g. all 60,000 MNIST digits; say so in the grid)
+    reference: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> CompareConfig:

@@ -47,7 +47,7 @@ BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_
 def _entries(config: CompareConfig) -> list[CompareEntry]:
     entries = list(config.models)
     # the 2016 network is always a row (its training settings, e.g. epochs, may be overridden)
-    if not any(e.preset == "keras2016" and not e.model for e in entries):
+    if config.reference and not any(e.preset == "keras2016" and not e.model for e in entries):
         entries.insert(0, CompareEntry(name="keras2016"))
     return entries
 
@@ -74,7 +74,8 @@ def _study_settings(
             "umap": entry.umap,
         }
         overrides = _overrides(config, entry, seed, (1, 28, 28))
-        return build_settings(MnistStudyConfig, None, entry.preset, overrides, top)
+        mnist_base = load_yaml_config(MnistStudyConfig, entry.recipe, top) if entry.recipe else None
+        return build_settings(MnistStudyConfig, mnist_base, entry.preset, overrides, top)
     assert config.patches is not None
     store = PatchStore(config.patches)
     shape = store.input_shape

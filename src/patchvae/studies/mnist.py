@@ -116,7 +116,7 @@ def _train_and_analyse(
     optional: dict[str, Any] = {}
     if config.umap:
         optional.update(_umap_scores(train_latent, test_latent, test.labels, config, arrays))
-    if config.model.prior == "gmm":
+    if config.model.prior == "gmm" and model.mixture_ready:  # not before its first fit
         optional.update(_prior_cluster_scores(model, x_test, test.labels))
     record = MnistRecord(
         **clustering_scores(train_latent, test_latent, test.labels, len(config.digits), seed),

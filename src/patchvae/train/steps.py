@@ -341,8 +341,12 @@ class _Run:
         return self.curves
 
     def after_epoch(self, epoch: int, record: dict[str, float]) -> None:
-        """The mixture prior starts from a Gaussian mixture after its warm-up epochs."""
-        if self.model_config.prior == "gmm" and epoch + 1 == self.config.gmm_init_epochs:
+        """The mixture prior starts from a Gaussian mixture after its warm-up epochs (and is
+        fitted again every ``gmm_refit_every`` epochs after that)."""
+        first, every = self.config.gmm_init_epochs, self.config.gmm_refit_every
+        done = epoch + 1
+        refit = bool(first and every and done > first and (done - first) % every == 0)
+        if self.model_config.prior == "gmm" and (done == first or refit):
             record["prior_init_bic"] = init_prior_from_gmm(
                 self.model,
                 self.rows if self.x is None else self.x,
