@@ -247,3 +247,29 @@ def test_val_cases_take_several_values_as_the_readme_writes(
     args = ["train", "--patches", str(two_case_store), "--val-cases", "1", "2"]
     code, _, err = cli([*args, "--out", str(tmp_path / "r")])
     assert code == 2 and "val_cases: every case is held out" in err  # both were read
+
+
+def test_ten_digits_with_a_mixture_prior_end_to_end(tmp_path: Path, cli: Cli) -> None:
+    """All ten digits of the bundled sample, a mixture prior with more components than
+    digits: pretrained under N(0, I), fitted, refitted; its clusters are majority-named."""
+    settings = tmp_path / "clusters.yaml"
+    settings.write_text(
+        "preset: null\n"
+        "model: {hidden_dims: [64], latent_dim: 6, prior: gmm, n_clusters: 12}\n"
+        "train: {optimizer: adam, batch_size: 128, epochs: 5, gmm_init_epochs: 3,\n"
+        "        gmm_pretrain_prior: gaussian, gmm_refit_every: 1}\n"
+    )
+    digits = [str(d) for d in range(10)]
+    out = tmp_path / "run"
+    code, _, err = cli(
+        ["mnist", "--sample", "--config", str(settings), "--digits", *digits, "--out", str(out)]
+    )
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["digits"] == list(range(10)) and metrics["n_test"] == 900
+    assert metrics["prior_cluster_matching"] == "majority"
+    # the mixture was fitted after epoch 3 and again after epochs 4 and 5
+    fitted = [("prior_init_bic" in h) for h in metrics["history"]]
+    assert fitted == [False, False, True, True, True]
+    # above calling every image the commonest digit (7 or 9: 250 of the 900 test images)
+    assert metrics["prior_cluster_accuracy"] > 250 / 900 + 0.1

@@ -84,3 +84,15 @@ def test_each_setting_belongs_to_the_network_that_honours_it(tmp_path: Path) -> 
     path = tmp_path / "settings.yaml"
     path.write_text(yaml.safe_dump(old))
     assert load_yaml_config(MnistStudyConfig, path) == MnistStudyConfig()
+
+
+def test_mixture_pretraining_and_refits_need_a_first_fit() -> None:
+    from pydantic import ValidationError
+
+    from patchvae.config import TrainConfig
+
+    for bad in ({"gmm_pretrain_prior": "gaussian"}, {"gmm_refit_every": 5}):
+        with pytest.raises(ValidationError, match="need gmm_init_epochs > 0"):
+            TrainConfig(**bad)
+    fine = TrainConfig(gmm_init_epochs=3, gmm_pretrain_prior="gaussian", gmm_refit_every=5)
+    assert fine.gmm_init == "latent" and fine.gmm_init_restarts == 3

@@ -167,3 +167,24 @@ def test_a_grid_entry_takes_a_recipe_as_it_is(two_case_store: Path, tmp_path: Pa
     assert settings.model == expected.model and settings.model.architecture == "dae"
     assert settings.train.trim_fraction == expected.train.trim_fraction == 0.2
     assert settings.train.seed == 4 and settings.val_cases == ["2"]
+
+
+def test_an_mnist_grid_takes_the_clusters_recipe_and_may_drop_the_reference() -> None:
+    """The MNIST recipe reaches a grid's runs as it is (digits and seed from the grid), and
+    ``reference: false`` leaves out the keras2016 row, which is otherwise added."""
+    from patchvae.config import MnistStudyConfig, load_yaml_config
+    from patchvae.config.compare import CompareConfig
+    from patchvae.studies.compare import _entries, _study_settings
+
+    recipe = Path(__file__).resolve().parents[2] / "docs" / "recipes" / "mnist-clusters.yaml"
+    entry = {"name": "clusters", "recipe": str(recipe), "umap": True}
+    grid = CompareConfig(dataset="mnist", digits=list(range(10)), models=[entry])
+    assert [e.name for e in _entries(grid)] == ["keras2016", "clusters"]
+    alone = grid.model_copy(update={"reference": False})
+    assert [e.name for e in _entries(alone)] == ["clusters"]
+    settings = _study_settings(grid, grid.models[0], seed=2)
+    assert isinstance(settings, MnistStudyConfig)
+    expected = load_yaml_config(MnistStudyConfig, recipe, {})
+    assert settings.model == expected.model and settings.model.n_clusters == 10
+    assert settings.train.gmm_init == "umap" and settings.train.gmm_refit_every == 10
+    assert settings.train.seed == 2 and settings.digits == list(range(10)) and settings.umap

@@ -47,7 +47,8 @@ BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_
 def _entries(config: CompareConfig) -> list[CompareEntry]:
     entries = list(config.models)
     # the 2016 network is always a row (its training settings, e.g. epochs, may be overridden)
-    if config.reference and not any(e.preset == "keras2016" and not e.model for e in entries):
+    plain = [e for e in entries if e.preset == "keras2016" and not e.model and not e.recipe]
+    if config.reference and not plain:
         entries.insert(0, CompareEntry(name="keras2016"))
     return entries
 
