@@ -106,6 +106,8 @@ def draw_analysis(folder: Path, result: AnalysisResult, out: Path) -> list[Path]
         plot_few_labels(
             {
                 "latent (logistic regression)": result.few_labels["latent"],
+                # analyses made before cluster-then-label have no such row
+                **{k: v for k, v in result.few_labels.items() if k.startswith("latent groups")},
                 f"{baseline} only": result.few_labels[baseline],
             },
             out / "few_labels.png",

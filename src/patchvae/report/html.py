@@ -78,8 +78,9 @@ _FIGURE_CAPTIONS = {
     "heatmaps.png": "Patch scores put back on the held-out slices with the most lesion, as "
     "percentile ranks among the held-out patches; cyan: lesion outline; R/L/A/P: the "
     "patient's right, left, anterior, posterior.",
-    "few_labels.png": "AUROC with a few labelled patches (logistic regression), "
-    "latent vs intensity.",
+    "few_labels.png": "AUROC with a few labelled patches: a logistic regression on the latent, "
+    "cluster-then-label (20 groups of the training latents, each named by the labelled "
+    "patches in it), and the intensity score alone.",
 }
 
 
