@@ -82,7 +82,7 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
     for name in ("recon_error", "kl", "neg_elbo"):
         expected = roc_auc_score(held.label, held[name])
         assert scores[name]["auroc"] == pytest.approx(expected, abs=1e-12), name
-    assert set(result["clustering"]) == {"kmeans", "gmm", "kmeans20_majority_named"}
+    assert set(result["clustering"]) == {"kmeans", "gmm", "kmeans10_majority_named"}
     assert result["few_labels"]["latent"]["5"]["draws"] > 0
     # cluster-then-label is scored on the logistic regression's draws of labelled patches
     groups = result["few_labels"]["latent groups (cluster-then-label)"]

@@ -79,7 +79,7 @@ _FIGURE_CAPTIONS = {
     "percentile ranks among the held-out patches; cyan: lesion outline; R/L/A/P: the "
     "patient's right, left, anterior, posterior.",
     "few_labels.png": "AUROC with a few labelled patches: a logistic regression on the latent, "
-    "cluster-then-label (20 groups of the training latents, each named by the labelled "
+    "cluster-then-label (10 groups of the training latents, each named by the labelled "
     "patches in it), and the intensity score alone.",
 }
 
