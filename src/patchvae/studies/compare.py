@@ -125,6 +125,7 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
         few = result.few_labels.get(source, {}).get("20")
         row[key] = few["mean"] if few else float("nan")
     for method, metrics in result.clustering.items():
+        row["majority_class_level"] = metrics.get("majority", float("nan"))
         row[f"{method}_accuracy"] = metrics["accuracy"]
         row[f"{method}_nmi"] = metrics["nmi"]
         row[f"{method}_ari"] = metrics["ari"]
@@ -260,6 +261,7 @@ _MD_COLUMNS = {
         "umap_kmeans_accuracy",
         "umap_nmi",
         "prior_cluster_accuracy",
+        "prior_cluster_nmi",
         "logreg_accuracy",
         "test_loss",
         "train_seconds",
@@ -277,9 +279,13 @@ _MD_COLUMNS = {
         "auroc_intensity_histeq",
         "auroc_fused",
         "few_label_auroc_k20",
+        "cluster_label_auroc_k20",
         "gmm_accuracy",
         "gmm_nmi",
         "gmm_ari",
+        "kmeans10_majority_named_accuracy",
+        "kmeans10_majority_named_nmi",
+        "majority_class_level",
         "train_seconds",
     ],
 }
