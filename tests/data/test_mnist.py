@@ -34,9 +34,13 @@ def test_digit_selection_keeps_order_and_only_chosen_digits(mnist_copy: Path) ->
     np.testing.assert_array_equal(sevens.images, full.images[full.labels == 7])
 
 
-def test_missing_digit_is_an_error() -> None:
+def test_missing_digit_is_an_error(mnist_copy: Path) -> None:
+    """A folder whose train split lacks a digit (here: its 3s relabelled as 7s)."""
+    path = mnist_copy / "train-labels-idx1-ubyte.gz"
+    labels = load_mnist_split(mnist_copy, "train").labels.astype(np.uint8)
+    path.write_bytes(gzip.compress(encode_idx(np.where(labels == 3, 7, labels).astype(np.uint8))))
     with pytest.raises(DataError, match=r"holds no images of digit\(s\) \[3\]"):
-        load_mnist(bundled_mnist_dir(), digits=(3, 7))
+        load_mnist(mnist_copy, digits=(3, 7))
 
 
 def test_full_mnist_official_split_counts(shared_mnist: Path) -> None:
@@ -50,7 +54,7 @@ def test_label_count_mismatch(mnist_copy: Path) -> None:
     path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
     labels = load_mnist_split(mnist_copy, "test").labels[:-1].astype(np.uint8)
     path.write_bytes(gzip.compress(encode_idx(labels)))
-    with pytest.raises(DataError, match="499 labels for 500 images"):
+    with pytest.raises(DataError, match="899 labels for 900 images"):
         load_mnist_split(mnist_copy, "test")
 
 
