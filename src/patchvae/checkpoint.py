@@ -65,10 +65,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VA
     >>> import tempfile, pathlib
     >>> from patchvae.models import VAEConfig, build_model
     >>> model = build_model(VAEConfig())
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
-    >>> _ = save_checkpoint(p, {"model_config": model.config.model_dump(mode="json"),
-    ...                         "model_state": model.state_dict()})
-    >>> load_model(p).config == model.config
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     p = pathlib.Path(folder) / "ckpt.pt"
+    ...     _ = save_checkpoint(p, {"model_config": model.config.model_dump(mode="json"),
+    ...                             "model_state": model.state_dict()})
+    ...     load_model(p).config == model.config
     True
     """
     return model_from_payload(load_checkpoint(path, map_location), path, map_location)

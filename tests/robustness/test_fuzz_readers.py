@@ -32,8 +32,13 @@ csv_text = st.lists(st.lists(cells, max_size=6), max_size=6).map(
 raw = st.one_of(st.binary(max_size=300), st.text(max_size=300), csv_text)
 
 
+# one scratch folder for every example, removed when the test process ends (a folder per
+# example under /tmp was left behind by each run)
+_SCRATCH = tempfile.TemporaryDirectory(prefix="patchvae-fuzz-")
+
+
 def _write(data: bytes | str, name: str) -> Path:
-    path = Path(tempfile.mkdtemp()) / name
+    path = Path(tempfile.mkdtemp(dir=_SCRATCH.name)) / name
     if isinstance(data, str):
         path.write_text(data, encoding="utf-8", errors="surrogatepass")
     else:
