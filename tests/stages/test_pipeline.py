@@ -139,6 +139,7 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
         or recon["auroc"] < 0.5
     )
     assert "majority-class level" in page and "oracle Dice" in page
+    assert "kmeans10_majority_named: each group named by the commoner label" in page
     assert str(trained_run.parent) not in page and str(two_case_store.parent) not in page
 
 

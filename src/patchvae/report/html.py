@@ -244,6 +244,13 @@ def _analysis_section(folder: Path, epochs: int, out: Path) -> str:
             ],
         )
         + f"<p>{html.escape(majority_sentence(result.clustering))}</p>"
+        + "".join(
+            f"<p>{html.escape(k)}: each group named by the commoner label of all the analysed "
+            "patches in it, so its accuracy is an upper bound for naming the groups from a "
+            "few labels (cluster-then-label, in the few-label table below).</p>"
+            for k in result.clustering
+            if k.endswith("_majority_named")
+        )
     )
     epoch = result.checkpoint.epoch if result.checkpoint else None
     parts = [
