@@ -14,6 +14,18 @@ from sklearn.preprocessing import StandardScaler
 SILHOUETTE_MAX_SAMPLES = 5000  # silhouette is quadratic in N; larger sets are subsampled
 
 
+def _contingency(
+    y_true: np.ndarray, y_pred: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The classes, the clusters, and how many samples of each class each cluster holds,
+    (clusters, classes)."""
+    classes, true_idx = np.unique(y_true, return_inverse=True)
+    clusters, pred_idx = np.unique(y_pred, return_inverse=True)
+    counts = np.zeros((clusters.size, classes.size), dtype=np.int64)
+    np.add.at(counts, (pred_idx, true_idx), 1)
+    return classes, clusters, counts
+
+
 def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Accuracy of ``y_pred`` after the one-to-one relabelling of clusters that maximises it.
 
@@ -28,10 +40,7 @@ def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
     if y_true.size == 0:
         raise ValueError("hungarian_accuracy needs at least one sample")
-    classes, true_idx = np.unique(y_true, return_inverse=True)
-    clusters, pred_idx = np.unique(y_pred, return_inverse=True)
-    counts = np.zeros((clusters.size, classes.size), dtype=np.int64)
-    np.add.at(counts, (pred_idx, true_idx), 1)
+    _, _, counts = _contingency(y_true, y_pred)
     rows, cols = linear_sum_assignment(counts, maximize=True)
     return float(counts[rows, cols].sum() / y_true.size)
 
@@ -46,11 +55,7 @@ def majority_names(y_true: np.ndarray, y_pred: np.ndarray) -> dict[Any, Any]:
     >>> majority_names(np.array([7, 7, 9, 9, 9]), np.array([0, 1, 1, 2, 2]))
     {0: 7, 1: 7, 2: 9}
     """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    classes, true_idx = np.unique(y_true, return_inverse=True)
-    clusters, pred_idx = np.unique(y_pred, return_inverse=True)
-    counts = np.zeros((clusters.size, classes.size), dtype=np.int64)
-    np.add.at(counts, (pred_idx, true_idx), 1)
+    classes, clusters, counts = _contingency(np.asarray(y_true), np.asarray(y_pred))
     return {c.item(): classes[counts[i].argmax()].item() for i, c in enumerate(clusters)}
 
 
