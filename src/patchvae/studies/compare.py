@@ -124,8 +124,10 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
     ):
         few = result.few_labels.get(source, {}).get("20")
         row[key] = few["mean"] if few else float("nan")
+    # one level for every clustering of the analysis (the same labels)
+    levels = [m["majority"] for m in result.clustering.values() if "majority" in m]
+    row["majority_class_level"] = levels[0] if levels else float("nan")
     for method, metrics in result.clustering.items():
-        row["majority_class_level"] = metrics.get("majority", float("nan"))
         row[f"{method}_accuracy"] = metrics["accuracy"]
         row[f"{method}_nmi"] = metrics["nmi"]
         row[f"{method}_ari"] = metrics["ari"]
