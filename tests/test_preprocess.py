@@ -221,10 +221,17 @@ def test_volume_smaller_than_a_patch(tmp_path: Path) -> None:
         load_case(case_from(tmp_path, small, None), ExtractConfig())
 
 
-@pytest.mark.parametrize("kind", ["bundled", "int16", "scaled", "oblique"])
-def test_read_volume_is_the_image_itk_reads(kind: str, tmp_path: Path) -> None:
-    """Each NIfTI file is read once (nibabel decodes the voxels for the checks), yet the
-    image is the one SimpleITK gives: pixel type, geometry and voxels."""
+@pytest.mark.parametrize(
+    "kind", ["bundled", "int16", "scaled", "scaled-int32", "scaled-float64", "oblique"]
+)
+def test_read_volume_is_the_image_itk_reads(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each NIfTI file is read once (nibabel decodes the voxels for the checks, ITK reads only
+    the header), yet the image is the one SimpleITK gives: pixel type, geometry and voxels.
+    Scaled voxels are scaled as ITK scales them, bit for bit: int32 values beyond float32's
+    exact range with BraTS's mask slope show the order of the casts. Only a file that ITK
+    scales to double is left to ITK's own reader."""
     import nibabel as nib
     import SimpleITK as sitk
 
@@ -241,12 +248,20 @@ def test_read_volume_is_the_image_itk_reads(kind: str, tmp_path: Path) -> None:
             c, s = np.cos(0.3), np.sin(0.3)
             affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ affine[:3, :3]
             affine[:3, 3] = [4.0, -7.0, 12.5]
-        image = nib.Nifti1Image(data, affine)
-        if kind == "scaled":  # left to ITK, which scales in its own way
-            image.header.set_slope_inter(0.5, 3.0)
+        if kind == "scaled-int32":
+            data = rng.integers(-(2**31), 2**31 - 1, (9, 8, 7)).astype(np.int32)
+        if kind == "scaled-float64":
+            data = rng.normal(size=(9, 8, 7)).astype(np.float64) * 1e3  # type: ignore[assignment]
+        image = nib.Nifti1Image(data, affine, dtype=data.dtype)
+        slopes = {"scaled": (0.5, 3.0), "scaled-int32": (2.3283064365386963e-10, 0.5)}
+        if kind.startswith("scaled"):
+            image.header.set_slope_inter(*slopes.get(kind, (0.37123, -12.77)))
         path = tmp_path / f"{kind}.nii.gz"
         nib.save(image, path)
-    ours, itk = read_volume(path), sitk.ReadImage(str(path))
+    itk = sitk.ReadImage(str(path))
+    if kind != "scaled-float64":  # read once: ITK's own voxel reader is never called
+        monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: pytest.fail("read"))
+    ours = read_volume(path)
     assert ours.GetPixelID() == itk.GetPixelID()
     assert ours.GetSize() == itk.GetSize() and ours.GetSpacing() == itk.GetSpacing()
     assert ours.GetOrigin() == itk.GetOrigin() and ours.GetDirection() == itk.GetDirection()
@@ -254,7 +269,7 @@ def test_read_volume_is_the_image_itk_reads(kind: str, tmp_path: Path) -> None:
 
 
 def test_non_finite_voxels_refused_also_when_scaled(tmp_path: Path) -> None:
-    """A file whose voxels are scaled (left to ITK to read) is checked for NaN all the same."""
+    """A file whose voxels are scaled is checked for NaN all the same."""
     import nibabel as nib
 
     data = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
@@ -264,3 +279,33 @@ def test_non_finite_voxels_refused_also_when_scaled(tmp_path: Path) -> None:
     nib.save(image, tmp_path / "scaled.nii.gz")
     with pytest.raises(DataError, match=r"scaled\.nii\.gz: .*NaN or infinite"):
         read_volume(tmp_path / "scaled.nii.gz")
+
+
+@pytest.mark.parametrize("inflater", ["isal", "zlib"])
+def test_gzip_members_padding_and_the_zlib_fallback(
+    inflater: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .nii.gz of two gzip members with zero padding after them (both valid gzip) reads
+    as the plain file does, with ISA-L's inflate or the standard library's; a file cut in
+    its second member is refused as truncated."""
+    import gzip
+    import zlib
+
+    import SimpleITK as sitk
+
+    from patchvae import reading
+    from patchvae.data.volumes import bundled_isles22_dir
+
+    if inflater == "zlib":
+        monkeypatch.setattr(reading, "_inflater", zlib.decompressobj)
+    source = next(bundled_isles22_dir().rglob("*_dwi.nii.gz"))
+    plain = gzip.decompress(source.read_bytes())
+    members = gzip.compress(plain[:5000]) + gzip.compress(plain[5000:])
+    (tmp_path / "members.nii.gz").write_bytes(members + bytes(64))
+    ours = read_volume(tmp_path / "members.nii.gz")
+    assert np.array_equal(
+        sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(sitk.ReadImage(str(source)))
+    )
+    (tmp_path / "cut.nii.gz").write_bytes(members[: len(members) - 100])
+    with pytest.raises(DataError, match=r"cut\.nii\.gz: .*truncated"):
+        read_volume(tmp_path / "cut.nii.gz")

@@ -1,6 +1,6 @@
 """From a dataset folder to a patch store: discover, preprocess, cut, write, case by case.
 
-Cases are processed one at a time (or by ``workers`` processes, at most that many in flight),
+Cases are processed one at a time (or by ``workers`` processes, two cases each in flight),
 so memory is bounded by a few volumes, never the dataset. The store is written under a
 temporary name and renamed only when every case is done; with ``on_error="skip"`` a case that
 fails is reported and left out, and nothing is written if no case is left.
@@ -87,7 +87,8 @@ def process_case(case: CaseFiles, settings: ExtractConfig) -> CaseResult:
 
 
 def _results(cases: list[CaseFiles], settings: ExtractConfig) -> Iterator[CaseResult]:
-    """Results in case order; with workers, at most ``workers`` cases in flight."""
+    """Results in case order; with workers, at most two cases per worker in flight (one
+    running, one queued behind it, so no worker waits while this process stores a result)."""
     if settings.workers == 1:
         for case in cases:
             yield process_case(case, settings)
@@ -97,7 +98,7 @@ def _results(cases: list[CaseFiles], settings: ExtractConfig) -> Iterator[CaseRe
         queue = iter(cases)
         for case in queue:
             pending.append(pool.submit(process_case, case, settings))
-            if len(pending) >= settings.workers:
+            if len(pending) >= 2 * settings.workers:
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()

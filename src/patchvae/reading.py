@@ -7,9 +7,11 @@ voxel, NaN or infinite voxels.
 
 from __future__ import annotations
 
-import gzip
 import io
 import re
+import threading
+import zlib
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from patchvae.errors import DataError
+
+try:  # ISA-L's inflate (python-isal): zlib's interface and checks, about 1.5x its speed
+    from isal.isal_zlib import decompressobj as _inflater
+except ImportError:  # a platform without its wheels: the standard library's zlib
+    _inflater = zlib.decompressobj  # type: ignore[assignment]
+
+_CHUNK = 1 << 20  # compressed bytes read at a time
+_KEEP_BYTES = 256 << 20  # the largest decompressed volume whose buffer is kept for the next
+_buffers = threading.local()  # one reused buffer per thread
 
 MAX_VOXELS = 2**29  # one volume (after resampling); 2 GiB as float32
 
@@ -60,33 +71,33 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     (ITK's NIfTI reader reads a truncated file without complaint, the rest left as zeros, and
     turns NaN and infinite voxels into 0: the raw voxels catch both), and the image takes the
     geometry ITK reads from the header (``reader`` has read only the header), so it is the
-    image ITK would give. Scaled voxels (``scl_slope``/``scl_inter``) are checked the same
-    way but left to ITK, which scales them in its own way."""
+    image ITK would give. Scaled voxels (``scl_slope``/``scl_inter``) are scaled as ITK does
+    (to float32, then ``value * slope + inter`` in double, stored as float32); any other
+    scaled type is left to ITK, which then reads the file a second time."""
     try:
         header, data = _nifti_voxels(path)
         slope, inter = header.get_slope_inter()
     except Exception as exc:  # nibabel, zlib and numpy raise several types for damaged files
         reason = str(exc).splitlines()[0].replace(str(path), "").strip(" :")
         raise DataError(path, f"cannot be read as an image ({reason})") from None
-    if (
-        data.dtype.kind in "fc"
-        and data.size
-        and not (
-            np.isfinite(data.min()) and np.isfinite(data.max())  # NaN propagates; inf is an end
-        )
-    ):
-        check_finite(data, path)
-    if slope not in (None, 1.0) or inter not in (None, 0.0):
-        return reader.Execute()  # scaled voxels: what ITK does itself; its checks follow
+    _check_finite_fast(data, path)
     size = tuple(reader.GetSize())
-    pixels = _as_itk_pixels(data, reader.GetPixelID())
     if (
-        pixels is None
-        or reader.GetDimension() != 3
+        reader.GetDimension() != 3
         or reader.GetNumberOfComponents() != 1
         or data.size != int(np.prod(size))
     ):
         return reader.Execute()  # what ITK does itself; its checks follow
+    if slope not in (None, 1.0) or inter not in (None, 0.0):
+        if reader.GetPixelID() != sitk.sitkFloat32:
+            return reader.Execute()  # scaled to double: ITK's own arithmetic
+        pixels = (data.astype(np.float32).astype(np.float64) * slope + inter).astype(np.float32)
+        _check_finite_fast(pixels, path)  # a huge slope can overflow float32
+    else:
+        converted = _as_itk_pixels(data, reader.GetPixelID())
+        if converted is None:
+            return reader.Execute()  # what ITK does itself; its checks follow
+        pixels = converted
     image = sitk.GetImageFromArray(np.ascontiguousarray(pixels.reshape(size, order="F").T))
     image.SetOrigin(reader.GetOrigin())
     image.SetSpacing(reader.GetSpacing())
@@ -94,24 +105,34 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     return image
 
 
+def _check_finite_fast(data: np.ndarray, path: Path) -> None:
+    """Refuse NaN and infinite voxels; two reductions decide (NaN propagates through min and
+    max, infinity is an end), and only a bad volume pays for the count."""
+    if (
+        data.dtype.kind in "fc"
+        and data.size
+        and not (np.isfinite(data.min()) and np.isfinite(data.max()))
+    ):
+        check_finite(data, path)
+
+
 def _nifti_voxels(path: Path) -> tuple[Any, np.ndarray]:
     """A NIfTI file's header (nibabel) and its raw voxels, (x, y, z, ...) in file order: the
-    file is read and decompressed once, in one piece (gzip checks its CRC and length), and
-    the voxels are a view of those bytes. A file shorter than its header says is refused."""
-    raw = path.read_bytes()
-    if path.name.lower().endswith(".gz"):
-        raw = gzip.decompress(raw)
+    file is read and decompressed once (gzip's CRC and length are checked), and the voxels
+    are a view of those bytes, valid until this thread's next read. A file shorter than its
+    header says is refused."""
+    raw = _file_bytes(path)
     kind = (
         nib.Nifti2Header
-        if raw[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
+        if bytes(raw[:4]) in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
         else nib.Nifti1Header
     )
-    header = kind.from_fileobj(io.BytesIO(raw))
+    header = kind.from_fileobj(io.BytesIO(raw[:1024].tobytes()))
     shape, dtype = header.get_data_shape(), header.get_data_dtype()
     count, offset = int(np.prod(shape)), int(header["vox_offset"])
-    if len(raw) < offset + count * dtype.itemsize:
+    if raw.size < offset + count * dtype.itemsize:
         raise ValueError(
-            f"truncated: {len(raw) - offset} bytes of voxels, the header needs "
+            f"truncated: {raw.size - offset} bytes of voxels, the header needs "
             f"{count * dtype.itemsize}"
         )
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
@@ -120,11 +141,63 @@ def _nifti_voxels(path: Path) -> tuple[Any, np.ndarray]:
     return header, data.reshape(shape, order="F")
 
 
+def _file_bytes(path: Path) -> np.ndarray:
+    """The file's bytes, gunzipped if it ends in .gz, in a buffer this thread reuses.
+
+    Decompressing in chunks into a kept buffer, instead of into a new bytes object per file,
+    spares the page faults of a fresh allocation the size of the volume, which cost more
+    than the inflate itself (benchmarks/extract.py). Every gzip member is checked: CRC,
+    length, and a stream that ends early."""
+    with path.open("rb") as file:
+        if not path.name.lower().endswith(".gz"):
+            size = path.stat().st_size
+            out = _buffer(size)
+            got = file.readinto(out.data[:size])
+            return out[:got]
+        file.seek(0, 2)
+        if file.tell() >= 4:  # gzip's trailer holds the length (mod 2**32): a size hint
+            file.seek(-4, 2)
+            hint = int.from_bytes(file.read(4), "little")
+            file.seek(0)
+        else:
+            hint = 0
+        out, written = _buffer(hint), 0
+        inflater, chunk, ended, limit = _inflater(wbits=31), bytearray(_CHUNK), False, 4 * _CHUNK
+        while read := file.readinto(chunk):
+            pending, full = memoryview(chunk)[:read], False
+            while pending or full:  # ``full``: output stopped at the limit, more may follow
+                if ended:  # a further gzip member (concatenated .gz files are valid gzip)
+                    if not any(pending):  # trailing zeros some writers pad with
+                        break
+                    inflater, ended = _inflater(wbits=31), False
+                piece = inflater.decompress(pending, limit)
+                if written + len(piece) > out.size:
+                    out = _buffer(max(2 * out.size, written + len(piece)), keep=out[:written])
+                out[written : written + len(piece)] = np.frombuffer(piece, np.uint8)
+                written, ended, full = written + len(piece), inflater.eof, len(piece) == limit
+                pending = memoryview(inflater.unused_data if ended else inflater.unconsumed_tail)
+        if not ended:
+            raise ValueError("truncated: the compressed stream ends early")
+    return out[:written]
+
+
+def _buffer(size: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """A byte buffer of at least ``size``, this thread's kept one where it is big enough;
+    ``keep`` is copied to its start. Buffers above _KEEP_BYTES are not kept."""
+    kept = getattr(_buffers, "bytes", None)
+    if kept is not None and kept.size >= size and keep is None:
+        return kept
+    fresh = np.empty(size, dtype=np.uint8)
+    if keep is not None:
+        fresh[: keep.size] = keep
+    _buffers.bytes = fresh if size <= _KEEP_BYTES else None
+    return fresh
+
+
 def _as_itk_pixels(data: np.ndarray, pixel: int) -> np.ndarray | None:
     """The voxels in the pixel type ITK reads this file as (ITK gives integers stored with a
     unit scale as float), or None where that is not an exact conversion."""
-    found = sitk.GetImageFromArray(np.zeros((1, 1, 1), dtype=data.dtype)).GetPixelID()
-    if found == pixel:
+    if _itk_pixel_of(data.dtype.str) == pixel:
         return data
     exact = {sitk.sitkFloat32: (np.float32, 2**24), sitk.sitkFloat64: (np.float64, 2**53)}
     if pixel in exact and data.dtype.kind in "iu" and data.size:
@@ -132,6 +205,12 @@ def _as_itk_pixels(data: np.ndarray, pixel: int) -> np.ndarray | None:
         if max(abs(int(data.min())), abs(int(data.max()))) <= limit:
             return data.astype(dtype)
     return None
+
+
+@cache
+def _itk_pixel_of(dtype: str) -> int:
+    """The ITK pixel type SimpleITK gives an array of this numpy dtype."""
+    return int(sitk.GetImageFromArray(np.zeros((1, 1, 1), dtype=np.dtype(dtype))).GetPixelID())
 
 
 def _first_itk_reason(message: str) -> str:
