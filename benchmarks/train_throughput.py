@@ -19,13 +19,22 @@ peers that validate, patchvae over those that do not.
 
     python benchmarks/train_throughput.py                 # bundled sample (3,000 images)
     python benchmarks/train_throughput.py --data-dir ../shared/data/mnist --epochs 6
+    python benchmarks/train_throughput.py --data-dir ../shared/data/mnist --cli
+
+``--cli`` instead times the whole CLI run, ``patchvae mnist --preset keras2016`` (50 epochs,
+batch 100, validation and a checkpoint every epoch), in a fresh process, beside the bare loop
+for the same 50 epochs: the CLI's training seconds (from its ``metrics.json``) against the
+loop's, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -145,6 +154,35 @@ def patchvae_fit(
     return [h["seconds"] for h in result.history]
 
 
+def cli_seconds(data_dir: Path | None, device: str) -> float:
+    """Training seconds of ``patchvae mnist --preset keras2016`` in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = ["--data-dir", str(data_dir)] if data_dir else ["--sample"]
+        command = [sys.executable, "-m", "patchvae", "mnist", "--preset", "keras2016"]
+        subprocess.run(
+            [*command, *data, "--out", f"{tmp}/run", "--device", device, "--quiet"],
+            check=True,
+            capture_output=True,
+        )
+        metrics = json.loads(Path(f"{tmp}/run/metrics.json").read_text())
+    return float(metrics["train_seconds"])
+
+
+def compare_cli(args: argparse.Namespace, x: torch.Tensor, device: torch.device) -> None:
+    """The CLI's 50 epochs beside the bare loop's 50 epochs, interleaved."""
+    _, train_config = get_preset("keras2016")
+    times: dict[str, list[float]] = {"patchvae mnist (CLI)": [], "bare-torch": []}
+    for _ in range(args.repeats):
+        times["patchvae mnist (CLI)"].append(cli_seconds(args.data_dir, device.type))
+        loop = bare_torch(x, train_config.batch_size, train_config.epochs, device)
+        times["bare-torch"].append(sum(loop))
+    cli = statistics.median(times["patchvae mnist (CLI)"])
+    for name, found in times.items():
+        seconds = statistics.median(found)
+        ratio = cli / seconds
+        print(f"{name:<22} {train_config.epochs} epochs: {seconds:7.2f} s  CLI / this {ratio:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,6 +194,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per runner")
+    parser.add_argument("--cli", action="store_true", help="time the whole CLI run instead")
     args = parser.parse_args()
     device = select_device(args.device)
     train, test = load_mnist(args.data_dir or bundled_mnist_dir())
@@ -164,6 +203,9 @@ def main() -> None:
         f"keras2016, {len(train)} train images, {args.epochs} epochs, device {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    if args.cli:
+        compare_cli(args, x, device)
+        return
     print(f"{'runner':<14} {'batch':>6} {'samples/s (median, epochs 2..)':>32} {'patchvae /':>11}")
     runners = {  # "+val": the test split scored after every epoch, as the 2016 example does
         "patchvae+val": lambda b: patchvae_fit(x, x_val, b, args.epochs, device),
