@@ -23,7 +23,7 @@ from patchvae.analysis.anomaly import (
     detection_metrics,
     fuse_by_rank,
 )
-from patchvae.analysis.fewlabel import cluster_label_auroc, few_label_auroc
+from patchvae.analysis.fewlabel import LATENT_GROUP_COUNT, cluster_label_auroc, few_label_auroc
 from patchvae.analysis.heatmap import (
     best_threshold,
     patch_voxels,
@@ -63,10 +63,6 @@ from patchvae.tables import latent_columns, read_embedding
 from patchvae.versions import made_by
 
 FEW_LABEL_KS = (5, 10, 20, 50)
-# cluster-then-label: groups of the training latents, each named by the few labelled patches
-# that fall in it. 10 was chosen among 5, 10, 20 and 40 by the AUROC on the training patches
-# of the BraTS and MS dev runs (lesion-clusters recipe, seeds 0 and 1), never the scored ones
-LATENT_GROUP_COUNT = 10
 LATENT_GROUPS = "latent groups (cluster-then-label)"
 _KINDS = {
     BASELINE: "baseline",

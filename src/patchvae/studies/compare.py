@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from patchvae.analysis.fewlabel import LATENT_GROUP_COUNT
 from patchvae.analysis.metrics import clustering_scores
 from patchvae.artefacts import COMPARE_ROW_FILE, SETTINGS_FILE
 from patchvae.config import (
@@ -285,8 +286,8 @@ _MD_COLUMNS = {
         "gmm_accuracy",
         "gmm_nmi",
         "gmm_ari",
-        "kmeans10_majority_named_accuracy",
-        "kmeans10_majority_named_nmi",
+        f"kmeans{LATENT_GROUP_COUNT}_majority_named_accuracy",
+        f"kmeans{LATENT_GROUP_COUNT}_majority_named_nmi",
         "majority_class_level",
         "train_seconds",
     ],
