@@ -36,17 +36,18 @@ from patchvae.train.aids import (
     init_prior_from_gmm,
     resolve_precision,
 )
-from patchvae.train.flat import FlatAdam, FlatRMSprop
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
 _SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
 
 
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "rmsprop":  # torch's RMSprop, its update over one flat buffer
-        return FlatRMSprop(params, lr=config.learning_rate, alpha=config.rho, eps=config.epsilon)
-    if config.optimizer == "adam":  # torch's Adam, its update over one flat buffer
-        return FlatAdam(params, lr=config.learning_rate, eps=config.epsilon)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=config.learning_rate, alpha=config.rho, eps=config.epsilon, foreach=True
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.learning_rate, eps=config.epsilon, foreach=True)
     return torch.optim.SGD(params, lr=config.learning_rate, foreach=True)
 
 
