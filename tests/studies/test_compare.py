@@ -188,3 +188,22 @@ def test_an_mnist_grid_takes_the_clusters_recipe_and_may_drop_the_reference() ->
     assert settings.model == expected.model and settings.model.n_clusters == 10
     assert settings.train.gmm_init == "umap" and settings.train.gmm_refit_every == 10
     assert settings.train.seed == 2 and settings.digits == list(range(10)) and settings.umap
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    sorted(
+        p.name
+        for p in (Path(__file__).resolve().parents[2] / "docs" / "recipes").glob("mnist-*.yaml")
+    ),
+)
+def test_mnist_recipes_are_accepted_as_they_are(recipe: str) -> None:
+    """Each MNIST recipe is a whole study setting that `patchvae mnist --config` takes: a
+    mixture prior pretrained under N(0, I), fitted through UMAP and refitted."""
+    from patchvae.config import MnistStudyConfig, load_yaml_config
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "recipes" / recipe
+    settings = load_yaml_config(MnistStudyConfig, path, {})
+    assert settings.model.prior == "gmm" and settings.model.n_clusters == 10
+    assert settings.train.gmm_pretrain_prior == "gaussian" and settings.train.gmm_init == "umap"
+    assert 0 < settings.train.gmm_init_epochs < settings.train.epochs
