@@ -248,3 +248,22 @@ def test_the_losses_of_every_step(tmp_path: Path) -> None:
         sizes = np.array([16, 16, 8])
         mean = float((steps.train_loss * sizes).sum() / sizes.sum())
         assert mean == pytest.approx(record["train_loss"], rel=1e-12)
+
+
+def test_cuda_training_uses_deterministic_kernels_and_restores_the_settings() -> None:
+    """On CUDA, training runs with cuDNN's deterministic algorithms and no benchmark search
+    (a seed fixes a run there too); the caller's settings come back after. On the CPU
+    nothing changes. (The flags are only read by CUDA, so this runs without a GPU.)"""
+    from patchvae.runtime import deterministic_kernels
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    try:
+        cudnn.deterministic, cudnn.benchmark = False, True  # a caller's own choice
+        with deterministic_kernels(torch.device("cpu")):
+            assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with deterministic_kernels(torch.device("cuda")):
+            assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +95,25 @@ def seed_everything(seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
+
+
+@contextmanager
+def deterministic_kernels(device: torch.device) -> Iterator[None]:
+    """On CUDA, cuDNN's deterministic algorithms and no benchmark search while training, so
+    a seed fixes a run on one machine there as on the CPU (whose kernels already are);
+    the settings are restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    import torch
+
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
 
 
 def provenance(device: torch.device | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from patchvae.errors import ConfigError
 from patchvae.feed import ArrayRows, Rows
 from patchvae.models.vae import VAE
 from patchvae.progress import progress_bar
+from patchvae.runtime import deterministic_kernels
 from patchvae.train.aids import Curves, init_prior_from_gmm, resolve_precision
 from patchvae.train.steps import _Run, evaluate, make_optimizer
 
@@ -108,7 +109,7 @@ def fit(
     bar = progress_bar(run.steps * train_config.epochs, run.steps * start_epoch, progress)
     run.model.train()
     # the bar is closed on any exit, so no bar line follows an error; so are the curves
-    with bar, run:
+    with bar, run, deterministic_kernels(run.device):
         for epoch in range(start_epoch, train_config.epochs):
             if run.stopped_early(history):  # also right after a resume
                 break
