@@ -267,3 +267,50 @@ def test_cuda_training_uses_deterministic_kernels_and_restores_the_settings() ->
         assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
     finally:
         cudnn.deterministic, cudnn.benchmark = before
+
+
+@pytest.mark.skipif(
+    not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile needs a C++ compiler on the CPU",
+)
+def test_compiled_optimiser_step_trains_like_the_eager_one() -> None:
+    """compile_optimizer fuses the step with torch.compile: the losses follow the eager
+    run's closely (the fused arithmetic may round differently), and the record says it ran
+    compiled."""
+    x, xv = data(64), data(16, seed=1)
+    runs = {
+        compiled: fit(
+            SMALL,
+            TrainConfig(epochs=3, batch_size=16, device="cpu", compile_optimizer=compiled),
+            x,
+            xv,
+            progress=False,
+        )
+        for compiled in (False, True)
+    }
+    assert runs[True].extra["compiled_optimizer"] and not runs[False].extra["compiled_optimizer"]
+    np.testing.assert_allclose(losses(runs[True]), losses(runs[False]), rtol=1e-4)
+
+
+def test_a_step_that_fails_to_compile_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where compiling fails (no C++ compiler, say), training goes on with the eager step
+    and the same numbers, after one warning; the record says it did not run compiled."""
+
+    def failing(function):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
+
+        return call
+
+    x = data(64)
+    eager = fit(SMALL, TrainConfig(epochs=2, batch_size=16, device="cpu"), x, progress=False)
+    monkeypatch.setattr(torch, "compile", failing)
+    with pytest.warns(UserWarning, match="compile_optimizer: .*No working C\\+\\+ compiler"):
+        fallback = fit(
+            SMALL,
+            TrainConfig(epochs=2, batch_size=16, device="cpu", compile_optimizer=True),
+            x,
+            progress=False,
+        )
+    assert not fallback.extra["compiled_optimizer"]
+    assert losses(fallback) == losses(eager)

@@ -140,7 +140,7 @@ def _train_and_analyse(
         data_dir=str(data_dir),
         data_sources=sources,
         split=_split_record(train, test),
-        provenance=provenance(result.device),
+        provenance={**provenance(result.device), **result.extra},
         reproduce=f"patchvae mnist --config {out / SETTINGS_FILE} --out NEW_RUN_DIR",
         command=" ".join(sys.argv),
     )

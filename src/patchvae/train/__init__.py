@@ -124,5 +124,10 @@ def fit(
         train_seconds=sum(h["seconds"] for h in history),
         device=run.device,
         resumed_from_epoch=start_epoch,
-        extra={"precision": run.precision, "world_size": run.ranks.world},
+        extra={
+            "precision": run.precision,
+            "world_size": run.ranks.world,
+            # whether the optimiser step ran compiled (False also after a fallback)
+            "compiled_optimizer": run.compiled_step is not None and run.compiled_step.compiled,
+        },
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,32 @@ from patchvae.train.aids import (
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
 _SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
+
+
+class CompiledStep:
+    """An optimiser's step compiled by ``torch.compile`` (its update becomes one fused kernel
+    instead of several per parameter tensor), falling back to the eager step, with one
+    warning line, where compiling fails (no C++ compiler, an unsupported platform)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.eager = optimizer.step
+        self.step: Any = torch.compile(self.eager)
+        self.compiled = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.step(*args, **kwargs)
+        except Exception as exc:  # dynamo and inductor raise many kinds
+            if not self.compiled:
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            warnings.warn(
+                f"compile_optimizer: compiling the optimiser step failed ({reason}); "
+                "training on with the eager step",
+                stacklevel=2,
+            )
+            self.step, self.compiled = self.eager, False
+            return self.eager(*args, **kwargs)
 
 
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
@@ -120,6 +147,10 @@ class _Run:
                 self.model, device_ids=[self.device.index] if cuda else None
             )
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
+        self.compiled_step: CompiledStep | None = None
+        if train_config.compile_optimizer:
+            self.compiled_step = CompiledStep(self.optimizer)
+            self.optimizer.step = self.compiled_step  # type: ignore[method-assign]
         self.precision = resolve_precision(train_config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
