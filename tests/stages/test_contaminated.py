@@ -121,3 +121,23 @@ def test_recipes_are_accepted_as_they_are(
     assert code == 0, err
     settings = json.loads((run / "training.json").read_text())["settings"]
     assert settings["train"]["seed"] == 3 and Path(settings["patches"]) == two_case_store.resolve()
+
+
+@pytest.mark.skipif(
+    not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile needs a C++ compiler on the CPU",
+)
+def test_train_compile_optimizer_flag(two_case_store: Path, tmp_path: Path, cli: Cli) -> None:
+    """`train --compile-optimizer` reaches the settings, and the record says the step ran
+    compiled."""
+    run = tmp_path / "run"
+    code, _, err = cli(
+        [
+            "train", "--patches", str(two_case_store), "--val-cases", "2", "--epochs", "1",
+            "--compile-optimizer", "--quiet", "--out", str(run),
+        ]
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads((run / "training.json").read_text())
+    assert record["settings"]["train"]["compile_optimizer"] is True
+    assert record["provenance"]["compiled_optimizer"] is True

@@ -62,6 +62,7 @@ _MODEL_AND_TRAINING = {
     "early_stopping": ("train", "early_stopping"),
     "keep_best": ("train", "keep_best"),
     "tensorboard": ("train", "tensorboard"),
+    "compile_optimizer": ("train", "compile_optimizer"),
     "trim_fraction": ("train", "trim_fraction"),
 }
 
