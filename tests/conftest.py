@@ -67,6 +67,12 @@ def trained_run(two_case_store: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 Cli = Callable[[list[str]], tuple[int, str, str]]
 
+# tests that compile with torch.compile: Inductor needs a C++ compiler on the CPU
+needs_cxx = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile needs a C++ compiler on the CPU",
+)
+
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Cli:

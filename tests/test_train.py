@@ -12,6 +12,7 @@ from patchvae.config import TrainConfig
 from patchvae.errors import ConfigError, DataError
 from patchvae.models import VAEConfig
 from patchvae.train import fit
+from tests.conftest import needs_cxx
 
 SMALL = VAEConfig(input_shape=(1, 6, 6), hidden_dims=[16], latent_dim=2)
 
@@ -269,10 +270,7 @@ def test_cuda_training_uses_deterministic_kernels_and_restores_the_settings() ->
         cudnn.deterministic, cudnn.benchmark = before
 
 
-@pytest.mark.skipif(
-    not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
-    reason="torch.compile needs a C++ compiler on the CPU",
-)
+@needs_cxx
 def test_compiled_optimiser_step_trains_like_the_eager_one() -> None:
     """compile_optimizer fuses the step with torch.compile: the losses follow the eager
     run's closely (the fused arithmetic may round differently), and the record says it ran

@@ -15,7 +15,7 @@ import torch
 from patchvae.analysis.anomaly import detection_metrics, fit_gaussian, fuse_by_rank, mahalanobis
 from patchvae.store import PatchStore
 from patchvae.train.steps import _Run
-from tests.conftest import Cli
+from tests.conftest import Cli, needs_cxx
 
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes"
 
@@ -123,10 +123,7 @@ def test_recipes_are_accepted_as_they_are(
     assert settings["train"]["seed"] == 3 and Path(settings["patches"]) == two_case_store.resolve()
 
 
-@pytest.mark.skipif(
-    not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
-    reason="torch.compile needs a C++ compiler on the CPU",
-)
+@needs_cxx
 def test_train_compile_optimizer_flag(two_case_store: Path, tmp_path: Path, cli: Cli) -> None:
     """`train --compile-optimizer` reaches the settings, and the record says the step ran
     compiled."""
