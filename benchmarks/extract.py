@@ -143,7 +143,10 @@ def read_seconds(cases: list, repeats: int = 3) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def workers_seconds(settings: ExtractConfig, repeats: int = 4) -> dict[int, float]:
+WORKER_REPEATS = 4  # interleaved extractions with 1 and with 2 workers (the machine is noisy)
+
+
+def workers_seconds(settings: ExtractConfig, repeats: int = WORKER_REPEATS) -> dict[int, float]:
     """Median wall seconds of a whole extraction with 1 and 2 workers, interleaved."""
     times: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +217,7 @@ def main() -> None:
         workers = workers_seconds(settings)
         print(
             f"whole extraction: {workers[1]:.2f} s with 1 worker, {workers[2]:.2f} s with 2 "
-            f"({workers[1] / workers[2]:.2f} x faster; median of 4, interleaved)"
+            f"({workers[1] / workers[2]:.2f} x faster; median of {WORKER_REPEATS}, interleaved)"
         )
     n = sum(len(b) for b in batches)
     for name, seconds in store_write_seconds(batches).items():
