@@ -203,8 +203,9 @@ def main() -> None:
     device = select_device(args.device)
     train, test = load_mnist(args.data_dir or bundled_mnist_dir())
     x, x_val = torch.from_numpy(train.as_float()), torch.from_numpy(test.as_float())
+    epochs = get_preset("keras2016")[1].epochs if args.cli else args.epochs  # --cli: the preset's
     print(
-        f"keras2016, {len(train)} train images, {args.epochs} epochs, device {device}, "
+        f"keras2016, {len(train)} train images, {epochs} epochs, device {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     if args.cli:
