@@ -8,8 +8,10 @@ Prints the median over the epochs after the first (the first pays for warm-up) f
 * bare-torch: a minimal PyTorch loop on the same network, data and optimiser, no validation
   (peer: the floor our trainer's bookkeeping should stay close to);
 * patchvae-bf16 (CUDA only): patchvae+val in bf16 mixed precision (``auto`` is fp32);
-* compiled+val: patchvae+val with ``compile_optimizer`` (the optimiser step fused by
-  ``torch.compile``; its first epoch pays the compile and is left out like every first);
+* compile-opt+val and compile-step+val: patchvae+val with ``train: {compile: optimizer}``
+  (the optimiser's update fused by ``torch.compile``) and ``{compile: step}`` (the whole step,
+  forward, gradients and update, as one compiled graph); their first epoch pays the compile
+  and is left out like every first;
 * keras-jax+val and keras-jax: the 2016 Keras example itself in Keras 3 on JAX, with its
   ``validation_data`` (as the example runs) and without (peer: the framework the study came
   from; optional, skipped with a line when keras and jax are not installed:
@@ -26,7 +28,8 @@ peers that validate, patchvae over those that do not.
 ``--cli`` instead times the whole CLI run, ``patchvae mnist --preset keras2016`` (50 epochs,
 batch 100, validation and a checkpoint every epoch), in a fresh process, beside the bare loop
 for the same 50 epochs: the CLI's training seconds (from its ``metrics.json``) against the
-loop's, interleaved.
+loop's, interleaved; and the same CLI run with ``--compile step``, its compiling included
+(the first run in a fresh cache pays the most).
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def patchvae_fit(
     epochs: int,
     device: torch.device,
     precision: str = "auto",
-    compile_optimizer: bool = False,
+    compile_mode: str = "off",
 ) -> list[float]:
     model_config, train_config = get_preset("keras2016")
     config = train_config.model_copy(
@@ -147,7 +150,7 @@ def patchvae_fit(
             "epochs": epochs,
             "device": device.type,
             "precision": precision,
-            "compile_optimizer": compile_optimizer,
+            "compile": compile_mode,
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,11 +161,11 @@ def patchvae_fit(
     return [h["seconds"] for h in result.history]
 
 
-def cli_seconds(data_dir: Path | None, device: str) -> float:
+def cli_seconds(data_dir: Path | None, device: str, *options: str) -> float:
     """Training seconds of ``patchvae mnist --preset keras2016`` in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         data = ["--data-dir", str(data_dir)] if data_dir else ["--sample"]
-        command = [sys.executable, "-m", "patchvae", "mnist", "--preset", "keras2016"]
+        command = [sys.executable, "-m", "patchvae", "mnist", "--preset", "keras2016", *options]
         subprocess.run(
             [*command, *data, "--out", f"{tmp}/run", "--device", device, "--quiet"],
             check=True,
@@ -176,10 +179,13 @@ def compare_cli(args: argparse.Namespace, x: torch.Tensor, device: torch.device)
     """The CLI's 50 epochs beside the bare loop's 50 epochs, interleaved."""
     _, train_config = get_preset("keras2016")
     times: dict[str, list[float]] = {"patchvae mnist (CLI)": [], "bare-torch": []}
+    times["CLI --compile step"] = []  # its compiling (cached on disk after) included
     for _ in range(args.repeats):
         times["patchvae mnist (CLI)"].append(cli_seconds(args.data_dir, device.type))
         loop = bare_torch(x, train_config.batch_size, train_config.epochs, device)
         times["bare-torch"].append(sum(loop))
+        step = cli_seconds(args.data_dir, device.type, "--compile", "step")
+        times["CLI --compile step"].append(step)
     cli = statistics.median(times["patchvae mnist (CLI)"])
     for name, found in times.items():
         seconds = statistics.median(found)
@@ -211,16 +217,19 @@ def main() -> None:
     if args.cli:
         compare_cli(args, x, device)
         return
-    print(f"{'runner':<14} {'batch':>6} {'samples/s (median, epochs 2..)':>32} {'patchvae /':>11}")
+    print(f"{'runner':<16} {'batch':>6} {'samples/s (median, epochs 2..)':>32} {'patchvae /':>11}")
     runners = {  # "+val": the test split scored after every epoch, as the 2016 example does
         "patchvae+val": lambda b: patchvae_fit(x, x_val, b, args.epochs, device),
         "patchvae": lambda b: patchvae_fit(x, None, b, args.epochs, device),
         "bare-torch": lambda b: bare_torch(x, b, args.epochs, device),
         "keras-jax+val": lambda b: keras_jax(x, b, args.epochs, x_val),
         "keras-jax": lambda b: keras_jax(x, b, args.epochs),
-        # train: {compile_optimizer: true}: the optimiser step fused by torch.compile
-        "compiled+val": lambda b: patchvae_fit(
-            x, x_val, b, args.epochs, device, compile_optimizer=True
+        # train: {compile: optimizer} and {compile: step}
+        "compile-opt+val": lambda b: patchvae_fit(
+            x, x_val, b, args.epochs, device, "auto", "optimizer"
+        ),
+        "compile-step+val": lambda b: patchvae_fit(
+            x, x_val, b, args.epochs, device, "auto", "step"
         ),
     }
     if device.type == "cuda":
@@ -234,16 +243,17 @@ def main() -> None:
                     rates[name].append(len(train) / statistics.median(seconds[1:] or seconds))
         for name, found in rates.items():
             if not found:
-                print(f"{name:<14} {batch_size:>6} {'not installed (pip install keras jax)':>32}")
+                print(f"{name:<16} {batch_size:>6} {'not installed (pip install keras jax)':>32}")
                 continue
             validates = name.endswith("+val") or name == "patchvae-bf16"
             ours = statistics.median(rates["patchvae+val" if validates else "patchvae"])
             rate = statistics.median(found)
-            print(f"{name:<14} {batch_size:>6} {rate:>32,.0f} {ours / rate:>10.2f}x")
+            print(f"{name:<16} {batch_size:>6} {rate:>32,.0f} {ours / rate:>10.2f}x")
         if rates["keras-jax+val"]:
-            compiled = statistics.median(rates["compiled+val"])
             keras = statistics.median(rates["keras-jax+val"])
-            print(f"{'':<14} {'':>6} compiled+val / keras-jax+val: {compiled / keras:.2f}x")
+            for name in ("compile-opt+val", "compile-step+val"):
+                compiled = statistics.median(rates[name])
+                print(f"{'':<16} {'':>6} {name} / keras-jax+val: {compiled / keras:.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+import patchvae.train.compiled
 from patchvae.batches import batch_indices
 from patchvae.checkpoint import load_checkpoint, load_model
 from patchvae.config import TrainConfig
 from patchvae.errors import ConfigError, DataError
-from patchvae.models import VAEConfig
+from patchvae.models import VAEConfig, build_model
 from patchvae.train import fit
 from tests.conftest import needs_cxx
 
@@ -272,29 +273,126 @@ def test_cuda_training_uses_deterministic_kernels_and_restores_the_settings() ->
 
 @needs_cxx
 def test_compiled_optimiser_step_trains_like_the_eager_one() -> None:
-    """compile_optimizer fuses the step with torch.compile: the losses follow the eager
-    run's closely (the fused arithmetic may round differently), and the record says it ran
-    compiled."""
+    """compile: optimizer fuses the optimiser's step with torch.compile: the losses follow
+    the eager run's closely (the fused arithmetic may round differently), and the record
+    says what ran compiled."""
     x, xv = data(64), data(16, seed=1)
     runs = {
-        compiled: fit(
+        mode: fit(
             SMALL,
-            TrainConfig(epochs=3, batch_size=16, device="cpu", compile_optimizer=compiled),
+            TrainConfig(epochs=3, batch_size=16, device="cpu", compile=mode),
             x,
             xv,
             progress=False,
         )
-        for compiled in (False, True)
+        for mode in ("off", "optimizer")
     }
-    assert runs[True].extra["compiled_optimizer"] and not runs[False].extra["compiled_optimizer"]
-    np.testing.assert_allclose(losses(runs[True]), losses(runs[False]), rtol=1e-4)
+    assert runs["optimizer"].extra["compiled"] == "optimizer"
+    assert runs["off"].extra["compiled"] == "off"
+    np.testing.assert_allclose(losses(runs["optimizer"]), losses(runs["off"]), rtol=1e-4)
 
 
-def test_a_step_that_fails_to_compile_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+GMM = VAEConfig(
+    input_shape=(1, 8, 8), architecture="conv", conv_channels=[4], latent_dim=2, prior="gmm"
+)
+
+
+@needs_cxx
+@pytest.mark.parametrize(
+    ("model", "settings"),
+    [
+        (SMALL, {"trim_fraction": 0.2}),  # rmsprop, a trimmed loss, a KL warm-up
+        (GMM, {"optimizer": "adam", "gmm_init_epochs": 1, "gmm_pretrain_prior": "gaussian"}),
+        (SMALL, {"optimizer": "sgd"}),
+    ],
+    ids=["mlp-rmsprop-trimmed", "conv-gmm-adam", "mlp-sgd"],
+)
+def test_the_compiled_whole_step_trains_like_the_eager_one(
+    model: VAEConfig, settings: dict[str, object]
+) -> None:
+    """compile: step runs forward, gradients and update as one graph: the same random
+    numbers, the same optimiser, so the losses follow the eager run's; the last, smaller
+    batch of each epoch and the steps after the mixture fit resets the prior's optimiser
+    state run eagerly, and the run goes on compiled after them."""
+    shape = model.input_shape
+    x = torch.rand(72, *shape, generator=torch.Generator().manual_seed(0))
+    xv = torch.rand(16, *shape, generator=torch.Generator().manual_seed(1))
+    runs = {
+        mode: fit(
+            model,
+            TrainConfig(
+                epochs=3, batch_size=16, device="cpu", kl_warmup_epochs=2, compile=mode,
+                **settings,  # type: ignore[arg-type]
+            ),
+            x,
+            xv,
+            progress=False,
+        )
+        for mode in ("off", "step")
+    }  # fmt: skip
+    assert runs["step"].extra["compiled"] == "step"
+    for key in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(
+            [h[key] for h in runs["step"].history],
+            [h[key] for h in runs["off"].history],
+            rtol=1e-4,
+        )
+    for a, b in zip(runs["step"].model.parameters(), runs["off"].model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@needs_cxx
+def test_a_compiled_step_run_resumes_as_if_never_stopped(tmp_path: Path) -> None:
+    """The compiled step updates the optimiser's own state, so a checkpoint of a compiled
+    run resumes (compiled from its first step) to the uninterrupted run's numbers."""
+    x = data(64)
+    config = TrainConfig(epochs=3, batch_size=16, device="cpu", compile="step")
+    whole = fit(SMALL, config, x, progress=False)
+    path = tmp_path / "c.pt"
+    fit(SMALL, config.model_copy(update={"epochs": 2}), x, checkpoint_path=path, progress=False)
+    resumed = fit(SMALL, config, x, checkpoint_path=path, resume=True, progress=False)
+    np.testing.assert_allclose(losses(resumed), losses(whole), rtol=1e-6)
+
+
+def test_the_compiled_step_draws_the_eager_steps_random_numbers() -> None:
+    """A compiled step draws its noise outside the graph with ``draw_noise``: the same
+    numbers a forward pass draws from the same generator, for a VAE and a denoising AE."""
+    dae = VAEConfig(
+        input_shape=(1, 8, 8), architecture="dae", conv_channels=[4], noise_std=0.2, noise_grid=2
+    )
+    for config in (SMALL, dae):
+        model = build_model(config)
+        x = torch.rand(5, *config.input_shape)
+        drawn = model(x, generator=torch.Generator().manual_seed(3))
+        noise = model.draw_noise(x, torch.Generator().manual_seed(3))
+        given = model(x, noise=noise)
+        torch.testing.assert_close(given.recon, drawn.recon, rtol=0, atol=0)
+        other = model(x, noise=model.draw_noise(x, torch.Generator().manual_seed(4)))
+        assert not torch.equal(other.recon, drawn.recon)
+
+
+def test_compile_step_where_it_cannot_run_compiles_the_optimiser_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Training with labels is not done by the whole-step graph: one warning, and the
+    optimiser's step is compiled instead (torch.compile stubbed: no compiling here)."""
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
+    model = SMALL.model_copy(update={"classifier_classes": 2})
+    y = torch.tensor([0, 1, -1, -1] * 8)
+    config = TrainConfig(epochs=1, batch_size=16, device="cpu", compile="step")
+    with pytest.warns(UserWarning, match="compile: step .* not with training with labels"):
+        result = fit(model, config, data(32), progress=False, y_train=y)
+    assert result.extra["compiled"] == "optimizer"
+
+
+@pytest.mark.parametrize("mode", ["optimizer", "step"])
+def test_a_step_that_fails_to_compile_falls_back_to_eager(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     """Where compiling fails (no C++ compiler, say), training goes on with the eager step
     and the same numbers, after one warning; the record says it did not run compiled."""
 
-    def failing(function):  # type: ignore[no-untyped-def]
+    def failing(function, **kwargs):  # type: ignore[no-untyped-def]
         def call(*args, **kwargs):  # type: ignore[no-untyped-def]
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
 
@@ -303,12 +401,13 @@ def test_a_step_that_fails_to_compile_falls_back_to_eager(monkeypatch: pytest.Mo
     x = data(64)
     eager = fit(SMALL, TrainConfig(epochs=2, batch_size=16, device="cpu"), x, progress=False)
     monkeypatch.setattr(torch, "compile", failing)
-    with pytest.warns(UserWarning, match="compile_optimizer: .*No working C\\+\\+ compiler"):
+    monkeypatch.setattr(patchvae.train.compiled, "_compiled_train_step", None)  # not compiled yet
+    with pytest.warns(UserWarning, match="compile: compiling .*No working C\\+\\+ compiler"):
         fallback = fit(
             SMALL,
-            TrainConfig(epochs=2, batch_size=16, device="cpu", compile_optimizer=True),
+            TrainConfig(epochs=2, batch_size=16, device="cpu", compile=mode),
             x,
             progress=False,
         )
-    assert not fallback.extra["compiled_optimizer"]
+    assert fallback.extra["compiled"] == "off"
     assert losses(fallback) == losses(eager)

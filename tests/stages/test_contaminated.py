@@ -124,17 +124,17 @@ def test_recipes_are_accepted_as_they_are(
 
 
 @needs_cxx
-def test_train_compile_optimizer_flag(two_case_store: Path, tmp_path: Path, cli: Cli) -> None:
-    """`train --compile-optimizer` reaches the settings, and the record says the step ran
+def test_train_compile_flag(two_case_store: Path, tmp_path: Path, cli: Cli) -> None:
+    """`train --compile step` reaches the settings, and the record says the whole step ran
     compiled."""
     run = tmp_path / "run"
     code, _, err = cli(
         [
             "train", "--patches", str(two_case_store), "--val-cases", "2", "--epochs", "1",
-            "--compile-optimizer", "--quiet", "--out", str(run),
+            "--compile", "step", "--quiet", "--out", str(run),
         ]
     )  # fmt: skip
     assert code == 0, err
     record = json.loads((run / "training.json").read_text())
-    assert record["settings"]["train"]["compile_optimizer"] is True
-    assert record["provenance"]["compiled_optimizer"] is True
+    assert record["settings"]["train"]["compile"] == "step"
+    assert record["provenance"]["compiled"] == "step"

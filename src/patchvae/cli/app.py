@@ -37,6 +37,12 @@ OPTIMIZER = typer.Option(None, "--optimizer", help="rmsprop, adam or sgd.")
 LR = typer.Option(None, "--lr")
 SEED = typer.Option(None, "--seed")
 DEVICE = typer.Option(None, "--device", help="auto (default), cpu or cuda.")
+COMPILE = typer.Option(
+    None,
+    "--compile",
+    help="off (default), optimizer or step: what torch.compile compiles (faster; numbers "
+    "differ slightly).",
+)
 RESUME = typer.Option(False, "--resume", help="Continue the run in --out.")
 QUIET = typer.Option(False, "--quiet", help="No progress bar.")
 
@@ -62,7 +68,7 @@ _MODEL_AND_TRAINING = {
     "early_stopping": ("train", "early_stopping"),
     "keep_best": ("train", "keep_best"),
     "tensorboard": ("train", "tensorboard"),
-    "compile_optimizer": ("train", "compile_optimizer"),
+    "compile_mode": ("train", "compile"),
     "trim_fraction": ("train", "trim_fraction"),
 }
 

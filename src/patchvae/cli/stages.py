@@ -13,6 +13,7 @@ from patchvae.cli.app import (
     ARCHITECTURE,
     BATCH_SIZE,
     BETA,
+    COMPILE,
     CONV_CHANNELS,
     DEVICE,
     EPOCHS,
@@ -205,11 +206,7 @@ def train(
     tensorboard: bool | None = typer.Option(
         None, "--tensorboard", help="Also write the curves for TensorBoard (RUN/tensorboard/)."
     ),
-    compile_optimizer: bool | None = typer.Option(
-        None,
-        "--compile-optimizer",
-        help="Fuse the optimiser step with torch.compile (faster; numbers differ slightly).",
-    ),
+    compile_mode: str | None = COMPILE,
     healthy_only: bool | None = typer.Option(
         None,
         "--healthy-only",

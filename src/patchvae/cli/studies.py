@@ -11,6 +11,7 @@ from patchvae.cli.app import (
     ARCHITECTURE,
     BATCH_SIZE,
     BETA,
+    COMPILE,
     CONV_CHANNELS,
     DEVICE,
     EPOCHS,
@@ -60,6 +61,7 @@ def mnist(
     learning_rate: float | None = LR,
     seed: int | None = SEED,
     device: str | None = DEVICE,
+    compile_mode: str | None = COMPILE,
     umap: bool = typer.Option(
         False, "--umap", help="Also cluster a 2-D UMAP of the latent (needs umap-learn)."
     ),

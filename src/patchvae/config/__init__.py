@@ -91,11 +91,15 @@ class TrainConfig(BaseModel):
     # arithmetic of the training steps: auto is fp32 (bf16 autocast was measured slower for
     # these networks on an H200, see README); bf16 and fp16 (a gradient scaler) on request
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # the optimiser's step compiled by torch.compile into one fused kernel (about +20 % at
-    # batch 100 for keras2016 on this project's CPU; a few seconds to compile, cached after;
-    # needs a C++ compiler on the CPU, and falls back to the eager step where compiling fails).
-    # Off by default: the fused arithmetic may round differently, so numbers differ slightly
-    compile_optimizer: bool = False
+    # what torch.compile compiles (a few seconds at the start, cached after; needs a C++
+    # compiler on the CPU; where compiling fails, training goes on eagerly after one warning):
+    # "optimizer": the optimiser's update, fused into one kernel (+13-19 % at batch 100 for
+    # keras2016 on this project's 2-core CPU); "step": the whole step (forward pass, gradients
+    # by torch.func, the optimiser's update) as one graph, as JAX runs a step (+50-70 % there).
+    # "step" runs in one process at fp32 without per-batch labels; elsewhere it falls back to
+    # "optimizer" with a warning. Off by default: fused arithmetic rounds differently, so the
+    # numbers differ slightly from an eager run's
+    compile: Literal["off", "optimizer", "step"] = "off"
     # stop when the validation loss has not improved for this many epochs (0: never)
     early_stopping: int = Field(default=0, ge=0)
     # also keep the checkpoint of the epoch with the lowest validation loss (best.pt)

@@ -139,6 +139,12 @@ class VAE(nn.Module):
             encoded = self.encoder_outputs(x)
         return self.classifier(self.classifier_features(encoded))
 
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The random numbers a sampled pass of ``x`` uses, drawn as :meth:`forward` draws
+        them in float32: eps, (batch, latent_dim)."""
+        shape = (x.shape[0], self.config.latent_dim)
+        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder logits, shape (batch, *input_shape)."""
         raise NotImplementedError
@@ -152,18 +158,23 @@ class VAE(nn.Module):
         x: torch.Tensor,
         generator: torch.Generator | None = None,
         sample: bool = True,
-        beta: float | None = None,
+        beta: float | torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> VAEOutput:
         """Encode, draw z = mu + sigma * eps with eps ~ N(0, I) (or z = mu), decode, score.
 
         ``beta`` overrides the config's KL weight for this pass (KL warm-up). ``labels``
         (batch,) with -1 for unlabelled samples add the classifier's cross-entropy on the
-        labelled ones (semi-supervised models)."""
+        labelled ones (semi-supervised models). ``noise``: the eps to use, drawn beforehand
+        by :meth:`draw_noise` (a compiled step draws outside its graph), instead of drawing
+        it here from ``generator``."""
         encoded = self.encoder_outputs(x)
         mu, logvar = encoded.mu, encoded.logvar
         if sample:
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            eps = noise
+            if eps is None:
+                eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + torch.exp(0.5 * logvar) * eps
         else:
             z = mu

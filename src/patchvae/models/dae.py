@@ -58,17 +58,24 @@ class DenoisingAE(VAE):
             h = block(torch.cat([h, skip], dim=1))
         return self.head(h), bottom
 
-    def noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Coarse noise for ``x``: Gaussian on a ``noise_grid`` grid, upsampled bilinearly to
-        the patch, zero on background (exactly 0 after extraction) when ``noise_brain``."""
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The random numbers of a noised pass: Gaussian on the coarse ``noise_grid`` grid."""
+        grid = self.config.noise_grid or 1
+        shape = (x.shape[0], x.shape[1], grid, grid)
+        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def noise(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None,
+        coarse: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Coarse noise for ``x``: Gaussian on a ``noise_grid`` grid (``coarse``, else drawn
+        from ``generator``), upsampled bilinearly to the patch, zero on background (exactly 0
+        after extraction) when ``noise_brain``."""
         config = self.config
-        grid = config.noise_grid or 1
-        coarse = torch.randn(
-            (x.shape[0], x.shape[1], grid, grid),
-            generator=generator,
-            device=x.device,
-            dtype=x.dtype,
-        )
+        if coarse is None:
+            coarse = self.draw_noise(x, generator)
         noise = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
         noise = noise * (config.noise_std or 0.0)
         if config.noise_brain:
@@ -88,12 +95,14 @@ class DenoisingAE(VAE):
         x: torch.Tensor,
         generator: torch.Generator | None = None,
         sample: bool = True,
-        beta: float | None = None,
+        beta: float | torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> VAEOutput:
-        """Restore ``x`` (with ``sample``: ``x`` plus coarse noise, as in training) and score
-        the restoration against the clean ``x``."""
-        seen = x + self.noise(x, generator) if sample else x
+        """Restore ``x`` (with ``sample``: ``x`` plus coarse noise, as in training; ``noise``:
+        its coarse draws from :meth:`draw_noise`) and score the restoration against the
+        clean ``x``."""
+        seen = x + self.noise(x, generator, noise) if sample else x
         logits, bottom = self._run(seen)
         recon = reconstruction_loss(logits, x, self.config.reconstruction_loss)
         mu = bottom.mean(dim=(2, 3))

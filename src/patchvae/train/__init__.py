@@ -127,7 +127,7 @@ def fit(
         extra={
             "precision": run.precision,
             "world_size": run.ranks.world,
-            # whether the optimiser step ran compiled (False also after a fallback)
-            "compiled_optimizer": run.compiled_step is not None and run.compiled_step.compiled,
+            # what ran compiled: "step", "optimizer" or "off" (also after a fallback)
+            "compiled": run.compiled(),
         },
     )

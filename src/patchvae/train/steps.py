@@ -3,7 +3,6 @@ the optimiser and the validation score."""
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -37,35 +36,10 @@ from patchvae.train.aids import (
     init_prior_from_gmm,
     resolve_precision,
 )
+from patchvae.train.compiled import CompiledOptimizer, CompiledTrainStep, step_loss
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
 _SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
-
-
-class CompiledStep:
-    """An optimiser's step compiled by ``torch.compile`` (its update becomes one fused kernel
-    instead of several per parameter tensor), falling back to the eager step, with one
-    warning line, where compiling fails (no C++ compiler, an unsupported platform)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.eager = optimizer.step
-        self.step: Any = torch.compile(self.eager)
-        self.compiled = True
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self.step(*args, **kwargs)
-        except Exception as exc:  # dynamo and inductor raise many kinds
-            if not self.compiled:
-                raise
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            warnings.warn(
-                f"compile_optimizer: compiling the optimiser step failed ({reason}); "
-                "training on with the eager step",
-                stacklevel=2,
-            )
-            self.step, self.compiled = self.eager, False
-            return self.eager(*args, **kwargs)
 
 
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
@@ -147,10 +121,8 @@ class _Run:
                 self.model, device_ids=[self.device.index] if cuda else None
             )
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
-        self.compiled_step: CompiledStep | None = None
-        if train_config.compile_optimizer:
-            self.compiled_step = CompiledStep(self.optimizer)
-            self.optimizer.step = self.compiled_step  # type: ignore[method-assign]
+        self.compiled_optimizer: CompiledOptimizer | None = None
+        self.compiled_step: CompiledTrainStep | None = None
         self.precision = resolve_precision(train_config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
@@ -206,6 +178,43 @@ class _Run:
                 x_known, self.y[known], config.labelled_batch_size, config.augment_labelled
             )
         self.steps = -(-self.n // config.batch_size)
+        self._compile()
+
+    def _compile(self) -> None:
+        """Compile what ``train.compile`` asks for, once the data (labels or not) are known."""
+        mode = self.config.compile
+        if mode == "step":
+            why_not = [
+                what
+                for what, applies in (
+                    ("more than one process", self.ranks.world > 1),
+                    (f"{self.precision} precision", self.precision != "fp32"),
+                    ("training with labels", self.y is not None),
+                )
+                if applies
+            ]
+            if why_not:
+                warnings.warn(
+                    f"compile: step runs in one process at fp32 without labels, not with "
+                    f"{', '.join(why_not)}; compiling the optimiser step only",
+                    stacklevel=4,
+                )
+                mode = "optimizer"
+            elif self.compiled_step is None:
+                self.compiled_step = CompiledTrainStep(
+                    self.model, self.optimizer, self.config.batch_size, self.config.trim_fraction
+                )
+        if mode == "optimizer" and self.compiled_optimizer is None:
+            self.compiled_optimizer = CompiledOptimizer(self.optimizer)
+            self.optimizer.step = self.compiled_optimizer  # type: ignore[method-assign]
+
+    def compiled(self) -> str:
+        """What ran compiled: "step", "optimizer" or "off" (also after a fallback)."""
+        if self.compiled_step is not None and self.compiled_step.compiled:
+            return "step"
+        if self.compiled_optimizer is not None and self.compiled_optimizer.compiled:
+            return "optimizer"
+        return "off"
 
     def _epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches (samples, positions) on the device, in the epoch's order."""
@@ -248,13 +257,10 @@ class _Run:
         for step, (batch, index) in enumerate(self._epoch_batches()):
             seen += batch.shape[0]
             beta = self._beta(epoch, step)
-            out, loss = self._step(batch, index, beta)
-            losses.append(loss.detach())
-            with torch.no_grad():
-                part = torch.stack(
-                    [out.loss * batch.shape[0], out.recon.sum(), out.kl.sum()]
-                ).double()
-                totals += part
+            loss, part = self._step(batch, index, beta)
+            losses.append(loss)
+            part = part.double()
+            totals += part
             parts.append(part)
             sizes.append(batch.shape[0])
             if bar is not None:
@@ -286,13 +292,31 @@ class _Run:
 
     def _step(
         self, batch: torch.Tensor, index: torch.Tensor, beta: float | None
-    ) -> tuple[Any, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on ``batch``: its loss and its (loss * size, recon sum, KL sum)."""
+        whole = self.compiled_step
+        if whole is None or not whole.ready(batch):
+            return self._eager_step(batch, index, beta)
+        noise = self.model.draw_noise(batch, self.noise_gen)  # as the eager step draws it
+        weight = self.model_config.beta if beta is None else beta
+        done = whole(batch, noise, torch.tensor(weight, device=self.device))
+        return self._eager_step(batch, index, beta, noise) if done is None else done
+
+    def _eager_step(
+        self,
+        batch: torch.Tensor,
+        index: torch.Tensor,
+        beta: float | None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         labels = None if self.y is None or self.labelled is not None else self.y[index]
         low = self.precision in ("bf16", "fp16")
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         with torch.autocast(self.device.type, dtype=dtype, enabled=low):
-            out = self.step_model(batch, generator=self.noise_gen, beta=beta, labels=labels)
-            loss = self._trimmed(out, beta) if self.config.trim_fraction else out.loss
+            out = self.step_model(
+                batch, generator=self.noise_gen, beta=beta, labels=labels, noise=noise
+            )
+            loss = self._loss_of(out, beta)
             if self.labelled is not None:
                 weight = self.model_config.classifier_weight
                 loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
@@ -300,17 +324,14 @@ class _Run:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return out, loss
+        with torch.no_grad():
+            part = torch.stack([out.loss * batch.shape[0], out.recon.sum(), out.kl.sum()])
+        return loss.detach(), part
 
-    def _trimmed(self, out: Any, beta: float | None) -> torch.Tensor:
-        """The batch's mean loss over all but its ``trim_fraction`` highest-loss samples:
-        lesions in the training data are the samples a healthy model fits worst."""
+    def _loss_of(self, out: Any, beta: float | None) -> torch.Tensor:
         weight = self.model_config.beta if beta is None else beta
-        per_sample = out.recon + weight * out.kl
-        if out.class_loss is not None:
-            per_sample = per_sample + self.model_config.classifier_weight * out.class_loss
-        keep = max(1, math.ceil((1 - self.config.trim_fraction) * per_sample.shape[0]))
-        return torch.topk(per_sample, keep, largest=False, sorted=False).values.mean()
+        classifier_weight = self.model_config.classifier_weight
+        return step_loss(out, weight, self.config.trim_fraction, classifier_weight)
 
     def epoch(self, epoch: int, bar: Any, x_val: torch.Tensor | Rows | None) -> dict[str, float]:
         """Train one epoch, score the validation data, check; the epoch's record."""
