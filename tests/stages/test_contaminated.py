@@ -14,23 +14,25 @@ import torch
 
 from patchvae.analysis.anomaly import detection_metrics, fit_gaussian, fuse_by_rank, mahalanobis
 from patchvae.store import PatchStore
-from patchvae.train.steps import _Run
+from patchvae.train.compiled import step_loss
 from tests.conftest import Cli, needs_cxx
 
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes"
 
 
 def test_trimmed_loss_ignores_the_worst_samples() -> None:
-    run = SimpleNamespace(
-        model_config=SimpleNamespace(beta=1.0, classifier_weight=1.0),
-        config=SimpleNamespace(trim_fraction=0.25),
-    )
     out = SimpleNamespace(
-        recon=torch.tensor([1.0, 2.0, 3.0, 100.0]), kl=torch.zeros(4), class_loss=None
+        recon=torch.tensor([1.0, 2.0, 3.0, 100.0]),
+        kl=torch.full((4,), 2.0),
+        class_loss=None,
+        loss=torch.tensor(27.5),
     )
-    assert float(_Run._trimmed(run, out, None)) == pytest.approx(2.0)  # type: ignore[arg-type]
-    run.config.trim_fraction = 0.0
-    assert float(_Run._trimmed(run, out, 0.5)) == pytest.approx(26.5)  # type: ignore[arg-type]
+    assert float(step_loss(out, 0.0, 0.25, 1.0)) == pytest.approx(2.0)
+    # the KL weight counts: 1 + 2 + 3 plus 0.5 * 2 each
+    assert float(step_loss(out, torch.tensor(0.5), 0.25, 1.0)) == pytest.approx(3.0)
+    out.class_loss = torch.tensor([0.0, 0.0, 10.0, 0.0])  # the classifier's loss counts too
+    assert float(step_loss(out, 0.0, 0.25, 1.0)) == pytest.approx(16 / 3)
+    assert step_loss(out, 1.0, 0.0, 1.0) is out.loss  # no trimming: the batch's mean
 
 
 def test_healthy_only_trains_without_lesion_patches_and_says_so(

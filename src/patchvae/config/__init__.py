@@ -95,7 +95,7 @@ class TrainConfig(BaseModel):
     # compiler on the CPU; where compiling fails, training goes on eagerly after one warning):
     # "optimizer": the optimiser's update, fused into one kernel (+13-19 % at batch 100 for
     # keras2016 on this project's 2-core CPU); "step": the whole step (forward pass, gradients
-    # by torch.func, the optimiser's update) as one graph, as JAX runs a step (+50-70 % there).
+    # by torch.func, the optimiser's update) as one graph, as JAX runs a step (+50-60 % there).
     # "step" runs in one process at fp32 without per-batch labels; elsewhere it falls back to
     # "optimizer" with a warning. Off by default: fused arithmetic rounds differently, so the
     # numbers differ slightly from an eager run's
