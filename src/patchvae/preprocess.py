@@ -72,7 +72,11 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 def reorient(image: sitk.Image) -> sitk.Image:
-    """Permute and flip the voxel axes to the canonical orientation (no interpolation)."""
+    """Permute and flip the voxel axes to the canonical orientation (no interpolation); an
+    image already in it is returned as it is (not copied)."""
+    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines
+    if orientation(image.GetDirection()) == CANONICAL_ORIENTATION:
+        return image
     return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
 
 
@@ -159,14 +163,18 @@ def scale_to_unit(
     array: np.ndarray, brain: np.ndarray, percentiles: tuple[float, float], path: Path
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Clip at intensity percentiles inside the brain and scale to [0, 1]; background 0."""
-    inside = array[brain]
-    low, high = (float(v) for v in np.percentile(inside, percentiles))
+    inside = array[brain]  # a copy, so the percentiles may reorder it
+    low, high = (float(v) for v in np.percentile(inside, percentiles, overwrite_input=True))
     if not high > low:
         raise DataError(
             path, f"intensity is constant ({low:g}) inside the brain mask; cannot scale it"
         )
-    scaled = np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32)
-    scaled[~brain] = 0.0
+    # one new array, worked in place: the values of np.clip((array - low) / (high - low), 0, 1)
+    # in float32, background 0 (x * False is +0 for the clipped, non-negative x)
+    scaled = np.subtract(array, low, dtype=np.float32)
+    np.divide(scaled, high - low, out=scaled)
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    np.multiply(scaled, brain, out=scaled)
     return scaled, {"clip_low": low, "clip_high": high}
 
 
@@ -197,11 +205,11 @@ def load_case(
 
     with _timed(timings, "reorient_resample"):
         channel_images = [canonical(images[name], False) for name in case.channels]
-        arrays = [sitk.GetArrayFromImage(im).astype(np.float32) for im in channel_images]
-        mask_arrays = {
-            kind: sitk.GetArrayFromImage(canonical(image, True)) > 0
-            for kind, (_, image) in masks.items()
-        }
+        # views of the images' voxels (the images stay alive in these lists), each copied
+        # once: to float32, or to a boolean mask
+        arrays = [sitk.GetArrayViewFromImage(im).astype(np.float32) for im in channel_images]
+        mask_images = {kind: canonical(image, True) for kind, (_, image) in masks.items()}
+        mask_arrays = {kind: sitk.GetArrayViewFromImage(im) > 0 for kind, im in mask_images.items()}
     size = settings.patch_size
     if arrays[0].shape[1] < size or arrays[0].shape[2] < size:
         raise DataError(
@@ -237,7 +245,7 @@ def load_case(
     spacing = tuple(float(v) for v in channel_images[0].GetSpacing())
     return NormalisedCase(
         case.case_id,
-        np.stack(channels),
+        np.stack(channels) if len(channels) > 1 else channels[0][None],  # one: no copy
         brain,
         mask_arrays.get("lesion"),
         (spacing[0], spacing[1], spacing[2]),
