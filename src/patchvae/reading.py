@@ -91,7 +91,7 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     if slope not in (None, 1.0) or inter not in (None, 0.0):
         if reader.GetPixelID() != sitk.sitkFloat32:
             return reader.Execute()  # scaled to double: ITK's own arithmetic
-        pixels = (data.astype(np.float32).astype(np.float64) * slope + inter).astype(np.float32)
+        pixels = _scaled_as_itk(data, float(slope), float(inter))
         _check_finite_fast(pixels, path)  # a huge slope can overflow float32
     else:
         converted = _as_itk_pixels(data, reader.GetPixelID())
@@ -103,6 +103,23 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     image.SetSpacing(reader.GetSpacing())
     image.SetDirection(reader.GetDirection())
     return image
+
+
+def _scaled_as_itk(data: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """``value * slope + inter`` as ITK computes it for a float32 image: each value to
+    float32, then to double for the arithmetic, the result stored as float32. Worked a block
+    at a time, so the double temporaries stay small (a whole volume of them would be twice
+    its float32 size, written and read again)."""
+    out = np.empty_like(data, dtype=np.float32)  # data's shape and memory order
+    # both flat in memory order (of ``out``, a fresh contiguous array: a view of it)
+    source, target = data.ravel(order="K"), out.ravel(order="K")
+    step = 1 << 16
+    for start in range(0, source.size, step):
+        block = source[start : start + step].astype(np.float32).astype(np.float64)
+        block *= slope
+        block += inter
+        target[start : start + step] = block  # rounded to float32, as astype rounds
+    return out
 
 
 def _check_finite_fast(data: np.ndarray, path: Path) -> None:
