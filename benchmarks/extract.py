@@ -127,7 +127,7 @@ def read_seconds(cases: list, repeats: int = 3) -> dict[str, float]:
     peer: one plain read, no checks). Interleaved."""
     import SimpleITK as sitk
 
-    from patchvae.preprocess import read_volume
+    from patchvae.reading import read_volume
 
     files = [
         path

@@ -10,7 +10,8 @@ from patchvae.config import ExtractConfig
 from patchvae.data.volumes import CaseFiles
 from patchvae.errors import DataError
 from patchvae.patches import extract_patches
-from patchvae.preprocess import derive_brain_mask, load_case, read_volume
+from patchvae.preprocess import derive_brain_mask, load_case
+from patchvae.reading import read_volume
 from tests.volume_helpers import bundled_case_images
 
 
@@ -236,7 +237,7 @@ def test_read_volume_is_the_image_itk_reads(
     import SimpleITK as sitk
 
     from patchvae.data.volumes import bundled_isles22_dir
-    from patchvae.preprocess import read_volume
+    from patchvae.reading import read_volume
 
     if kind == "bundled":
         path = next(bundled_isles22_dir().rglob("*_dwi.nii.gz"))
@@ -309,3 +310,24 @@ def test_gzip_members_padding_and_the_zlib_fallback(
     (tmp_path / "cut.nii.gz").write_bytes(members[: len(members) - 100])
     with pytest.raises(DataError, match=r"cut\.nii\.gz: .*truncated"):
         read_volume(tmp_path / "cut.nii.gz")
+
+
+def test_a_volumes_voxels_keep_its_image_alive() -> None:
+    """SimpleITK's array view of an image reads freed memory once the image is gone; a
+    Volume's voxels keep the image alive, whatever happens to the Volume."""
+    import gc
+
+    import SimpleITK as sitk
+
+    from patchvae.reading import Volume
+
+    values = np.arange(64**3, dtype=np.float32).reshape(64, 64, 64)
+
+    def voxels_of_a_dropped_volume() -> np.ndarray:
+        return Volume.of(sitk.GetImageFromArray(values)).voxels
+
+    voxels = voxels_of_a_dropped_volume()
+    gc.collect()
+    others = [sitk.GetImageFromArray(np.zeros_like(values)) for _ in range(4)]  # reuse memory
+    np.testing.assert_array_equal(voxels, values)
+    assert len(others) == 4 and not voxels.flags.writeable

@@ -9,7 +9,7 @@ ITK-SNAP or FSLeyes and voxel metrics can be checked with any tool.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nibabel as nib
 import numpy as np
@@ -23,6 +23,19 @@ from patchvae.errors import DataError
 _SPACING_RTOL, _DIRECTION_ATOL, _ORIGIN_VOXELS = 1e-4, 1e-4, 1e-3
 
 
+class HasGrid(Protocol):
+    """What has a grid: a SimpleITK image, an image file reader (its header read), or a
+    :class:`~patchvae.reading.Volume`."""
+
+    def GetSize(self) -> Any: ...  # SimpleITK's names
+
+    def GetSpacing(self) -> Any: ...
+
+    def GetOrigin(self) -> Any: ...
+
+    def GetDirection(self) -> Any: ...
+
+
 class Grid(BaseModel):
     """A 3-D voxel grid in physical space (ITK's conventions: (x, y, z) index order, mm)."""
 
@@ -34,8 +47,8 @@ class Grid(BaseModel):
     direction: tuple[float, float, float, float, float, float, float, float, float]
 
     @classmethod
-    def of(cls, image: sitk.Image | sitk.ImageFileReader) -> Grid:
-        """The grid of a SimpleITK image (or image file reader)."""
+    def of(cls, image: HasGrid) -> Grid:
+        """The grid of a SimpleITK image (or image file reader, or read volume)."""
         size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
         direction = image.GetDirection()
         return cls(

@@ -22,8 +22,8 @@ from scipy import ndimage
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import CaseFiles
 from patchvae.errors import DataError
-from patchvae.geometry import Grid, check_overlap, resample_onto
-from patchvae.reading import MAX_VOXELS, check_finite, read_volume
+from patchvae.geometry import Grid, HasGrid, check_overlap, resample_onto
+from patchvae.reading import MAX_VOXELS, Volume, read_voxels
 
 # ITK prints warnings (e.g. about NIfTI header fields) straight to stderr; our errors say enough.
 sitk.ProcessObject_SetGlobalWarningDisplay(False)
@@ -47,7 +47,7 @@ class NormalisedCase:
 
 
 def check_same_grid(
-    reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path
+    reference: HasGrid, other: HasGrid, reference_path: Path, other_path: Path
 ) -> None:
     """Same size, spacing, origin and direction (within tolerance), else a DataError naming both."""
     ref_spacing = np.array(reference.GetSpacing())
@@ -196,20 +196,24 @@ def load_case(
     """
     first_name, first_path = next(iter(case.channels.items()))
     images, masks = _read_checked(case, timings, settings.reference)
+    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines
 
-    def canonical(image: sitk.Image, is_mask: bool) -> sitk.Image:
-        image = reorient(image)
+    def canonical(volume: Volume, is_mask: bool) -> Volume:
+        if settings.spacing is None and (
+            orientation(volume.GetDirection()) == CANONICAL_ORIENTATION
+        ):
+            return volume  # no ITK filter to run: no ITK image made
+        image = reorient(volume.image)
         if settings.spacing is not None:
             image = resample_isotropic(image, settings.spacing, is_mask, first_path)
-        return image
+        return Volume.of(image)
 
     with _timed(timings, "reorient_resample"):
-        channel_images = [canonical(images[name], False) for name in case.channels]
-        # views of the images' voxels (the images stay alive in these lists), each copied
-        # once: to float32, or to a boolean mask
-        arrays = [sitk.GetArrayViewFromImage(im).astype(np.float32) for im in channel_images]
-        mask_images = {kind: canonical(image, True) for kind, (_, image) in masks.items()}
-        mask_arrays = {kind: sitk.GetArrayViewFromImage(im) > 0 for kind, im in mask_images.items()}
+        channel_volumes = [canonical(images[name], False) for name in case.channels]
+        arrays = [v.voxels.astype(np.float32, copy=False) for v in channel_volumes]
+        mask_arrays = {
+            kind: canonical(volume, True).voxels > 0 for kind, (_, volume) in masks.items()
+        }
     size = settings.patch_size
     if arrays[0].shape[1] < size or arrays[0].shape[2] < size:
         raise DataError(
@@ -219,30 +223,31 @@ def load_case(
         )
     params: dict[str, Any] = {
         "orientation": CANONICAL_ORIENTATION,
-        "spacing_mm": list(channel_images[0].GetSpacing()),
+        "spacing_mm": list(channel_volumes[0].GetSpacing()),
         "channels": {},
     }
     with _timed(timings, "brain_mask"):
         if "brain" in mask_arrays:
             brain, params["brain_mask"] = mask_arrays["brain"], "file"
         else:
-            brain, params["brain_mask"] = _derived_brain_mask(images[first_name], settings)
+            brain, params["brain_mask"] = _derived_brain_mask(images[first_name].image, settings)
     if not brain.any():
         raise DataError(
             masks["brain"][0] if "brain" in masks else first_path, "the brain mask is empty"
         )
     channels = []
-    for name, image, array in zip(case.channels, channel_images, arrays, strict=True):
+    for name, volume, array in zip(case.channels, channel_volumes, arrays, strict=True):
         if settings.n4:
             with _timed(timings, "n4"):
-                array = sitk.GetArrayFromImage(n4_correct(image, brain)).astype(np.float32)
+                corrected = n4_correct(volume.image, brain)
+                array = sitk.GetArrayFromImage(corrected).astype(np.float32)
         with _timed(timings, "scale"):
             scaled, scale_params = scale_to_unit(
                 array, brain, settings.clip_percentiles, case.channels[name]
             )
         channels.append(scaled)
         params["channels"][name] = {**scale_params, "n4": settings.n4}
-    spacing = tuple(float(v) for v in channel_images[0].GetSpacing())
+    spacing = tuple(float(v) for v in channel_volumes[0].GetSpacing())
     return NormalisedCase(
         case.case_id,
         np.stack(channels) if len(channels) > 1 else channels[0][None],  # one: no copy
@@ -250,28 +255,27 @@ def load_case(
         mask_arrays.get("lesion"),
         (spacing[0], spacing[1], spacing[2]),
         params,
-        grid=Grid.of(channel_images[0]),
+        grid=Grid.of(channel_volumes[0]),
         source=Grid.of(images[first_name]),
     )
 
 
 def _read_checked(
     case: CaseFiles, timings: dict[str, float] | None, reference: bool = False
-) -> tuple[dict[str, sitk.Image], dict[str, tuple[Path, sitk.Image]]]:
+) -> tuple[dict[str, Volume], dict[str, tuple[Path, Volume]]]:
     """A case's channels and masks, read and checked: finite, all on the first channel's grid
     (``reference``: resampled onto it by physical position where they are not)."""
     first_name, first_path = next(iter(case.channels.items()))
-    with _timed(timings, "read"):
-        images = {name: read_volume(path) for name, path in case.channels.items()}
+    with _timed(timings, "read"):  # each read checks its voxels are finite
+        images = {name: read_voxels(path) for name, path in case.channels.items()}
         masks = {
-            kind: (path, read_volume(path))
+            kind: (path, read_voxels(path))
             for kind, path in (("lesion", case.lesion_mask), ("brain", case.brain_mask))
             if path is not None
         }
     with _timed(timings, "check"):
         first = images[first_name]
         for name, image in images.items():
-            check_finite(sitk.GetArrayViewFromImage(image), case.channels[name])
             if name != first_name:
                 images[name] = _on_grid(first, image, first_path, case.channels[name], reference)
         masks = {
@@ -282,13 +286,13 @@ def _read_checked(
 
 
 def _on_grid(
-    first: sitk.Image,
-    image: sitk.Image,
+    first: Volume,
+    image: Volume,
     first_path: Path,
     path: Path,
     reference: bool,
     label: bool = False,
-) -> sitk.Image:
+) -> Volume:
     """``image`` on the first channel's grid: checked to be there (one rule,
     :func:`check_same_grid`, with or without ``reference``), or (``reference``) resampled
     onto it when it is not, after checking that the two overlap in space."""
@@ -299,7 +303,7 @@ def _on_grid(
         if not reference:
             raise
     check_overlap(Grid.of(first), Grid.of(image), first_path, path)
-    return resample_onto(image, first, label)
+    return Volume.of(resample_onto(image.image, first.image, label))
 
 
 def _derived_brain_mask(image: sitk.Image, settings: ExtractConfig) -> tuple[np.ndarray, str]:

@@ -33,8 +33,77 @@ _buffers = threading.local()  # one reused buffer per thread
 MAX_VOXELS = 2**29  # one volume (after resampling); 2 GiB as float32
 
 
+class _Owned:
+    """An array interface and the object that owns its memory: an array made from it keeps
+    the owner alive."""
+
+    def __init__(self, interface: dict[str, Any], owner: object) -> None:
+        self.__array_interface__ = interface
+        self.owner = owner
+
+
+class Volume:
+    """One volume as read: its voxels, (z, y, x) in the pixel type ITK reads the file as, and
+    ITK's geometry (``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection``, as on an
+    image). The SimpleITK image is made on first need (:attr:`image`): a case that needs no
+    ITK filter never copies its voxels into one."""
+
+    def __init__(
+        self,
+        voxels: np.ndarray,
+        info: sitk.Image | sitk.ImageFileReader,
+        image: sitk.Image | None = None,
+    ) -> None:
+        self.voxels = voxels
+        self._size = tuple(int(v) for v in info.GetSize())
+        self._spacing = tuple(info.GetSpacing())
+        self._origin = tuple(info.GetOrigin())
+        self._direction = tuple(info.GetDirection())
+        self._image = image
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Volume:
+        """A volume of an image, its voxels a view of the image's buffer that keeps the image
+        alive (SimpleITK's own view does not: it outlives the image only to read freed
+        memory)."""
+        view = sitk.GetArrayViewFromImage(image)
+        return cls(np.asarray(_Owned(view.__array_interface__, image)), image, image)
+
+    # SimpleITK's names, so what takes an image's geometry (Grid.of) takes a volume's
+    def GetSize(self) -> tuple[int, ...]:
+        return self._size
+
+    def GetSpacing(self) -> tuple[float, ...]:
+        return self._spacing
+
+    def GetOrigin(self) -> tuple[float, ...]:
+        return self._origin
+
+    def GetDirection(self) -> tuple[float, ...]:
+        return self._direction
+
+    @property
+    def image(self) -> sitk.Image:
+        """The SimpleITK image of these voxels and this geometry."""
+        if self._image is None:
+            image = sitk.GetImageFromArray(self.voxels)
+            image.SetOrigin(self._origin)
+            image.SetSpacing(self._spacing)
+            image.SetDirection(self._direction)
+            self._image = image
+        return self._image
+
+
 def read_volume(path: str | Path) -> sitk.Image:
-    """Read one 3-D, single-component volume; any other content is a one-line DataError."""
+    """Read one 3-D, single-component volume as a SimpleITK image; any other content is a
+    one-line DataError (see :func:`read_voxels`)."""
+    return read_voxels(path).image
+
+
+def read_voxels(path: str | Path) -> Volume:
+    """Read one 3-D, single-component volume of finite values; anything else is a one-line
+    DataError. NIfTI files are decompressed once, by patchvae, and give the voxels ITK would
+    give without making an ITK image; other formats are read by ITK."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -46,13 +115,13 @@ def read_volume(path: str | Path) -> sitk.Image:
         if voxels > MAX_VOXELS:
             size = "x".join(str(s) for s in reader.GetSize())
             raise DataError(path, f"the header claims {size} voxels, more than {MAX_VOXELS:,}")
-        if path.name.lower().endswith((".nii", ".nii.gz")):
-            image = _read_nifti_once(path, reader)
-        else:
-            image = reader.Execute()
+        read = _read_nifti_once(path, reader) if _is_nifti(path) else reader.Execute()
     except RuntimeError as exc:
         reason = _first_itk_reason(str(exc))
         raise DataError(path, f"cannot be read as an image ({reason})") from None
+    if isinstance(read, Volume):
+        return read  # a 3-D volume of one component: checked before making it
+    image = read
     if image.GetDimension() != 3:
         size = "x".join(str(s) for s in image.GetSize())
         hint = "; give one 3-D volume per channel" if image.GetDimension() > 3 else ""
@@ -63,17 +132,25 @@ def read_volume(path: str | Path) -> sitk.Image:
         raise DataError(
             path, f"expected one value per voxel, found {image.GetNumberOfComponentsPerPixel()}"
         )
-    return image
+    volume = Volume.of(image)
+    if not _is_nifti(path):  # NIfTI: its raw voxels were checked (ITK turns NaN into 0)
+        check_finite(volume.voxels, path)
+    return volume
 
 
-def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> Volume | sitk.Image:
     """A NIfTI volume read once: the file is decompressed once and its raw voxels checked
     (ITK's NIfTI reader reads a truncated file without complaint, the rest left as zeros, and
-    turns NaN and infinite voxels into 0: the raw voxels catch both), and the image takes the
+    turns NaN and infinite voxels into 0: the raw voxels catch both), and the volume takes the
     geometry ITK reads from the header (``reader`` has read only the header), so it is the
     image ITK would give. Scaled voxels (``scl_slope``/``scl_inter``) are scaled as ITK does
     (to float32, then ``value * slope + inter`` in double, stored as float32); any other
-    scaled type is left to ITK, which then reads the file a second time."""
+    scaled type, or content that is not one 3-D volume, is left to ITK, which then reads the
+    file a second time (and gives an image)."""
     try:
         header, data = _nifti_voxels(path)
         slope, inter = header.get_slope_inter()
@@ -98,11 +175,12 @@ def _read_nifti_once(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
         if converted is None:
             return reader.Execute()  # what ITK does itself; its checks follow
         pixels = converted
-    image = sitk.GetImageFromArray(np.ascontiguousarray(pixels.reshape(size, order="F").T))
-    image.SetOrigin(reader.GetOrigin())
-    image.SetSpacing(reader.GetSpacing())
-    image.SetDirection(reader.GetDirection())
-    return image
+    kept = getattr(_buffers, "bytes", None)
+    if kept is not None and np.may_share_memory(pixels, kept):
+        pixels = pixels.copy(order="K")  # the buffer is this thread's next read's
+    # (x, y, z) in file order, Fortran-shaped: transposed, the (z, y, x) C-order array ITK's
+    # buffer layout gives, without a copy
+    return Volume(pixels.reshape(size, order="F").T, reader)
 
 
 def _scaled_as_itk(data: np.ndarray, slope: float, inter: float) -> np.ndarray:
