@@ -31,6 +31,9 @@ _KEEP_BYTES = 256 << 20  # the largest decompressed volume whose buffer is kept 
 _buffers = threading.local()  # one reused buffer per thread
 
 MAX_VOXELS = 2**29  # one volume (after resampling); 2 GiB as float32
+# voxels worked at a time where several passes run over a volume: the passes after the first
+# find the block in the core's cache, so the volume crosses the memory bus once
+BLOCK = 1 << 16
 
 
 class _Owned:
@@ -191,24 +194,24 @@ def _scaled_as_itk(data: np.ndarray, slope: float, inter: float) -> np.ndarray:
     out = np.empty_like(data, dtype=np.float32)  # data's shape and memory order
     # both flat in memory order (of ``out``, a fresh contiguous array: a view of it)
     source, target = data.ravel(order="K"), out.ravel(order="K")
-    step = 1 << 16
-    for start in range(0, source.size, step):
-        block = source[start : start + step].astype(np.float32).astype(np.float64)
+    for start in range(0, source.size, BLOCK):
+        block = source[start : start + BLOCK].astype(np.float32).astype(np.float64)
         block *= slope
         block += inter
-        target[start : start + step] = block  # rounded to float32, as astype rounds
+        target[start : start + BLOCK] = block  # rounded to float32, as astype rounds
     return out
 
 
 def _check_finite_fast(data: np.ndarray, path: Path) -> None:
     """Refuse NaN and infinite voxels; two reductions decide (NaN propagates through min and
     max, infinity is an end), and only a bad volume pays for the count."""
-    if (
-        data.dtype.kind in "fc"
-        and data.size
-        and not (np.isfinite(data.min()) and np.isfinite(data.max()))
-    ):
-        check_finite(data, path)
+    if data.dtype.kind not in "fc" or not data.size:
+        return
+    flat = data.ravel(order="K")  # memory order: a view
+    for start in range(0, flat.size, BLOCK):  # each block read from memory once, for both
+        block = flat[start : start + BLOCK]
+        if not (np.isfinite(block.min()) and np.isfinite(block.max())):
+            check_finite(data, path)
 
 
 def _nifti_voxels(path: Path) -> tuple[Any, np.ndarray]:
