@@ -194,3 +194,37 @@ def test_umap_initialisation_takes_each_component_from_its_groups_latent_means(
     assert torch.allclose(
         model.prior_logvar.exp().double(), torch.maximum(variance, floor), rtol=1e-3
     )
+
+
+def test_umap_initialisation_embeds_in_no_more_dimensions_than_the_latent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """N2D embeds in as many dimensions as clusters; with more components than latent
+    dimensions (30 components, 10-D latent) the embedding stops at the latent's."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from patchvae.train.aids import init_prior_from_gmm
+
+    asked: list[dict[str, object]] = []
+
+    class Keep:  # a stand-in embedding: the latent means themselves
+        def __init__(self, **settings: object) -> None:
+            asked.append(settings)
+
+        def fit_transform(self, data: np.ndarray) -> np.ndarray:
+            return data
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=Keep))
+    for clusters, dims in ((2, 2), (5, 3)):
+        config = VAEConfig(
+            input_shape=(1, 8, 8), hidden_dims=[32], latent_dim=3, prior="gmm",
+            n_clusters=clusters,
+        )  # fmt: skip
+        model = build_model(config)
+        model.use_mixture(False)
+        init_prior_from_gmm(model, _two_groups(40), batch_size=16, seed=0, method="umap")
+        assert asked[-1]["n_components"] == dims
+        assert model.prior_mu.shape == (clusters, 3)

@@ -148,9 +148,11 @@ def _mixture_from_umap(
     rng = np.random.default_rng(seed)
     if mu.shape[0] > UMAP_INIT_POINTS:
         mu = mu[np.sort(rng.choice(mu.shape[0], UMAP_INIT_POINTS, replace=False))]
-    # N2D's settings: as many dimensions as clusters, tight clumps (min_dist 0)
+    # N2D's settings: as many dimensions as clusters (no more than the latent has), tight
+    # clumps (min_dist 0)
+    dims = min(k, mu.shape[1])
     embedding = umap.UMAP(
-        n_neighbors=20, n_components=k, min_dist=0.0, random_state=seed, n_jobs=1
+        n_neighbors=20, n_components=dims, min_dist=0.0, random_state=seed, n_jobs=1
     ).fit_transform(mu)
     mixture = GaussianMixture(k, covariance_type="full", n_init=restarts, random_state=seed).fit(
         embedding
