@@ -71,11 +71,16 @@ def _fmt(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
+def is_canonical(image: HasGrid) -> bool:
+    """Whether the voxel axes already run in the canonical orientation."""
+    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines
+    return bool(orientation(image.GetDirection()) == CANONICAL_ORIENTATION)
+
+
 def reorient(image: sitk.Image) -> sitk.Image:
     """Permute and flip the voxel axes to the canonical orientation (no interpolation); an
     image already in it is returned as it is (not copied)."""
-    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines
-    if orientation(image.GetDirection()) == CANONICAL_ORIENTATION:
+    if is_canonical(image):
         return image
     return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
 
@@ -201,12 +206,9 @@ def load_case(
     """
     first_name, first_path = next(iter(case.channels.items()))
     images, masks = _read_checked(case, timings, settings.reference)
-    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines
 
     def canonical(volume: Volume, is_mask: bool) -> Volume:
-        if settings.spacing is None and (
-            orientation(volume.GetDirection()) == CANONICAL_ORIENTATION
-        ):
+        if settings.spacing is None and is_canonical(volume):
             return volume  # no ITK filter to run: no ITK image made
         image = reorient(volume.image)
         if settings.spacing is not None:

@@ -122,6 +122,11 @@ def step_loss(
     return torch.topk(per_sample, keep, largest=False, sorted=False).values.mean()
 
 
+def batch_sums(out: Any, size: int) -> torch.Tensor:
+    """A step's record of its batch: (mean loss * batch size, recon sum, KL sum)."""
+    return torch.stack([out.loss * size, out.recon.sum(), out.kl.sum()])
+
+
 def _loss_and_part(
     params: dict[str, torch.Tensor],
     model: VAE,
@@ -131,8 +136,7 @@ def _loss_and_part(
     trim_fraction: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     out = functional_call(model, params, (batch,), {"noise": noise, "beta": beta})
-    part = torch.stack([out.loss * batch.shape[0], out.recon.sum(), out.kl.sum()])
-    return step_loss(out, beta, trim_fraction, 0.0), part.detach()
+    return step_loss(out, beta, trim_fraction, 0.0), batch_sums(out, batch.shape[0]).detach()
 
 
 def _train_step(

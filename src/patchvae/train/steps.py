@@ -36,7 +36,12 @@ from patchvae.train.aids import (
     init_prior_from_gmm,
     resolve_precision,
 )
-from patchvae.train.compiled import CompiledOptimizer, CompiledTrainStep, step_loss
+from patchvae.train.compiled import (
+    CompiledOptimizer,
+    CompiledTrainStep,
+    batch_sums,
+    step_loss,
+)
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
 _SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
@@ -325,7 +330,7 @@ class _Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with torch.no_grad():
-            part = torch.stack([out.loss * batch.shape[0], out.recon.sum(), out.kl.sum()])
+            part = batch_sums(out, batch.shape[0])
         return loss.detach(), part
 
     def _loss_of(self, out: Any, beta: float | None) -> torch.Tensor:
