@@ -354,6 +354,51 @@ def test_a_compiled_step_run_resumes_as_if_never_stopped(tmp_path: Path) -> None
     np.testing.assert_allclose(losses(resumed), losses(whole), rtol=1e-6)
 
 
+@needs_cxx
+def test_the_step_replayed_as_a_cuda_graph_trains_like_the_eager_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On CUDA the compiled step is recorded as a CUDA graph (parameters and optimiser state
+    marked static, outputs copied out before the next replay). Here the same path runs on
+    the CPU, where inductor leaves out the graph itself: SGD, which keeps no step counts, so
+    the CPU needs no capturable optimiser."""
+    import patchvae.train.steps
+
+    monkeypatch.setattr(patchvae.train.steps, "cuda_graphs", lambda device: True)
+    x, xv = data(72), data(16, seed=1)
+    runs = {
+        mode: fit(
+            SMALL,
+            TrainConfig(epochs=3, batch_size=16, device="cpu", optimizer="sgd", compile=mode),
+            x,
+            xv,
+            progress=False,
+        )
+        for mode in ("off", "step")
+    }
+    assert runs["step"].extra["compiled"] == "step (CUDA graphs)"
+    np.testing.assert_allclose(losses(runs["step"]), losses(runs["off"]), rtol=1e-4)
+    step_losses = [h["train_loss"] for h in runs["step"].history]
+    assert len(set(step_losses)) == 3  # each epoch's record is its own, not a replay's
+
+
+def test_a_checkpoint_with_device_step_counts_resumes_on_the_cpu(tmp_path: Path) -> None:
+    """A CUDA-graph run saves a capturable optimiser (its step counts on the GPU); resumed
+    where the steps run eagerly on the CPU, the counts move back to the CPU and the run
+    continues as if never stopped (torch refuses a capturable step on the CPU)."""
+    x = data(64)
+    config = TrainConfig(epochs=3, batch_size=16, device="cpu")
+    whole = fit(SMALL, config, x, progress=False)
+    path = tmp_path / "c.pt"
+    fit(SMALL, config.model_copy(update={"epochs": 2}), x, checkpoint_path=path, progress=False)
+    state = torch.load(path, weights_only=False)
+    for group in state["optimizer_state"]["param_groups"]:
+        group["capturable"] = True  # as a run with CUDA graphs saves it
+    torch.save(state, path)
+    resumed = fit(SMALL, config, x, checkpoint_path=path, resume=True, progress=False)
+    np.testing.assert_allclose(losses(resumed), losses(whole), rtol=1e-6)
+
+
 def test_the_compiled_step_draws_the_eager_steps_random_numbers() -> None:
     """A compiled step draws its noise outside the graph with ``draw_noise``: the same
     numbers a forward pass draws from the same generator, for a VAE and a denoising AE."""
@@ -401,7 +446,7 @@ def test_a_step_that_fails_to_compile_falls_back_to_eager(
     x = data(64)
     eager = fit(SMALL, TrainConfig(epochs=2, batch_size=16, device="cpu"), x, progress=False)
     monkeypatch.setattr(torch, "compile", failing)
-    monkeypatch.setattr(patchvae.train.compiled, "_compiled_train_step", None)  # not compiled yet
+    monkeypatch.setattr(patchvae.train.compiled, "_compiled_train_steps", {})  # none compiled yet
     with pytest.warns(UserWarning, match="compile: compiling .*No working C\\+\\+ compiler"):
         fallback = fit(
             SMALL,

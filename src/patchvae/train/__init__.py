@@ -127,7 +127,8 @@ def fit(
         extra={
             "precision": run.precision,
             "world_size": run.ranks.world,
-            # what ran compiled: "step", "optimizer" or "off" (also after a fallback)
+            # what ran compiled: "step" ("step (CUDA graphs)"), "optimizer" or "off" (also
+            # after a fallback)
             "compiled": run.compiled(),
         },
     )

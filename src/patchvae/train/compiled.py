@@ -7,6 +7,13 @@ the way JAX does: the gradients come from ``torch.func.grad_and_value`` (no auto
 at run time) and the update from the optimiser's own functional form
 (``torch.optim.rmsprop.rmsprop``, ``adam.adam``, ``sgd.sgd``) acting on the optimiser's own
 state, so checkpoints, resuming and a change back to eager steps are unaffected.
+
+On CUDA the graph is also recorded as a CUDA graph (``mode="reduce-overhead"``) and replayed
+at every step: one launch instead of one per kernel, which is what a network of this size
+waits for on a GPU. The parameters and the optimiser's state are marked as static inputs (the
+graph updates them in place, at fixed addresses), the optimiser keeps its step counts on the
+device (``capturable``), and each step's outputs are copied out before the next replay
+overwrites them.
 """
 
 from __future__ import annotations
@@ -162,7 +169,29 @@ def _train_step(
     return loss.detach(), part
 
 
-_compiled_train_step: Any = None  # compiled once per process, on first use
+# compiled once per process and kind (plain, or CUDA graphs), on first use
+_compiled_train_steps: dict[bool, Any] = {}
+
+
+def _compiled_train_step(graphs: bool) -> Any:
+    if graphs not in _compiled_train_steps:
+        # dynamic=False: kernels for the one (full) batch size
+        mode = "reduce-overhead" if graphs else None
+        _compiled_train_steps[graphs] = torch.compile(_train_step, dynamic=False, mode=mode)
+    return _compiled_train_steps[graphs]
+
+
+def set_capturable(optimizer: torch.optim.Optimizer, on: bool) -> None:
+    """Keep the optimiser's step counts on the parameters' device (``capturable``, which a
+    CUDA graph needs) or on the CPU (as a new optimiser keeps them), whatever the checkpoint
+    it was restored from did."""
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = on
+        for param in group["params"]:
+            step = optimizer.state.get(param, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                optimizer.state[param]["step"] = step.to(param.device if on else "cpu")
 
 
 class CompiledTrainStep:
@@ -175,7 +204,8 @@ class CompiledTrainStep:
     batch (the last of an epoch: a graph of its own would cost more than it saves), while
     the optimiser holds no state for some parameter (the first step of a run, or after a
     mixture fit resets the prior's state; the eager step creates it), and for good once
-    compiling has failed (after one warning line)."""
+    compiling has failed (after one warning line). ``graphs``: replay the step as a CUDA
+    graph (the optimiser must be ``capturable``: :func:`set_capturable`)."""
 
     def __init__(
         self,
@@ -183,6 +213,7 @@ class CompiledTrainStep:
         optimizer: torch.optim.Optimizer,
         batch_size: int,
         trim_fraction: float,
+        graphs: bool = False,
     ) -> None:
         if len(optimizer.param_groups) != 1:
             raise ValueError("compile: step expects an optimiser with one parameter group")
@@ -193,7 +224,7 @@ class CompiledTrainStep:
             group["momentum"] for group in optimizer.param_groups
         )
         _optimizer_inputs(optimizer, [])  # an optimiser it cannot update: refused now
-        self.compiled = True
+        self.graphs, self.compiled = graphs, True
 
     def ready(self, batch: torch.Tensor) -> bool:
         """Whether the step on ``batch`` can run compiled."""
@@ -207,13 +238,15 @@ class CompiledTrainStep:
     def __call__(
         self, batch: torch.Tensor, noise: torch.Tensor, beta: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        global _compiled_train_step
-        if _compiled_train_step is None:
-            # dynamic=False: kernels for the one (full) batch size
-            _compiled_train_step = torch.compile(_train_step, dynamic=False)
         kind, lists, settings = _optimizer_inputs(self.optimizer, list(self.params.values()))
+        if self.graphs:
+            # the tensors the graph updates in place stay where they are between replays
+            for tensor in [*self.params.values(), *(t for part in lists for t in part)]:
+                if isinstance(tensor, torch.Tensor):
+                    torch._dynamo.mark_static_address(tensor)
+            torch.compiler.cudagraph_mark_step_begin()
         try:
-            return _compiled_train_step(
+            loss, part = _compiled_train_step(self.graphs)(
                 self.model,
                 self.params,
                 batch,
@@ -228,3 +261,5 @@ class CompiledTrainStep:
             _compile_failed("training step", exc, "eager steps")
             self.compiled = False
             return None
+        # a CUDA graph's outputs live in its memory pool until the next replay overwrites them
+        return (loss.clone(), part.clone()) if self.graphs else (loss, part)

@@ -40,11 +40,17 @@ from patchvae.train.compiled import (
     CompiledOptimizer,
     CompiledTrainStep,
     batch_sums,
+    set_capturable,
     step_loss,
 )
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
 _SHUFFLE_STREAM, _NOISE_STREAM, _EVAL_STREAM = 1, 2, 3
+
+
+def cuda_graphs(device: torch.device) -> bool:
+    """Whether a compiled step on ``device`` is replayed as a CUDA graph."""
+    return device.type == "cuda"
 
 
 def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
@@ -207,16 +213,25 @@ class _Run:
                 mode = "optimizer"
             elif self.compiled_step is None:
                 self.compiled_step = CompiledTrainStep(
-                    self.model, self.optimizer, self.config.batch_size, self.config.trim_fraction
+                    self.model,
+                    self.optimizer,
+                    self.config.batch_size,
+                    self.config.trim_fraction,
+                    graphs=cuda_graphs(self.device),
                 )
+        # a CUDA graph needs the step counts on the device; elsewhere they stay on the CPU,
+        # whatever the checkpoint this run resumed from did
+        graphs = self.compiled_step is not None and self.compiled_step.graphs
+        set_capturable(self.optimizer, graphs)
         if mode == "optimizer" and self.compiled_optimizer is None:
             self.compiled_optimizer = CompiledOptimizer(self.optimizer)
             self.optimizer.step = self.compiled_optimizer  # type: ignore[method-assign]
 
     def compiled(self) -> str:
-        """What ran compiled: "step", "optimizer" or "off" (also after a fallback)."""
+        """What ran compiled: "step" (on CUDA "step (CUDA graphs)"), "optimizer" or "off"
+        (also after a fallback)."""
         if self.compiled_step is not None and self.compiled_step.compiled:
-            return "step"
+            return "step (CUDA graphs)" if self.compiled_step.graphs else "step"
         if self.compiled_optimizer is not None and self.compiled_optimizer.compiled:
             return "optimizer"
         return "off"
