@@ -399,6 +399,29 @@ def test_a_checkpoint_with_device_step_counts_resumes_on_the_cpu(tmp_path: Path)
     np.testing.assert_allclose(losses(resumed), losses(whole), rtol=1e-6)
 
 
+@needs_cxx
+def test_the_compiled_validation_pass_scores_as_the_eager_one() -> None:
+    """A compiled-step run's validation pass runs its full batches compiled, drawing the
+    same latent noise; the last, smaller batch runs eagerly. VAE and denoising AE alike."""
+    from patchvae.train.compiled import CompiledEval
+    from patchvae.train.steps import evaluate
+
+    dae = VAEConfig(
+        input_shape=(1, 8, 8), architecture="dae", conv_channels=[4], noise_std=0.2, noise_grid=2
+    )
+    for config in (SMALL, dae):
+        model = build_model(config)
+        x = torch.rand(40, *config.input_shape, generator=torch.Generator().manual_seed(2))
+        eager = evaluate(model, x, 16, seed=5)
+        compiled = CompiledEval(model, 16)
+        got = evaluate(model, x, 16, seed=5, compiled=compiled)
+        assert compiled.compiled
+        for key in ("loss", "recon", "kl"):
+            assert got[key] == pytest.approx(eager[key], rel=1e-5)
+        other = evaluate(model, x, 16, seed=6, compiled=compiled)
+        assert other["loss"] != pytest.approx(got["loss"], rel=1e-6)  # the noise is drawn
+
+
 def test_the_compiled_step_draws_the_eager_steps_random_numbers() -> None:
     """A compiled step draws its noise outside the graph with ``draw_noise``: the same
     numbers a forward pass draws from the same generator, for a VAE and a denoising AE."""

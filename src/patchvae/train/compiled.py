@@ -263,3 +263,41 @@ class CompiledTrainStep:
             return None
         # a CUDA graph's outputs live in its memory pool until the next replay overwrites them
         return (loss.clone(), part.clone()) if self.graphs else (loss, part)
+
+
+def _eval_sums(
+    model: VAE, params: dict[str, torch.Tensor], batch: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """A validation batch's (loss sum, recon sum, KL sum), the latent drawn from ``noise``."""
+    out = functional_call(model, params, (batch,), {"noise": noise})
+    per_sample = out.recon + model.config.beta * out.kl
+    return torch.stack([per_sample.sum(), out.recon.sum(), out.kl.sum()])
+
+
+_compiled_eval_sums: Any = None  # compiled once per process, on first use
+
+
+class CompiledEval:
+    """The validation pass of a compiled-step run, compiled too: the forward pass and the
+    batch's sums as one graph (no gradients, no CUDA graph), the noise drawn outside it as
+    the eager pass draws it. ``__call__`` returns ``None`` where the batch must run eagerly:
+    one smaller than the full batch, and every batch once compiling has failed."""
+
+    def __init__(self, model: VAE, batch_size: int) -> None:
+        self.model, self.batch_size = model, batch_size
+        self.params = dict(model.named_parameters())
+        self.compiled = True
+
+    def __call__(self, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor | None:
+        global _compiled_eval_sums
+        if not self.compiled or batch.shape[0] != self.batch_size:
+            return None
+        if _compiled_eval_sums is None:
+            _compiled_eval_sums = torch.compile(_eval_sums, dynamic=False)
+        try:
+            sums: torch.Tensor = _compiled_eval_sums(self.model, self.params, batch, noise)
+        except Exception as exc:  # dynamo and inductor raise many kinds
+            _compile_failed("validation pass", exc, "an eager one")
+            self.compiled = False
+            return None
+        return sums

@@ -37,6 +37,7 @@ from patchvae.train.aids import (
     resolve_precision,
 )
 from patchvae.train.compiled import (
+    CompiledEval,
     CompiledOptimizer,
     CompiledTrainStep,
     batch_sums,
@@ -70,11 +71,13 @@ def evaluate(
     batch_size: int,
     seed: int | None = None,
     sample: bool = True,
+    compiled: CompiledEval | None = None,
 ) -> dict[str, float]:
     """Mean per-sample loss, reconstruction and KL of ``model`` on ``x``.
 
     With ``sample=True`` the latent is drawn as in training, from a generator seeded with
     ``seed`` (so the figure is repeatable); with ``sample=False`` the posterior mean is decoded.
+    ``compiled``: the full batches of a sampled pass run through it (the same numbers drawn).
     """
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
@@ -83,7 +86,14 @@ def evaluate(
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     for batch in _batches_in_order(x, batch_size, device):
-        out = model(batch, generator=generator, sample=sample)
+        noise = None
+        if compiled is not None and sample and batch.shape[0] == compiled.batch_size:
+            noise = model.draw_noise(batch, generator)  # as the forward pass draws it
+            sums = compiled(batch, noise)
+            if sums is not None:
+                totals += sums.double()
+                continue
+        out = model(batch, generator=generator, sample=sample, noise=noise)
         per_sample = out.recon + model.config.beta * out.kl
         totals += torch.stack([per_sample.sum(), out.recon.sum(), out.kl.sum()]).double()
     model.train(was_training)
@@ -134,6 +144,7 @@ class _Run:
         self.optimizer = make_optimizer(self.model.parameters(), train_config)
         self.compiled_optimizer: CompiledOptimizer | None = None
         self.compiled_step: CompiledTrainStep | None = None
+        self.compiled_eval: CompiledEval | None = None  # with the compiled step
         self.precision = resolve_precision(train_config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.shuffle_gen = torch.Generator().manual_seed(train_config.seed + _SHUFFLE_STREAM)
@@ -219,6 +230,7 @@ class _Run:
                     self.config.trim_fraction,
                     graphs=cuda_graphs(self.device),
                 )
+                self.compiled_eval = CompiledEval(self.model, self.config.batch_size)
         # a CUDA graph needs the step counts on the device; elsewhere they stay on the CPU,
         # whatever the checkpoint this run resumed from did
         graphs = self.compiled_step is not None and self.compiled_step.graphs
@@ -359,7 +371,8 @@ class _Run:
         record = self.train_epoch(epoch, bar)
         if x_val is not None and len(x_val) > 0:
             seed = self.config.seed + _EVAL_STREAM
-            val = evaluate(self.model, x_val, self.config.batch_size, seed)
+            compiled = self.compiled_eval
+            val = evaluate(self.model, x_val, self.config.batch_size, seed, compiled=compiled)
             record.update({f"val_{k}": v for k, v in val.items()})
             if bar is not None:
                 loss = f"{record['train_loss']:.2f}"
