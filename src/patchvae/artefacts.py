@@ -88,6 +88,11 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
         "the distance of the encoder's features of the patch from the training patches' "
         "(a Gaussian fit with Ledoit-Wolf shrinkage)",
     ),
+    "fused_label_free": (
+        "label-free fused score",
+        "the intensity baseline and the model's own score (a VAE's negative ELBO, a DAE's "
+        "local residual) averaged by rank with equal weights: no label chooses anything",
+    ),
     "fused": (
         "fused score",
         "the intensity baseline and one model score averaged by rank, the partner and the "

@@ -109,6 +109,33 @@ def test_fused_score_is_chosen_on_training_patches_only(
     assert fusion["training_auroc"] >= best[0] - 1e-12
 
 
+def test_the_label_free_fusion_uses_no_label(trained_run: Path, two_case_store: Path) -> None:
+    """fused_label_free: the intensity baseline's and the model's own score's percentile
+    ranks averaged with equal weights; the patches' labels change nothing."""
+    from patchvae.stages.embedding import embed_store
+    from patchvae.stages.patch_scores import own_score, patch_scores
+
+    assert (own_score("dae"), own_score("mlp"), own_score("conv")) == (
+        "residual_p95",
+        "neg_elbo",
+        "neg_elbo",
+    )
+    embedding = embed_store(trained_run, two_case_store)
+    store = PatchStore(two_case_store)
+    patches, brain = store.patches(), store.masks("brain")
+    mu = embedding[[c for c in embedding.columns if c.startswith("mu_")]].to_numpy()
+    scores = patch_scores(embedding, mu, None, patches, brain, "neg_elbo")
+    base, own = scores["intensity_p95"], embedding.neg_elbo.to_numpy()
+    # by hand: each score's rank (1 = lowest, ties share their mean rank) over the number
+    # of patches, averaged
+    by_hand = (pd.Series(base).rank() + pd.Series(own).rank()).to_numpy() / (2 * len(base))
+    np.testing.assert_allclose(scores["fused_label_free"], by_hand)
+    relabelled = embedding.assign(label=1 - embedding.label, lesion_fraction=0.0)
+    again = patch_scores(relabelled, mu, None, patches, brain, "neg_elbo")
+    np.testing.assert_array_equal(again["fused_label_free"], scores["fused_label_free"])
+    assert "fused_label_free" not in patch_scores(embedding, mu, None, patches, brain)
+
+
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("lesion-*.yaml")))
 def test_recipes_are_accepted_as_they_are(
     recipe: str, two_case_store: Path, tmp_path: Path, cli: Cli

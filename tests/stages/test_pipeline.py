@@ -72,6 +72,7 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
         "intensity_p95",
         "intensity_histeq",
         "fused",
+        "fused_label_free",
     }
     assert scores["intensity_p95"]["kind"] == "baseline"
     # the analysis' AUROC is the plain one of the embedding's scores on the held-out patches

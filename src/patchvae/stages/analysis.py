@@ -54,7 +54,9 @@ from patchvae.locks import lock_folder
 from patchvae.stages.analysis_files import figure_data, write_case_maps
 from patchvae.stages.patch_scores import (
     BASELINE,
+    LABEL_FREE,
     Reference,
+    own_score,
     patch_scores,
     training_reference,
 )
@@ -69,6 +71,7 @@ _KINDS = {
     "intensity_histeq": "baseline",
     "p_lesion": "semi-supervised",
     "fused": "fused",
+    LABEL_FREE: "fused",
 }
 THRESHOLD_PATCHES = 20000  # training patches Dice thresholds and fusion weights are chosen on
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the baseline's share
@@ -172,8 +175,9 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     mu, train_mu = latent_columns(part, "mu"), reference.mu
     patches = store.patches(rows)
     masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
-    scores = patch_scores(part, mu, reference, patches, masks_brain)
-    training = _training_side(train_part, reference, PatchStore(training_store))
+    own = own_score(settings.model.architecture)
+    scores = patch_scores(part, mu, reference, patches, masks_brain, own)
+    training = _training_side(train_part, reference, PatchStore(training_store), own)
     fusion = _fusion(training, scores)
     thresholds = {
         name: best_threshold(s, training.positives, training.negatives)[1]
@@ -287,7 +291,7 @@ class _TrainingSide:
 
 
 def _training_side(
-    train_part: pd.DataFrame, reference: Reference, training_store: PatchStore
+    train_part: pd.DataFrame, reference: Reference, training_store: PatchStore, own: str
 ) -> _TrainingSide:
     """The training patches' scores. The latent scores of a training patch are measured
     against a reference that includes it, so they run a little low; the other scores are
@@ -305,6 +309,7 @@ def _training_side(
         reference,
         training_store.patches(rows),
         brain,
+        own,
     )
     positives, negatives = patch_voxels(training_store.masks("lesion", rows), brain)
     return _TrainingSide(scores, sub.label.to_numpy(), positives, negatives)

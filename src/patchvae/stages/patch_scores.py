@@ -12,6 +12,7 @@ import pandas as pd
 from patchvae.analysis.anomaly import (
     aggregate_posterior_nll,
     fit_gaussian,
+    fuse_by_rank,
     histogram_equalised_baseline,
     intensity_baseline,
     mahalanobis,
@@ -21,6 +22,14 @@ from patchvae.tables import latent_columns
 BASELINE = "intensity_p95"
 EQUALISED = "intensity_histeq"
 ELBO_SCORES = ("recon_error", "kl", "neg_elbo")
+LABEL_FREE = "fused_label_free"
+
+
+def own_score(architecture: str) -> str:
+    """The score a model family is read by, fixed in advance: a denoising autoencoder's
+    local residual (Kascenas et al. 2022), any VAE's negative ELBO (its own bound on how
+    unlikely the patch is)."""
+    return "residual_p95" if architecture == "dae" else "neg_elbo"
 
 
 @dataclass
@@ -49,12 +58,16 @@ def patch_scores(
     reference: Reference | None,
     patches: np.ndarray,
     brain: np.ndarray,
+    own: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Every patch score: the ELBO terms and the local residual (columns of ``table``, an
     embedding's), the latent density under the training patches' aggregate posterior and the
     Mahalanobis distance of the latent mean (without a ``reference``: neither), the feature
     Mahalanobis distance and the classifier's probability (where ``table`` has them), and the
-    intensity baselines, plain and histogram-equalised per case."""
+    intensity baselines, plain and histogram-equalised per case; with ``own``, the model's
+    own score (:func:`own_score`), the label-free fusion of the two: the mean of the plain
+    baseline's and the model score's percentile ranks among the patches given, with equal
+    weights and no label anywhere (``fused_label_free``)."""
     scores = {name: table[name].to_numpy() for name in ELBO_SCORES}
     if "residual_p95" in table:  # embeddings made by patchvae 0.3 and later
         scores["residual_p95"] = table["residual_p95"].to_numpy()
@@ -71,4 +84,6 @@ def patch_scores(
     scores[EQUALISED] = histogram_equalised_baseline(
         patches, brain, table.case_id.astype(str).to_numpy()
     )
+    if own is not None and own in scores:
+        scores[LABEL_FREE] = fuse_by_rank(scores[BASELINE], scores[own], 0.5)
     return scores

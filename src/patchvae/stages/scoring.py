@@ -58,7 +58,12 @@ from patchvae.patches import extract_patches
 from patchvae.preprocess import NormalisedCase, load_case
 from patchvae.runtime import provenance
 from patchvae.stages.embedding import checkpoint_record, embed_store
-from patchvae.stages.patch_scores import Reference, patch_scores, training_reference
+from patchvae.stages.patch_scores import (
+    Reference,
+    own_score,
+    patch_scores,
+    training_reference,
+)
 from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import read_embedding
 
@@ -235,7 +240,12 @@ def score_case(
     if found.class_probability is not None:
         columns["p_lesion"] = found.class_probability[:, 1]
     scores = patch_scores(
-        pd.DataFrame(columns), found.mu, reference, batch.pixels, batch.brain_mask.astype(bool)
+        pd.DataFrame(columns),
+        found.mu,
+        reference,
+        batch.pixels,
+        batch.brain_mask.astype(bool),
+        own_score(model.config.architecture),
     )
     table = pd.DataFrame(
         {

@@ -281,6 +281,7 @@ _MD_COLUMNS = {
         "auroc_intensity_p95",
         "auroc_intensity_histeq",
         "auroc_fused",
+        "auroc_fused_label_free",
         "few_label_auroc_k20",
         "cluster_label_auroc_k20",
         "gmm_accuracy",
@@ -295,7 +296,14 @@ _MD_COLUMNS = {
 
 
 # scores shown with their 95 % intervals, and on core lesion patches, in a second table
-_CI_SCORES = ("neg_elbo", "residual_p95", "p_lesion", "fused", "intensity_p95")
+_CI_SCORES = (
+    "neg_elbo",
+    "residual_p95",
+    "p_lesion",
+    "fused",
+    "fused_label_free",
+    "intensity_p95",
+)
 
 
 def _interval_table(table: pd.DataFrame) -> list[str]:
