@@ -27,11 +27,18 @@ def test_cluster_then_label_finds_lesion_groups_that_labels_name() -> None:
     groups = rng.integers(0, 10, 600)
     labels = (groups < 3).astype(int)
     centroids = rng.normal(size=(10, 4))
-    found = cluster_label_auroc(groups, centroids, labels, k=20, seed=0)
+    found = cluster_label_auroc([(groups, centroids)], labels, k=20, seed=0)
     assert found is not None and found["draws"] == 20
     assert found["mean"] > 0.85
-    shuffled = cluster_label_auroc(rng.permutation(groups), centroids, labels, k=20, seed=0)
+    noise = (rng.permutation(groups), centroids)
+    shuffled = cluster_label_auroc([noise], labels, k=20, seed=0)
     assert shuffled is not None and shuffled["mean"] < 0.65
+    # several groupings: their group rates averaged; a grouping given twice counts as one,
+    # and one that carries no signal dilutes one that does
+    twice = cluster_label_auroc([(groups, centroids)] * 2, labels, k=20, seed=0)
+    assert twice == found
+    mixed = cluster_label_auroc([(groups, centroids), noise], labels, k=20, seed=0)
+    assert mixed is not None and shuffled["mean"] < mixed["mean"] < found["mean"]
 
 
 def test_draws_hold_both_classes_and_repeat_with_the_seed() -> None:

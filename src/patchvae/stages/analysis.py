@@ -23,7 +23,12 @@ from patchvae.analysis.anomaly import (
     detection_metrics,
     fuse_by_rank,
 )
-from patchvae.analysis.fewlabel import LATENT_GROUP_COUNT, cluster_label_auroc, few_label_auroc
+from patchvae.analysis.fewlabel import (
+    LATENT_GROUP_COUNT,
+    LATENT_GROUP_COUNTS,
+    cluster_label_auroc,
+    few_label_auroc,
+)
 from patchvae.analysis.heatmap import (
     best_threshold,
     patch_voxels,
@@ -221,11 +226,13 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
             name: voxel_metrics(s, masks_lesion, masks_brain, thresholds.get(name))
             for name, s in scores.items()
         },
-        clustering=_clustering(train_mu, mu[labelled], labels[labelled], seed, groups),
+        clustering=_clustering(
+            train_mu, mu[labelled], labels[labelled], seed, groups[LATENT_GROUP_INDEX]
+        ),
         few_labels={
             "latent": _few(mu[labelled], labels[labelled], seed),
             LATENT_GROUPS: {
-                str(k): cluster_label_auroc(*groups, labels[labelled], k, seed=seed)
+                str(k): cluster_label_auroc(groups, labels[labelled], k, seed=seed)
                 for k in FEW_LABEL_KS
             },
             BASELINE: _few(scores[BASELINE][labelled, None], labels[labelled], seed),
@@ -336,14 +343,21 @@ def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str,
     return {"partner": partner, "baseline_weight": weight, "training_auroc": auroc}
 
 
+LATENT_GROUP_INDEX = LATENT_GROUP_COUNTS.index(LATENT_GROUP_COUNT)  # the one reported by NMI
+
+
 def _latent_groups(
     train_mu: np.ndarray, mu: np.ndarray, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """k-means with ``LATENT_GROUP_COUNT`` groups fitted on the training latents: the group of
-    each analysed patch, and the groups' centres (cluster-then-label)."""
-    k = min(LATENT_GROUP_COUNT, len(train_mu))
-    kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(train_mu)
-    return kmeans.predict(mu), kmeans.cluster_centers_
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-means with each of ``LATENT_GROUP_COUNTS`` groups fitted on the training latents:
+    per grouping, the group of each analysed patch and the groups' centres
+    (cluster-then-label)."""
+    found = []
+    for count in LATENT_GROUP_COUNTS:
+        k = min(count, len(train_mu))
+        kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(train_mu)
+        found.append((kmeans.predict(mu), kmeans.cluster_centers_))
+    return found
 
 
 def _clustering(
