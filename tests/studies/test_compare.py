@@ -114,6 +114,23 @@ def test_compare_adds_keras2016_and_scores_patches(
     assert out.count("done before, reused") == 2
     own = yaml.safe_load((tmp_path / "cmp" / "mlp-l4" / "seed-3" / "settings.yaml").read_text())
     assert own["train"]["epochs"] == 1  # the entry's own epochs when none are given
+    # --reanalyse: finished runs are analysed again (a stale row is replaced), not trained
+    run = tmp_path / "cmp" / "mlp-l4" / "seed-3"
+    row_file = run / "compare-row.json"
+    stale = {**json.loads(row_file.read_text()), "auroc_neg_elbo": 99.0, "wall_seconds": 1234.0}
+    row_file.write_text(json.dumps(stale))
+    trained = (run / "checkpoint.pt").stat().st_mtime_ns, (run / "training.json").read_bytes()
+    code, out, err = cli(["compare", "--config", str(grid), "--out", "cmp", "--reanalyse"])
+    assert code == 0, err
+    assert out.count("analysed again") == 2 and "reused" not in out
+    assert trained == (
+        (run / "checkpoint.pt").stat().st_mtime_ns,
+        (run / "training.json").read_bytes(),
+    )
+    row = json.loads(row_file.read_text())
+    analysed = json.loads((run / "analysis-isles" / "analysis.json").read_text())
+    assert row["auroc_neg_elbo"] == analysed["patch_scores"]["neg_elbo"]["auroc"] != 99.0
+    assert row["wall_seconds"] == 1234.0  # the run's own time stays
     # seeds and epochs from the command line, the grid untouched
     args = ["compare", "--config", str(grid), "--out", "quick", "--seeds", "8", "9"]
     code, _, err = cli([*args, "--epochs", "1"])
@@ -131,6 +148,11 @@ def test_compare_bad_grid(tmp_path: Path, cli: Cli) -> None:
     grid = _grid(tmp_path, {"dataset": "cifar", "seeds": []})
     code, _, err = cli(["compare", "--config", str(grid), "--out", str(tmp_path / "c")])
     assert code == 2 and "dataset" in err and "seeds" in err and len(err.strip().splitlines()) == 1
+    mnist = _grid(tmp_path, {"dataset": "mnist", "seeds": [0], "models": []})
+    args = ["compare", "--config", str(mnist), "--out", str(tmp_path / "m"), "--reanalyse"]
+    code, _, err = cli(args)
+    assert code == 2 and "--reanalyse: only patch grids" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_summary_skips_missing_figures() -> None:

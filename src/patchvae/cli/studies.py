@@ -117,6 +117,12 @@ def compare(
     epochs: int | None = typer.Option(
         None, "--epochs", help="Train every model this many epochs (a quick look)."
     ),
+    reanalyse: bool = typer.Option(
+        False,
+        "--reanalyse",
+        help="Patch grids: analyse finished runs again (new scores) without training them; "
+        "unfinished runs train as usual.",
+    ),
 ) -> None:
     """Train several model settings with several seeds each; one table (CSV, Markdown) and a
     figure, with the keras2016 network and a no-training baseline always as rows."""
@@ -131,7 +137,7 @@ def compare(
     config = build_config(
         CompareConfig, {**grid, **{k: v for k, v in given.items() if v is not None}}
     )
-    table = run_comparison(config, out, echo=typer.echo)
+    table = run_comparison(config, out, echo=typer.echo, reanalyse=reanalyse)
     typer.echo(f"wrote {out}/comparison.csv, comparison.md, comparison.png ({len(table)} rows)")
     typer.echo((out / "comparison.md").read_text())
 

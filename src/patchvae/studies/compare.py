@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from patchvae.analysis.fewlabel import LATENT_GROUP_COUNT
 from patchvae.analysis.metrics import clustering_scores
-from patchvae.artefacts import COMPARE_ROW_FILE, SETTINGS_FILE
+from patchvae.artefacts import COMPARE_ROW_FILE, SETTINGS_FILE, TRAINING_FILE
 from patchvae.config import (
     MnistStudyConfig,
     PatchTrainConfig,
@@ -29,7 +29,7 @@ from patchvae.config import (
 from patchvae.config.compare import CompareConfig, CompareEntry
 from patchvae.config.presets import build_settings
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
-from patchvae.errors import RunDirError
+from patchvae.errors import ConfigError, RunDirError
 from patchvae.io import (
     missing_folders,
     read_json,
@@ -104,13 +104,26 @@ def _run_mnist(settings: MnistStudyConfig, out: Path) -> dict[str, Any]:
 
 
 def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
-    from patchvae.stages.analysis import BASELINE, LATENT_GROUPS
     from patchvae.stages.training import train_on_store
-    from patchvae.studies.analyze import analyze
 
     record = train_on_store(settings, out, resume=_started(out), progress=False)
+    return _patch_row(settings, out, record.train_seconds)
+
+
+def _reanalyse_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
+    """A finished run's row from a new analysis, its training left as it is."""
+    from patchvae.artefacts import TrainingRecord, read_record
+
+    record = read_record(TrainingRecord, out / TRAINING_FILE, "training record")
+    return _patch_row(settings, out, record.train_seconds)
+
+
+def _patch_row(settings: PatchTrainConfig, out: Path, train_seconds: float) -> dict[str, Any]:
+    from patchvae.stages.analysis import BASELINE, LATENT_GROUPS
+    from patchvae.studies.analyze import analyze
+
     result = analyze(out, settings.patches)  # seeded as the run
-    row: dict[str, Any] = {"train_seconds": record.train_seconds}
+    row: dict[str, Any] = {"train_seconds": train_seconds}
     for name, metrics in result.patch_scores.items():
         row[f"auroc_{name}"] = metrics["auroc"]
         core = metrics.get("auroc_core")
@@ -159,26 +172,32 @@ def _baseline(config: CompareConfig, rows: dict[str, list[dict[str, Any]]]) -> l
     ]
 
 
-def run_comparison(config: CompareConfig, out: str | Path, echo: Any = print) -> pd.DataFrame:
+def run_comparison(
+    config: CompareConfig, out: str | Path, echo: Any = print, reanalyse: bool = False
+) -> pd.DataFrame:
     """Train and score every entry for every seed; write ``comparison.csv``, ``.md``, ``.png``.
 
     ``out`` is held by this process throughout; a grid stopped part-way is continued by running
-    it again (finished runs are reused, a started one resumes from its checkpoint).
+    it again (finished runs are reused, a started one resumes from its checkpoint). With
+    ``reanalyse`` (patch grids), finished runs are analysed again, not reused and not trained
+    again: their rows take the analysis as it is now (new scores, say).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a folder")
+    if reanalyse and config.dataset != "patches":
+        raise ConfigError("--reanalyse: only patch grids are analysed apart from training")
     created = missing_folders(out)
     with lock_folder(out):
         try:
-            return _run_grid(config, out, echo)
+            return _run_grid(config, out, echo, reanalyse)
         except BaseException:
             # folders of runs that never started, and out itself, when left empty
             remove_empty([*(p for p in out.iterdir() if p.is_dir()), *created])
             raise
 
 
-def _run_grid(config: CompareConfig, out: Path, echo: Any) -> pd.DataFrame:
+def _run_grid(config: CompareConfig, out: Path, echo: Any, reanalyse: bool) -> pd.DataFrame:
     rows: dict[str, list[dict[str, Any]]] = {}
     parameters: dict[str, int] = {}
     for entry in _entries(config):
@@ -187,10 +206,21 @@ def _run_grid(config: CompareConfig, out: Path, echo: Any) -> pd.DataFrame:
             folder = out / entry.name / f"seed-{seed}"
             settings = _study_settings(config, entry, seed)
             done = folder / COMPARE_ROW_FILE
-            if done.is_file():
+            if done.is_file() and not reanalyse:
                 _check_same_settings(folder, settings)
                 rows[entry.name].append(read_json(done, "finished grid row"))
                 echo(f"  {entry.name} seed {seed}: done before, reused")
+                continue
+            if reanalyse and (folder / TRAINING_FILE).is_file():
+                _check_same_settings(folder, settings)
+                assert isinstance(settings, PatchTrainConfig)
+                earlier = read_json(done, "finished grid row") if done.is_file() else {}
+                row = _reanalyse_patches(settings, folder)
+                if "wall_seconds" in earlier:  # the run's own time, not this analysis'
+                    row["wall_seconds"] = earlier["wall_seconds"]
+                write_json_atomic(done, row)
+                rows[entry.name].append(row)
+                echo(f"  {entry.name} seed {seed}: analysed again")
                 continue
             t0 = time.perf_counter()
             row = (
