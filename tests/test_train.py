@@ -422,6 +422,27 @@ def test_the_compiled_validation_pass_scores_as_the_eager_one() -> None:
         assert other["loss"] != pytest.approx(got["loss"], rel=1e-6)  # the noise is drawn
 
 
+def test_a_validation_pass_that_fails_to_compile_scores_as_the_eager_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the compiled validation pass fails, one warning, and the batches run eagerly
+    with the noise already drawn: the same figures as an eager pass."""
+    from patchvae.train.compiled import CompiledEval
+    from patchvae.train.steps import evaluate
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(patchvae.train.compiled, "_compiled_eval_sums", failing)
+    model = build_model(SMALL)
+    x = torch.rand(40, *SMALL.input_shape, generator=torch.Generator().manual_seed(2))
+    eager = evaluate(model, x, 16, seed=5)
+    compiled = CompiledEval(model, 16)
+    with pytest.warns(UserWarning, match="compiling the validation pass failed"):
+        got = evaluate(model, x, 16, seed=5, compiled=compiled)
+    assert not compiled.compiled and got == eager
+
+
 def test_the_compiled_step_draws_the_eager_steps_random_numbers() -> None:
     """A compiled step draws its noise outside the graph with ``draw_noise``: the same
     numbers a forward pass draws from the same generator, for a VAE and a denoising AE."""
