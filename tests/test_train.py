@@ -433,7 +433,8 @@ def test_a_validation_pass_that_fails_to_compile_scores_as_the_eager_one(
     def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
 
-    monkeypatch.setattr(patchvae.train.compiled, "_compiled_eval_sums", failing)
+    compiled_functions = patchvae.train.compiled._compiled_functions
+    monkeypatch.setitem(compiled_functions, (patchvae.train.compiled._eval_sums, False), failing)
     model = build_model(SMALL)
     x = torch.rand(40, *SMALL.input_shape, generator=torch.Generator().manual_seed(2))
     eager = evaluate(model, x, 16, seed=5)
@@ -490,7 +491,7 @@ def test_a_step_that_fails_to_compile_falls_back_to_eager(
     x = data(64)
     eager = fit(SMALL, TrainConfig(epochs=2, batch_size=16, device="cpu"), x, progress=False)
     monkeypatch.setattr(torch, "compile", failing)
-    monkeypatch.setattr(patchvae.train.compiled, "_compiled_train_steps", {})  # none compiled yet
+    monkeypatch.setattr(patchvae.train.compiled, "_compiled_functions", {})  # none compiled yet
     with pytest.warns(UserWarning, match="compile: compiling .*No working C\\+\\+ compiler"):
         fallback = fit(
             SMALL,

@@ -134,6 +134,12 @@ def batch_sums(out: Any, size: int) -> torch.Tensor:
     return torch.stack([out.loss * size, out.recon.sum(), out.kl.sum()])
 
 
+def validation_sums(out: Any, beta: float) -> torch.Tensor:
+    """A validation batch's record: (sum of recon + ``beta`` * KL, recon sum, KL sum)."""
+    per_sample = out.recon + beta * out.kl
+    return torch.stack([per_sample.sum(), out.recon.sum(), out.kl.sum()])
+
+
 def _loss_and_part(
     params: dict[str, torch.Tensor],
     model: VAE,
@@ -169,16 +175,18 @@ def _train_step(
     return loss.detach(), part
 
 
-# compiled once per process and kind (plain, or CUDA graphs), on first use
-_compiled_train_steps: dict[bool, Any] = {}
+# each function compiled once per process and kind (plain, or CUDA graphs), on first use
+_compiled_functions: dict[tuple[Callable[..., Any], bool], Any] = {}
 
 
-def _compiled_train_step(graphs: bool) -> Any:
-    if graphs not in _compiled_train_steps:
-        # dynamic=False: kernels for the one (full) batch size
+def _compiled(function: Callable[..., Any], graphs: bool = False) -> Any:
+    """``function`` compiled for the one (full) batch size (``dynamic=False``), as a CUDA
+    graph with ``graphs``; one compiled function per process serves every run."""
+    key = (function, graphs)
+    if key not in _compiled_functions:
         mode = "reduce-overhead" if graphs else None
-        _compiled_train_steps[graphs] = torch.compile(_train_step, dynamic=False, mode=mode)
-    return _compiled_train_steps[graphs]
+        _compiled_functions[key] = torch.compile(function, dynamic=False, mode=mode)
+    return _compiled_functions[key]
 
 
 def set_capturable(optimizer: torch.optim.Optimizer, on: bool) -> None:
@@ -246,7 +254,7 @@ class CompiledTrainStep:
                     torch._dynamo.mark_static_address(tensor)
             torch.compiler.cudagraph_mark_step_begin()
         try:
-            loss, part = _compiled_train_step(self.graphs)(
+            loss, part = _compiled(_train_step, self.graphs)(
                 self.model,
                 self.params,
                 batch,
@@ -270,11 +278,7 @@ def _eval_sums(
 ) -> torch.Tensor:
     """A validation batch's (loss sum, recon sum, KL sum), the latent drawn from ``noise``."""
     out = functional_call(model, params, (batch,), {"noise": noise})
-    per_sample = out.recon + model.config.beta * out.kl
-    return torch.stack([per_sample.sum(), out.recon.sum(), out.kl.sum()])
-
-
-_compiled_eval_sums: Any = None  # compiled once per process, on first use
+    return validation_sums(out, model.config.beta)
 
 
 class CompiledEval:
@@ -289,13 +293,10 @@ class CompiledEval:
         self.compiled = True
 
     def __call__(self, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor | None:
-        global _compiled_eval_sums
         if not self.compiled or batch.shape[0] != self.batch_size:
             return None
-        if _compiled_eval_sums is None:
-            _compiled_eval_sums = torch.compile(_eval_sums, dynamic=False)
         try:
-            sums: torch.Tensor = _compiled_eval_sums(self.model, self.params, batch, noise)
+            sums: torch.Tensor = _compiled(_eval_sums)(self.model, self.params, batch, noise)
         except Exception as exc:  # dynamo and inductor raise many kinds
             _compile_failed("validation pass", exc, "an eager one")
             self.compiled = False

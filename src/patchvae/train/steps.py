@@ -43,6 +43,7 @@ from patchvae.train.compiled import (
     batch_sums,
     set_capturable,
     step_loss,
+    validation_sums,
 )
 
 # Offsets keep the random streams apart: weights, shuffling, training noise, evaluation noise.
@@ -94,8 +95,7 @@ def evaluate(
                 totals += sums.double()
                 continue
         out = model(batch, generator=generator, sample=sample, noise=noise)
-        per_sample = out.recon + model.config.beta * out.kl
-        totals += torch.stack([per_sample.sum(), out.recon.sum(), out.kl.sum()]).double()
+        totals += validation_sums(out, model.config.beta).double()
     model.train(was_training)
     loss, recon, kl = (totals / max(len(x), 1)).tolist()
     return {"loss": loss, "recon": recon, "kl": kl}
