@@ -96,6 +96,34 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interruption_while_opening_leaves_nothing_and_no_late_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal that arrives after HDF5 opened the new store but before the writer holds it
+    (SIGTERM just after extraction starts): the file is dropped, and the HDF5 file left
+    behind, flushed when Python collects it, raises nothing (it printed two tracebacks)."""
+    import gc
+    import sys
+
+    class Interrupted(BaseException):
+        pass
+
+    opened = h5py.File
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        handle = opened(*args, **kwargs)
+        handle.attrs["written"] = 1  # something for HDF5 to flush
+        raise Interrupted
+
+    late: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda raised: late.append(raised.exc_value))
+    monkeypatch.setattr(h5py, "File", interrupted)
+    with pytest.raises(Interrupted):
+        PatchStoreWriter(tmp_path / "p.h5", ["DWI"], 4, {})
+    gc.collect()
+    assert late == [] and list(tmp_path.iterdir()) == []
+
+
 def test_not_a_store(tmp_path: Path) -> None:
     (tmp_path / "x.h5").write_text("hello")
     with pytest.raises(DataError, match="damaged or not a patch store"):

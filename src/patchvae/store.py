@@ -101,7 +101,12 @@ class _GuardedFile(io.RawIOBase):
     """The store's file as HDF5 sees it (h5py's ``fileobj`` driver). A failed write (a full
     disk) is recorded and the rest of the file is discarded instead of failing inside HDF5:
     HDF5 cannot close a file whose writes failed and crashes the interpreter at exit. The
-    writer checks :attr:`failed` after every step and drops the file."""
+    writer checks :attr:`failed` after every step and drops the file.
+
+    Once closed, it accepts and ignores what HDF5 still sends: an interruption (SIGTERM)
+    between opening the HDF5 file and handing it to the writer leaves an HDF5 file the writer
+    cannot close, which flushes into this one when Python collects it, after the writer has
+    dropped the file."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -118,16 +123,18 @@ class _GuardedFile(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
+        return offset if self._raw.closed else self._raw.seek(offset, whence)
 
     def tell(self) -> int:
-        return self._raw.tell()
+        return 0 if self._raw.closed else self._raw.tell()
 
     def readinto(self, buffer: Any) -> int | None:
-        return self._raw.readinto(buffer)
+        return 0 if self._raw.closed else self._raw.readinto(buffer)
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
+        if self._raw.closed:  # the file was dropped: nothing of it is kept
+            return len(view)
         done = 0
         while self.failed is None and done < len(view):
             try:
@@ -139,6 +146,8 @@ class _GuardedFile(io.RawIOBase):
         return len(view)
 
     def truncate(self, size: int | None = None) -> int:
+        if self._raw.closed:
+            return size or 0
         try:
             return self._raw.truncate(size)
         except OSError as exc:
