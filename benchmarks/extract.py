@@ -146,7 +146,7 @@ def read_seconds(cases: list, repeats: int = 3) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-WORKER_REPEATS = 4  # interleaved extractions with 1 and with 2 workers (the machine is noisy)
+WORKER_REPEATS = 8  # interleaved extractions with 1 and with 2 workers (the machine is noisy)
 
 
 def _compress_work(rounds: int) -> None:

@@ -160,3 +160,34 @@ def test_the_same_extraction_twice_gives_the_same_bytes(tmp_path: Path) -> None:
     time.sleep(1.1)  # HDF5 keeps object times in whole seconds
     second = extract_dataset(ExtractConfig(root=str(root)), tmp_path / "second.h5")
     assert file_sha256(first.store) == file_sha256(second.store)  # type: ignore[arg-type]
+
+
+def test_a_failing_case_stops_the_workers_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With workers, a case that fails (on_error fail) leaves no store, and the cases queued
+    behind it never start: at most two cases per worker were ever taken. With skip, the
+    others are written in case order."""
+    import patchvae.extract as extract_module
+    from tests.volume_helpers import write_isles2015
+
+    root = write_isles2015(tmp_path / "siss", ".nii.gz", n_cases=8)
+    real, started = extract_module.load_case, []
+
+    def load(case, settings, timings=None):  # type: ignore[no-untyped-def]
+        started.append(case.case_id)
+        if case.case_id == "1":
+            raise DataError(Path("damaged.nii.gz"), "truncated")
+        return real(case, settings, timings)
+
+    monkeypatch.setattr(extract_module, "load_case", load)
+    with pytest.raises(DataError, match=r"damaged\.nii\.gz: truncated"):
+        extract_dataset(ExtractConfig(root=str(root), workers=2), tmp_path / "failed.h5")
+    assert list(tmp_path.glob("failed*")) == []
+    assert "1" in started and len(started) <= 4  # 8 cases, 2 workers: 4 in flight at most
+
+    summary = extract_dataset(
+        ExtractConfig(root=str(root), workers=2, on_error="skip"), tmp_path / "skipped.h5"
+    )
+    assert summary.skipped == [("1", "damaged.nii.gz: truncated")]
+    assert [c["case_id"] for c in summary.written] == [str(i) for i in range(2, 9)]

@@ -1,15 +1,16 @@
 """From a dataset folder to a patch store: discover, preprocess, cut, write, case by case.
 
-Cases are processed one at a time (or by ``workers`` processes, two cases each in flight),
-so memory is bounded by a few volumes, never the dataset. The store is written under a
+Cases are processed one at a time (or by ``workers`` threads, two cases each in flight), so
+memory is bounded by a few volumes, never the dataset. The store is written under a
 temporary name and renamed only when every case is done; with ``on_error="skip"`` a case that
 fails is reported and left out, and nothing is written if no case is left.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,22 +87,31 @@ def process_case(case: CaseFiles, settings: ExtractConfig) -> CaseResult:
     return CaseResult(case.case_id, batch, info)
 
 
-def _results(cases: list[CaseFiles], settings: ExtractConfig) -> Iterator[CaseResult]:
+def _results(cases: list[CaseFiles], settings: ExtractConfig) -> Generator[CaseResult]:
     """Results in case order; with workers, at most two cases per worker in flight (one
-    running, one queued behind it, so no worker waits while this process stores a result)."""
+    running, one queued behind it, so no worker waits while the store is written).
+
+    The workers are threads, not processes: reading (inflate), the numpy passes, ITK's
+    filters and HDF5's writes all release the GIL, so threads scale as processes would, and
+    a case's patches reach the writer without being pickled through a pipe (with processes,
+    that copy and the forked workers' first touches of memory cost more CPU than the writing
+    itself: benchmarks/extract.py)."""
     if settings.workers == 1:
         for case in cases:
             yield process_case(case, settings)
         return
-    with ProcessPoolExecutor(max_workers=settings.workers) as pool:
+    with ThreadPoolExecutor(settings.workers, thread_name_prefix="patchvae-extract") as pool:
         pending: list[Future[CaseResult]] = []
-        queue = iter(cases)
-        for case in queue:
-            pending.append(pool.submit(process_case, case, settings))
-            if len(pending) >= 2 * settings.workers:
+        try:
+            for case in cases:
+                pending.append(pool.submit(process_case, case, settings))
+                if len(pending) >= 2 * settings.workers:
+                    yield pending.pop(0).result()
+            while pending:
                 yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+        finally:  # an error or an interruption: no queued case starts
+            for future in pending:
+                future.cancel()
 
 
 def extract_dataset(
@@ -140,16 +150,17 @@ def _write_store(
         out, settings.modalities, settings.patch_size, settings.model_dump(mode="json"), provenance
     )
     try:
-        for result in _results(cases, settings):
-            if on_case is not None:
-                on_case(result)
-            if result.error is not None:
-                if settings.on_error == "fail":
-                    raise DataError(None, result.error)
-                skipped.append((result.case_id, result.error))
-                continue
-            assert result.batch is not None
-            written.append(writer.append(result.batch, result.info))
+        with closing(_results(cases, settings)) as results:  # a failure: queued cases not run
+            for result in results:
+                if on_case is not None:
+                    on_case(result)
+                if result.error is not None:
+                    if settings.on_error == "fail":
+                        raise DataError(None, result.error)
+                    skipped.append((result.case_id, result.error))
+                    continue
+                assert result.batch is not None
+                written.append(writer.append(result.batch, result.info))
         if not written:
             raise DataError(
                 Path(settings.root), f"no case left to write: all {len(skipped)} case(s) failed"

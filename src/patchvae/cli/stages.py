@@ -77,7 +77,9 @@ def extract(
         help="Resample other channels and masks onto the first channel's grid by physical "
         "position (default: refuse files on another grid).",
     ),
-    workers: int = typer.Option(1, "--workers"),
+    workers: int = typer.Option(
+        1, "--workers", help="Cases preprocessed at once, by threads (default 1); up to the cores."
+    ),
     on_error: str = typer.Option(
         "fail", "--on-error", help="fail (default) or skip a case that cannot be used."
     ),
