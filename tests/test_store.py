@@ -191,3 +191,36 @@ def test_a_failing_case_stops_the_workers_queue(
     )
     assert summary.skipped == [("1", "damaged.nii.gz: truncated")]
     assert [c["case_id"] for c in summary.written] == [str(i) for i in range(2, 9)]
+
+
+def test_a_signal_while_hdf5_writes_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT/SIGTERM raise from the signal handler wherever Python is; during a store write
+    that is inside HDF5's call into the guarded file, where h5py would swallow it. The writer
+    holds it until HDF5 returns, then raises it: the store is dropped, nothing is left."""
+    from patchvae import store as store_module
+    from patchvae.errors import Interrupted
+    from patchvae.io import raise_or_defer
+    from patchvae.patches import PatchBatch
+
+    n, s = 200, 8
+    rng = np.random.default_rng(0)
+    batch = PatchBatch(
+        "a", rng.random((n, 1, s, s), dtype=np.float32), np.zeros(n, int), np.arange(n),
+        np.zeros(n, int), np.ones(n), np.zeros(n), np.zeros(n, int),
+        np.ones((n, s, s), np.uint8), np.zeros((n, s, s), np.uint8), n,
+    )  # fmt: skip
+    write, signals = store_module._GuardedFile.write, []
+
+    def signalled(self, data):  # type: ignore[no-untyped-def]
+        if not signals:  # the handler runs once, in the first write HDF5 makes
+            signals.append(1)
+            raise_or_defer(Interrupted("SIGTERM", 143))
+        return write(self, data)
+
+    monkeypatch.setattr(store_module._GuardedFile, "write", signalled)
+    with pytest.raises(Interrupted), PatchStoreWriter(tmp_path / "s.h5", ["DWI"], s, {}) as w:
+        w.append(batch, {})
+        w.append(batch, {})
+    assert signals == [1] and list(tmp_path.iterdir()) == []

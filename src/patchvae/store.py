@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from patchvae.errors import DataError
-from patchvae.io import discard_temporary, rename_temporary, temporary_sibling
+from patchvae.io import discard_temporary, rename_temporary, shielded, temporary_sibling
 from patchvae.patches import PatchBatch
 
 _FORMAT_NAME = "patchvae-patch-store/"  # + version: the marker of every store patchvae wrote
@@ -191,14 +191,15 @@ class PatchStoreWriter:
         self._tmp = temporary_sibling(self.path)
         self._guard = _GuardedFile(self._tmp)
         try:
-            self._file = h5py.File(self._guard, "w", libver="latest")
-            self._create(len(channels), patch_size)
-            attrs = self._file.attrs
-            attrs["format"] = STORE_FORMAT
-            attrs["channels"] = json.dumps(list(channels))
-            attrs["patch_size"] = patch_size
-            attrs["settings"] = json.dumps(settings)
-            attrs["provenance"] = json.dumps(provenance or {})
+            with shielded():  # a signal while HDF5 writes: raised when it returns (see append)
+                self._file = h5py.File(self._guard, "w", libver="latest")
+                self._create(len(channels), patch_size)
+                attrs = self._file.attrs
+                attrs["format"] = STORE_FORMAT
+                attrs["channels"] = json.dumps(list(channels))
+                attrs["patch_size"] = patch_size
+                attrs["settings"] = json.dumps(settings)
+                attrs["provenance"] = json.dumps(provenance or {})
             self._check()
         except BaseException as exc:
             self.abort()
@@ -239,7 +240,11 @@ class PatchStoreWriter:
     def append(self, batch: PatchBatch, case_info: dict[str, Any]) -> dict[str, Any]:
         """Add one case's patches and its description; return the case's record (with counts)."""
         try:
-            self._append(batch)
+            # HDF5 calls into the guarded file from C, and h5py swallows what is raised there:
+            # a SIGINT/SIGTERM that lands in that call would be lost. Shielded, it is held
+            # until HDF5 returns and raised here.
+            with shielded():
+                self._append(batch)
             self._check()
         except BaseException as exc:
             self.abort()
@@ -275,9 +280,10 @@ class PatchStoreWriter:
     def close(self) -> Path:
         """Finish the file and rename it into place (a failure removes it, and says why)."""
         try:
-            self._file.attrs["cases"] = json.dumps(self._cases)
-            self._file.close()
-            self._guard.close()
+            with shielded():
+                self._file.attrs["cases"] = json.dumps(self._cases)
+                self._file.close()
+                self._guard.close()
             self._check()
             rename_temporary(self._tmp, self.path)
         except BaseException as exc:
