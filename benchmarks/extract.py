@@ -1,8 +1,8 @@
 """Extraction cost: per-volume seconds of each step, the patch-grid step beside a memcpy of the
 same bytes (peer: the floor any patch cutter pays), reading every file beside a plain
 SimpleITK read of the same files, 1 against 2 workers (beside compute-bound work in 1 against
-2 processes: what the machine's cores allow), and peak memory of a whole-dataset
-extraction against one volume's size.
+2 processes: what the machine's cores allow), in this process and in new ones (as the CLI
+runs it), and peak memory of a whole-dataset extraction against one volume's size.
 
     python benchmarks/extract.py                                   # the bundled ISLES'22 case
     python benchmarks/extract.py --root examples/brats2013.csv --modality FLAIR
@@ -55,6 +55,40 @@ before = status("VmRSS:")
 extract_dataset(settings, sys.argv[3], cases=cases[:1] if sys.argv[2] == "first" else cases)
 print(json.dumps({"rss_before": before, "peak": status("VmHWM:")}))
 """
+
+
+WORKER_REPEATS = 8  # interleaved extractions with 1 and with 2 workers (the machine is noisy)
+
+_FRESH = """
+import json, sys, time
+from pathlib import Path
+from patchvae.config import ExtractConfig
+from patchvae.data.volumes import discover_cases
+from patchvae.extract import extract_dataset
+
+settings = ExtractConfig.model_validate_json(sys.argv[1])
+cases = discover_cases(settings.root, settings.layout, settings.modalities)
+t0 = time.perf_counter()
+extract_dataset(settings, sys.argv[2], cases=cases)
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+"""
+
+
+def fresh_seconds(settings: ExtractConfig, repeats: int = WORKER_REPEATS) -> dict[str, float]:
+    """Median seconds of a whole extraction with 1 and 2 workers, each in a new process (as
+    the CLI runs it: nothing warm, the imports not counted), interleaved."""
+    times: dict[str, list[float]] = {"1": [], "2": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            for workers in (1, 2):
+                config = settings.model_copy(update={"workers": workers})
+                out = Path(tmp) / f"fresh-w{workers}-{repeat}.h5"
+                done = subprocess.run(
+                    [sys.executable, "-c", _FRESH, config.model_dump_json(), str(out)],
+                    check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                times[str(workers)].append(json.loads(done.stdout.splitlines()[-1])["seconds"])
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def child_memory_mib(settings: ExtractConfig, which: str) -> dict[str, float]:
@@ -146,9 +180,6 @@ def read_seconds(cases: list, repeats: int = 3) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-WORKER_REPEATS = 8  # interleaved extractions with 1 and with 2 workers (the machine is noisy)
-
-
 def _compress_work(rounds: int) -> None:
     """Compute-bound work that stays in the core's cache: zlib on 64 KiB, ``rounds`` times."""
     block = np.random.default_rng(0).bytes(1 << 16)
@@ -238,6 +269,12 @@ def main() -> None:
         print(
             f"whole extraction: {found['1']:.2f} s with 1 worker, {found['2']:.2f} s with 2 "
             f"({found['1'] / found['2']:.2f} x faster; median of {WORKER_REPEATS}, interleaved)"
+        )
+        fresh = fresh_seconds(settings)
+        print(
+            f"the same, each extraction in a new process (as the CLI runs it): "
+            f"{fresh['1']:.2f} s with 1 worker, {fresh['2']:.2f} s with 2 "
+            f"({fresh['1'] / fresh['2']:.2f} x faster; median of {WORKER_REPEATS}, interleaved)"
         )
         print(
             f"peer, compute-bound work (zlib) in 2 processes against 1: "

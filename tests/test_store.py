@@ -224,3 +224,23 @@ def test_a_signal_while_hdf5_writes_is_not_lost(
         w.append(batch, {})
         w.append(batch, {})
     assert signals == [1] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux only")
+def test_huge_pages_are_off_while_extracting_and_restored_after() -> None:
+    import ctypes
+
+    from patchvae.extract import _without_huge_pages
+
+    def thp_disabled() -> int:
+        return int(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))  # PR_GET_THP_DISABLE
+
+    before = thp_disabled()
+    if before < 0:
+        pytest.skip("this kernel has no PR_GET_THP_DISABLE")
+    with _without_huge_pages():
+        assert thp_disabled() == 1
+    assert thp_disabled() == before
+    with pytest.raises(RuntimeError), _without_huge_pages():
+        raise RuntimeError("a failed extraction restores it too")
+    assert thp_disabled() == before
