@@ -144,8 +144,9 @@ def store_write_seconds(batches: list, repeats: int = 5) -> dict[str, float]:
                 store_module._GuardedFile = guarded if name.startswith("patchvae") else _NativePath
                 path = Path(tmp) / f"{repeat}-{len(times[name])}.h5"
                 t0 = time.perf_counter()
+                channels = [f"channel {i}" for i in range(batches[0].pixels.shape[1])]
                 with store_module.PatchStoreWriter(
-                    path, ["DWI"], batches[0].pixels.shape[-1], {}
+                    path, channels, batches[0].pixels.shape[-1], {}
                 ) as w:
                     for batch in batches:
                         w.append(batch, {})
