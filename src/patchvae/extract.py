@@ -96,7 +96,7 @@ _PR_SET_THP_DISABLE, _PR_GET_THP_DISABLE = 41, 42  # Linux prctl options (linux/
 def _libc() -> Any:
     try:
         return ctypes.CDLL(None, use_errno=True)  # the C library this process runs on
-    except OSError:
+    except (OSError, TypeError):  # TypeError: Windows, where there is no such handle
         return None
 
 
