@@ -38,7 +38,7 @@ from patchvae.patches import extract_patches
 from patchvae.preprocess import load_case
 
 _CHILD = """
-import json, sys
+import json, sys, time
 from pathlib import Path
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import discover_cases
@@ -52,47 +52,30 @@ settings = ExtractConfig.model_validate_json(sys.argv[1])
 cases = discover_cases(settings.root, settings.layout, settings.modalities)
 Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark after the imports
 before = status("VmRSS:")
+t0 = time.perf_counter()
 extract_dataset(settings, sys.argv[3], cases=cases[:1] if sys.argv[2] == "first" else cases)
-print(json.dumps({"rss_before": before, "peak": status("VmHWM:")}))
+seconds = time.perf_counter() - t0
+print(json.dumps({"rss_before": before, "peak": status("VmHWM:"), "seconds": seconds}))
 """
 
 
 WORKER_REPEATS = 8  # interleaved extractions with 1 and with 2 workers (the machine is noisy)
-
-_FRESH = """
-import json, sys, time
-from pathlib import Path
-from patchvae.config import ExtractConfig
-from patchvae.data.volumes import discover_cases
-from patchvae.extract import extract_dataset
-
-settings = ExtractConfig.model_validate_json(sys.argv[1])
-cases = discover_cases(settings.root, settings.layout, settings.modalities)
-t0 = time.perf_counter()
-extract_dataset(settings, sys.argv[2], cases=cases)
-print(json.dumps({"seconds": time.perf_counter() - t0}))
-"""
 
 
 def fresh_seconds(settings: ExtractConfig, repeats: int = WORKER_REPEATS) -> dict[str, float]:
     """Median seconds of a whole extraction with 1 and 2 workers, each in a new process (as
     the CLI runs it: nothing warm, the imports not counted), interleaved."""
     times: dict[str, list[float]] = {"1": [], "2": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(repeats):
-            for workers in (1, 2):
-                config = settings.model_copy(update={"workers": workers})
-                out = Path(tmp) / f"fresh-w{workers}-{repeat}.h5"
-                done = subprocess.run(
-                    [sys.executable, "-c", _FRESH, config.model_dump_json(), str(out)],
-                    check=True, capture_output=True, text=True,
-                )  # fmt: skip
-                times[str(workers)].append(json.loads(done.stdout.splitlines()[-1])["seconds"])
+    for _ in range(repeats):
+        for workers in (1, 2):
+            config = settings.model_copy(update={"workers": workers})
+            times[str(workers)].append(child_run(config, "all")["seconds"])
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def child_memory_mib(settings: ExtractConfig, which: str) -> dict[str, float]:
-    """RSS after imports and the peak RSS during extraction, in a fresh process (Linux)."""
+def child_run(settings: ExtractConfig, which: str) -> dict[str, float]:
+    """One extraction (of the ``first`` case or ``all``) in a fresh process (Linux): RSS after
+    the imports, the peak RSS during extraction (MiB), and its seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [
@@ -138,13 +121,13 @@ def store_write_seconds(batches: list, repeats: int = 5) -> dict[str, float]:
 
     guarded = store_module._GuardedFile
     times: dict[str, list[float]] = {"patchvae (guarded file)": [], "h5py native driver": []}
+    channels = [f"channel {i}" for i in range(batches[0].pixels.shape[1])]
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
             for name in times:
                 store_module._GuardedFile = guarded if name.startswith("patchvae") else _NativePath
                 path = Path(tmp) / f"{repeat}-{len(times[name])}.h5"
                 t0 = time.perf_counter()
-                channels = [f"channel {i}" for i in range(batches[0].pixels.shape[1])]
                 with store_module.PatchStoreWriter(
                     path, channels, batches[0].pixels.shape[-1], {}
                 ) as w:
@@ -286,8 +269,8 @@ def main() -> None:
         print(f"store write of {n} patches, {name}: {seconds:.3f} s (median of 5, interleaved)")
     if args.no_memory:
         return
-    first = child_memory_mib(settings, "first")
-    everything = child_memory_mib(settings, "all")
+    first = child_run(settings, "first")
+    everything = child_run(settings, "all")
     print(f"one volume (float32, after preprocessing): {volume_mib:.1f} MiB")
     print(f"RSS after imports: {everything['rss_before']:.0f} MiB")
     for name, run in (("first case only", first), (f"all {len(cases)} cases", everything)):
