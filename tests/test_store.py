@@ -228,19 +228,19 @@ def test_a_signal_while_hdf5_writes_is_not_lost(
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux only")
 def test_huge_pages_are_off_while_extracting_and_restored_after() -> None:
-    import ctypes
+    from patchvae import extract as extract_module
 
-    from patchvae.extract import _without_huge_pages
+    prctl = extract_module._libc().prctl
 
     def thp_disabled() -> int:
-        return int(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))  # PR_GET_THP_DISABLE
+        return int(prctl(extract_module._PR_GET_THP_DISABLE, 0, 0, 0, 0))
 
     before = thp_disabled()
-    if before < 0 or ctypes.CDLL(None).prctl(41, before, 0, 0, 0) != 0:  # set it as it is
+    if before < 0 or prctl(extract_module._PR_SET_THP_DISABLE, before, 0, 0, 0) != 0:
         pytest.skip("this kernel (or its sandbox) refuses PR_GET/PR_SET_THP_DISABLE")
-    with _without_huge_pages():
+    with extract_module._without_huge_pages():
         assert thp_disabled() == 1
     assert thp_disabled() == before
-    with pytest.raises(RuntimeError), _without_huge_pages():
+    with pytest.raises(RuntimeError), extract_module._without_huge_pages():
         raise RuntimeError("a failed extraction restores it too")
     assert thp_disabled() == before

@@ -93,9 +93,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mal
 _PR_SET_THP_DISABLE, _PR_GET_THP_DISABLE = 41, 42  # Linux prctl options (linux/prctl.h)
 
 
+@cache
 def _libc() -> Any:
+    """The C library this process runs on, or None (Windows)."""
     try:
-        return ctypes.CDLL(None, use_errno=True)  # the C library this process runs on
+        return ctypes.CDLL(None, use_errno=True)
     except (OSError, TypeError):  # TypeError: Windows, where there is no such handle
         return None
 
