@@ -79,6 +79,11 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
         "the intensity baseline after histogram equalisation of each case (Meissen et al. "
         "2021): the same order within a case, one scale across cases",
     ),
+    "intensity_spots": (
+        "bright-spot count",
+        "how many of the patch's voxels inside the brain (its rim left out) are among its "
+        "case's brightest 1 %: small bright lesions that move no percentile; no learning",
+    ),
     "latent_mahalanobis": (
         "latent Mahalanobis",
         "the distance of the patch's latent mean from the training patches' (a Gaussian fit)",

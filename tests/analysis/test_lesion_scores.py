@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from patchvae.analysis.anomaly import (
+    bright_spot_count,
     core_auroc,
     fit_gaussian,
     fuse_by_rank,
@@ -50,6 +51,46 @@ def test_equalised_baseline_orders_a_case_as_p95_and_puts_cases_on_one_scale() -
         assert (np.argsort(equalised[on]) == np.argsort(plain[on])).all()
     np.testing.assert_allclose(equalised[20:], equalised[:20])  # one scale
     assert not np.allclose(plain[20:], plain[:20])
+
+
+def _tissue(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` patches of noisy tissue (0.4-0.6) in a brain that covers their left 20 columns."""
+    rng = np.random.default_rng(seed)
+    patches = np.zeros((n, 1, 28, 28))
+    patches[:, 0, :, :20] = rng.uniform(0.4, 0.6, (n, 28, 20))
+    return patches, patches[:, 0] > 0
+
+
+def test_bright_spots_count_a_few_voxel_lesion_deep_in_the_brain() -> None:
+    patches, brain = _tissue(60)
+    healthy = intensity_baseline(patches[:1])
+    lesion = 0.9
+    patches[0, 0, 10:12, 8:10] = lesion  # 2 x 2 voxels deep in the brain: 4 of 560
+    patches[1, 0, 10:12, 18:20] = lesion  # the same on the brain's rim (its last 2 columns)
+    patches[2, 0, 0:2, 8:10] = lesion  # ... and at the patch's own edge, inside the brain
+    spots = bright_spot_count(patches, brain, np.zeros(60), quantile=0.999, erosion=2)
+    # by hand: 60 x 560 brain voxels, rank > 0.999 = the brightest 34; the rim is columns 18-19
+    top = np.sort(patches[:, 0][brain])[-34]
+    expected = ((patches[:, 0] >= top) & (np.arange(28) < 18)).sum(axis=(1, 2))
+    np.testing.assert_array_equal(np.floor(spots), expected)
+    assert expected[0] >= 4 and expected[2] >= 4  # the patch's edge is not the brain's rim
+    assert spots.argmax() in (0, 2)
+    # 4 voxels barely move the patch's 95th percentile (the tissue spans 0.4-0.6)
+    assert intensity_baseline(patches[:1]) - healthy < 0.01
+
+
+def test_bright_spots_count_per_case_and_break_ties_without_reordering() -> None:
+    patches, brain = _tissue(40, seed=3)
+    patches[20:] = patches[:20] * 0.5  # case b: case a's tissue, half as bright
+    patches = np.concatenate([patches, patches * 0.9], axis=1)  # a second channel, same order
+    cases = np.repeat(["a", "b"], 20)
+    spots = bright_spot_count(patches, brain, cases, quantile=0.95, erosion=0)
+    np.testing.assert_allclose(spots[20:], spots[:20])  # each case on its own scale
+    counts = np.floor(spots * 2) / 2  # the mean count of two channels: steps of 1/2
+    assert (spots - counts < 0.5).all()  # the tie-break stays below one step
+    # by hand: 20 x 560 brain voxels, rank > 0.95 = the brightest 560
+    top = np.sort(patches[:20, 0][brain[:20]])[-560]
+    np.testing.assert_array_equal(counts[:20], (patches[:20, 0] >= top).sum(axis=(1, 2)))
 
 
 def test_core_auroc_leaves_out_edge_patches() -> None:

@@ -71,6 +71,7 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
         "feature_mahalanobis",
         "intensity_p95",
         "intensity_histeq",
+        "intensity_spots",
         "fused",
         "fused_label_free",
     }

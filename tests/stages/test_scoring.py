@@ -24,6 +24,7 @@ SCORES = [
     "latent_mahalanobis",
     "intensity_p95",
     "intensity_histeq",
+    "intensity_spots",
     "fused_label_free",  # ranks among the same patches here: the same values
 ]
 

@@ -74,6 +74,7 @@ LATENT_GROUPS = "latent groups (cluster-then-label)"
 _KINDS = {
     BASELINE: "baseline",
     "intensity_histeq": "baseline",
+    "intensity_spots": "baseline",
     "p_lesion": "semi-supervised",
     "fused": "fused",
     LABEL_FREE: "fused",

@@ -11,6 +11,7 @@ import pandas as pd
 
 from patchvae.analysis.anomaly import (
     aggregate_posterior_nll,
+    bright_spot_count,
     fit_gaussian,
     fuse_by_rank,
     histogram_equalised_baseline,
@@ -21,6 +22,7 @@ from patchvae.tables import latent_columns
 
 BASELINE = "intensity_p95"
 EQUALISED = "intensity_histeq"
+SPOTS = "intensity_spots"
 ELBO_SCORES = ("recon_error", "kl", "neg_elbo")
 LABEL_FREE = "fused_label_free"
 
@@ -64,9 +66,10 @@ def patch_scores(
     embedding's), the latent density under the training patches' aggregate posterior and the
     Mahalanobis distance of the latent mean (without a ``reference``: neither), the feature
     Mahalanobis distance and the classifier's probability (where ``table`` has them), and the
-    intensity baselines, plain and histogram-equalised per case; with ``own``, the model's
-    own score (:func:`own_score`), the label-free fusion of the two: the mean of the plain
-    baseline's and the model score's percentile ranks among the patches given, with equal
+    scores with no learning (the intensity baseline, plain and histogram-equalised per case,
+    and the bright-spot count); with ``own``, the model's own score (:func:`own_score`), the
+    label-free fusion of the two: the mean of the plain baseline's and the model score's
+    percentile ranks among the patches given, with equal
     weights and no label anywhere (``fused_label_free``)."""
     scores = {name: table[name].to_numpy() for name in ELBO_SCORES}
     if "residual_p95" in table:  # embeddings made by patchvae 0.3 and later
@@ -81,9 +84,9 @@ def patch_scores(
     if "p_lesion" in table:
         scores["p_lesion"] = table["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
-    scores[EQUALISED] = histogram_equalised_baseline(
-        patches, brain, table.case_id.astype(str).to_numpy()
-    )
+    cases = table.case_id.astype(str).to_numpy()
+    scores[EQUALISED] = histogram_equalised_baseline(patches, brain, cases)
+    scores[SPOTS] = bright_spot_count(patches, brain, cases)
     if own is not None and own in scores:
         scores[LABEL_FREE] = fuse_by_rank(scores[BASELINE], scores[own], 0.5)
     return scores

@@ -310,6 +310,7 @@ _MD_COLUMNS = {
         "auroc_p_lesion",
         "auroc_intensity_p95",
         "auroc_intensity_histeq",
+        "auroc_intensity_spots",
         "auroc_fused",
         "auroc_fused_label_free",
         "few_label_auroc_k20",
@@ -333,6 +334,7 @@ _CI_SCORES = (
     "fused",
     "fused_label_free",
     "intensity_p95",
+    "intensity_spots",
 )
 
 
