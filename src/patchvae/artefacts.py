@@ -100,8 +100,8 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
     ),
     "fused": (
         "fused score",
-        "the intensity baseline and one model score averaged by rank, the partner and the "
-        "weight chosen on the training patches",
+        "a score with no learning (the intensity baseline or the bright-spot count) and one "
+        "model score averaged by rank, the pair and the weight chosen on the training patches",
     ),
 }
 
@@ -291,8 +291,9 @@ class AnalysisResult(Record):
     maps: dict[str, dict[str, str]] = {}  # case -> score -> NIfTI map, relative to the folder
     settings: dict[str, Any]
     extraction: dict[str, Any] = {}  # the analysed store's extraction settings
-    # the fused score: the model score fused with the baseline, and the baseline's weight,
-    # chosen on the training patches (empty without lesion labels there)
+    # the fused score: the score with no learning ("base") and the model score ("partner")
+    # fused, and the base's weight, chosen on the training patches (empty without lesion
+    # labels there)
     fusion: dict[str, Any] = {}
     provenance: dict[str, Any]
     reproduce: str

@@ -88,7 +88,9 @@ def test_fused_score_is_chosen_on_training_patches_only(
     held = pd.read_parquet(folder / "patch-scores.parquet")
     # the fused score is the recorded partner and weight applied to the held-out scores
     expected = fuse_by_rank(
-        held.intensity_p95.to_numpy(), held[fusion["partner"]].to_numpy(), fusion["baseline_weight"]
+        held[fusion["base"]].to_numpy(),
+        held[fusion["partner"]].to_numpy(),
+        fusion["baseline_weight"],
     )
     np.testing.assert_allclose(held.fused, expected)
     # and the choice is the best on the training patches: recompute it from them alone
@@ -97,12 +99,19 @@ def test_fused_score_is_chosen_on_training_patches_only(
     embedding = pd.read_parquet(trained_run / f"embedding-{two_case_store.stem}.parquet")
     train = embedding[embedding.seen_in_training].reset_index(drop=True)
     store = PatchStore(two_case_store)
-    from patchvae.analysis.anomaly import intensity_baseline
+    from patchvae.analysis.anomaly import bright_spot_count, intensity_baseline
 
-    base = intensity_baseline(store.patches(np.flatnonzero(embedding.seen_in_training)))
+    rows = np.flatnonzero(embedding.seen_in_training)
+    bases = {
+        "intensity_p95": intensity_baseline(store.patches(rows)),
+        "intensity_spots": bright_spot_count(
+            store.patches(rows), store.masks("brain", rows), train.case_id.astype(str).to_numpy()
+        ),
+    }
     labels = train.label.to_numpy()
     best = max(
-        (detection_metrics(labels, fuse_by_rank(base, train[p].to_numpy(), w))["auroc"], p, w)
+        (detection_metrics(labels, fuse_by_rank(base, train[p].to_numpy(), w))["auroc"], b, p, w)
+        for b, base in bases.items()
         for p in ("recon_error", "kl", "neg_elbo", "feature_mahalanobis")
         for w in FUSION_WEIGHTS
     )

@@ -60,6 +60,7 @@ from patchvae.stages.analysis_files import figure_data, write_case_maps
 from patchvae.stages.patch_scores import (
     BASELINE,
     LABEL_FREE,
+    SPOTS,
     Reference,
     own_score,
     patch_scores,
@@ -74,7 +75,7 @@ LATENT_GROUPS = "latent groups (cluster-then-label)"
 _KINDS = {
     BASELINE: "baseline",
     "intensity_histeq": "baseline",
-    "intensity_spots": "baseline",
+    SPOTS: "baseline",
     "p_lesion": "semi-supervised",
     "fused": "fused",
     LABEL_FREE: "fused",
@@ -324,24 +325,27 @@ def _training_side(
 
 
 def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The intensity baseline fused with one unsupervised model score by rank, partner and
-    weight chosen by AUROC on the training patches; adds ``fused`` to ``scores``. Nothing is
-    chosen (and nothing added) without lesion labels on the training patches."""
+    """A score with no learning (the intensity baseline or the bright-spot count) fused with
+    one unsupervised model score by rank, the pair and the weight chosen by AUROC on the
+    training patches; adds ``fused`` to ``scores``. Nothing is chosen (and nothing added)
+    without lesion labels on the training patches."""
     labels = training.labels
     if np.unique(labels[labels >= 0]).size < 2:
         return {}
     known = labels >= 0
+    bases = [n for n in (BASELINE, SPOTS) if n in scores and n in training.scores]
     partners = [n for n in scores if _KINDS.get(n, "vae") == "vae" and n in training.scores]
-    best: tuple[float, str, float] = (-1.0, "", 0.0)
-    for partner in partners:
-        for weight in FUSION_WEIGHTS:
-            fused = fuse_by_rank(training.scores[BASELINE], training.scores[partner], weight)
-            auroc = detection_metrics(labels[known], fused[known])["auroc"]
-            if auroc > best[0]:
-                best = (auroc, partner, weight)
-    auroc, partner, weight = best
-    scores["fused"] = fuse_by_rank(scores[BASELINE], scores[partner], weight)
-    return {"partner": partner, "baseline_weight": weight, "training_auroc": auroc}
+    best: tuple[float, str, str, float] = (-1.0, "", "", 0.0)
+    for base in bases:
+        for partner in partners:
+            for weight in FUSION_WEIGHTS:
+                fused = fuse_by_rank(training.scores[base], training.scores[partner], weight)
+                auroc = detection_metrics(labels[known], fused[known])["auroc"]
+                if auroc > best[0]:
+                    best = (auroc, base, partner, weight)
+    auroc, base, partner, weight = best
+    scores["fused"] = fuse_by_rank(scores[base], scores[partner], weight)
+    return {"base": base, "partner": partner, "baseline_weight": weight, "training_auroc": auroc}
 
 
 LATENT_GROUP_INDEX = LATENT_GROUP_COUNTS.index(LATENT_GROUP_COUNT)  # the one reported by NMI
