@@ -13,6 +13,7 @@ import yaml
 from patchvae.config import ExtractConfig
 from patchvae.data.volumes import bundled_isles22_dir
 from patchvae.extract import extract_dataset
+from patchvae.studies.compare import BASELINE_ROW
 from tests.conftest import Cli
 
 
@@ -89,7 +90,7 @@ def test_compare_adds_keras2016_and_scores_patches(
     )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv").set_index("model")
-    assert list(table.index) == ["keras2016", "mlp-l4", "intensity_p95 (no training)"]
+    assert list(table.index) == ["keras2016", "mlp-l4", BASELINE_ROW["patches"]]
     for column in (
         "auroc_neg_elbo_mean",
         "auroc_intensity_p95_mean",
@@ -97,16 +98,16 @@ def test_compare_adds_keras2016_and_scores_patches(
         "gmm_nmi_mean",
     ):
         assert column in table.columns
-    baseline = table.loc["intensity_p95 (no training)", "auroc_intensity_p95_mean"]
-    assert baseline == pytest.approx(table.loc["keras2016", "auroc_intensity_p95_mean"])
+    for score in ("intensity_p95", "intensity_spots"):  # each with its interval
+        for column in (f"auroc_{score}_mean", f"ci_low_{score}_mean"):
+            baseline = table.loc[BASELINE_ROW["patches"], column]
+            assert baseline == pytest.approx(table.loc["keras2016", column]), column
     # the baseline row's few-label figure is the analysis' own, for the intensity score alone
     analysis = json.loads(
         (tmp_path / "cmp" / "keras2016" / "seed-3" / "analysis-isles" / "analysis.json").read_text()
     )
     few = analysis["few_labels"]["intensity_p95"]["20"]["mean"]
-    assert table.loc["intensity_p95 (no training)", "few_label_auroc_k20_mean"] == pytest.approx(
-        few
-    )
+    assert table.loc[BASELINE_ROW["patches"], "few_label_auroc_k20_mean"] == pytest.approx(few)
     # run again: both runs are recognised as finished (their settings record the store's
     # absolute path, the grid a relative one) and reused
     code, out, err = cli(["compare", "--config", str(grid), "--out", "cmp"])

@@ -2,9 +2,10 @@
 
 A grid file names the data set (MNIST digits, or a patch store with held-out cases), the seeds,
 and the model settings (each a preset plus overrides). The keras2016 preset is always a row, and
-so is a baseline that needs no training: k-means on the raw pixels for MNIST, the
-95th-percentile intensity score for patches. Every run keeps its own folder; a finished run is
-not trained again when the comparison is re-run (so a long grid can be resumed).
+so is a baseline that needs no training: k-means on the raw pixels for MNIST, the scores with
+no learning for patches (intensity baselines, bright-spot count). Every run keeps its own
+folder; a finished run is not trained again when the comparison is re-run (so a long grid can
+be resumed).
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ from patchvae.locks import lock_folder
 from patchvae.report.figures import plot_comparison
 from patchvae.store import PatchStore
 
-BASELINE_ROW = {"mnist": "pixels (k-means, no training)", "patches": "intensity_p95 (no training)"}
+_NO_LEARNING = ("_intensity_p95", "_intensity_histeq", "_intensity_spots")
+BASELINE_ROW = {
+    "mnist": "pixels (k-means, no training)",
+    "patches": "no training (intensity, bright spots)",
+}
 
 
 def _entries(config: CompareConfig) -> list[CompareEntry]:
@@ -155,11 +160,12 @@ def _started(folder: Path) -> bool:
 
 def _baseline(config: CompareConfig, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     if config.dataset == "patches":
-        # the intensity score is computed on the same held-out patches by every analysis
+        # the scores with no learning (intensity baselines, bright-spot count) are computed
+        # on the same held-out patches by every analysis: their figures and intervals
         first = next(iter(rows.values()))
         return [
             {
-                "auroc_intensity_p95": r["auroc_intensity_p95"],
+                **{k: v for k, v in r.items() if k.endswith(_NO_LEARNING)},
                 "few_label_auroc_k20": r.get("baseline_few_label_auroc_k20", float("nan")),
             }
             for r in first
