@@ -89,7 +89,7 @@ def test_fused_score_is_chosen_on_training_patches_only(
     # the fused score is the recorded partner and weight applied to the held-out scores
     expected = fuse_by_rank(
         held[fusion["base"]].to_numpy(),
-        held[fusion["partner"]].to_numpy(),
+        held[fusion["partner"] or fusion["base"]].to_numpy(),
         fusion["baseline_weight"],
     )
     np.testing.assert_allclose(held.fused, expected)
@@ -176,3 +176,30 @@ def test_train_compile_flag(two_case_store: Path, tmp_path: Path, cli: Cli) -> N
     record = json.loads((run / "training.json").read_text())
     assert record["settings"]["train"]["compile"] == "step"
     assert record["provenance"]["compiled"] == "step"
+
+
+def test_the_fusion_takes_no_partner_where_none_helps_on_the_training_patches() -> None:
+    from patchvae.stages.analysis import _fusion, _TrainingSide
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    training = {
+        "intensity_p95": labels + rng.normal(0, 0.1, 100),  # separates the training patches
+        "intensity_spots": rng.normal(0, 1, 100),
+        "recon_error": rng.normal(0, 1, 100),  # noise: fusing it in only costs
+        "kl": np.zeros(100),  # constant (a DAE's): never a partner
+    }
+    held = {name: rng.normal(0, 1, 30) for name in training}
+    side = _TrainingSide(training, labels, np.zeros(0), np.zeros(0))
+    fusion = _fusion(side, held)
+    assert (fusion["base"], fusion["partner"], fusion["baseline_weight"]) == (
+        "intensity_p95",
+        None,
+        1.0,
+    )
+    np.testing.assert_array_equal(np.argsort(held["fused"]), np.argsort(held["intensity_p95"]))
+    # a partner that carries what the base lacks is taken
+    training["recon_error"] = labels * 0.5 + rng.normal(0, 0.1, 100)
+    training["intensity_p95"] = labels * 0.5 + rng.normal(0, 0.2, 100)
+    fusion = _fusion(_TrainingSide(training, labels, np.zeros(0), np.zeros(0)), held)
+    assert fusion["partner"] == "recon_error" and fusion["baseline_weight"] < 1.0

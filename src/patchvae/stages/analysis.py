@@ -327,24 +327,34 @@ def _training_side(
 def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str, Any]:
     """A score with no learning (the intensity baseline or the bright-spot count) fused with
     one unsupervised model score by rank, the pair and the weight chosen by AUROC on the
-    training patches; adds ``fused`` to ``scores``. Nothing is chosen (and nothing added)
+    training patches (no partner, weight 1, where none helps there); adds ``fused`` to
+    ``scores``. Nothing is chosen (and nothing added)
     without lesion labels on the training patches."""
     labels = training.labels
     if np.unique(labels[labels >= 0]).size < 2:
         return {}
     known = labels >= 0
     bases = [n for n in (BASELINE, SPOTS) if n in scores and n in training.scores]
-    partners = [n for n in scores if _KINDS.get(n, "vae") == "vae" and n in training.scores]
-    best: tuple[float, str, str, float] = (-1.0, "", "", 0.0)
+    partners = [
+        n
+        for n in scores
+        if _KINDS.get(n, "vae") == "vae"
+        and n in training.scores
+        and np.ptp(training.scores[n]) > 0  # a constant (a DAE's KL) would be the base alone
+    ]
+    best: tuple[float, str, str | None, float] = (-1.0, "", None, 1.0)
     for base in bases:
-        for partner in partners:
+        alone = detection_metrics(labels[known], training.scores[base][known])["auroc"]
+        if alone > best[0]:  # no partner at all: the base's rank
+            best = (alone, base, None, 1.0)
+        for name in partners:
             for weight in FUSION_WEIGHTS:
-                fused = fuse_by_rank(training.scores[base], training.scores[partner], weight)
+                fused = fuse_by_rank(training.scores[base], training.scores[name], weight)
                 auroc = detection_metrics(labels[known], fused[known])["auroc"]
                 if auroc > best[0]:
-                    best = (auroc, base, partner, weight)
+                    best = (auroc, base, name, weight)
     auroc, base, partner, weight = best
-    scores["fused"] = fuse_by_rank(scores[base], scores[partner], weight)
+    scores["fused"] = fuse_by_rank(scores[base], scores[partner or base], weight)
     return {"base": base, "partner": partner, "baseline_weight": weight, "training_auroc": auroc}
 
 
