@@ -158,14 +158,23 @@ def bright_spot_count(
     >>> np.floor(score)  # the count; the rest breaks ties
     array([0., 1.])
     """
-    equalised = equalise_by_case(patches, brain, cases)
+    return count_bright_spots(equalise_by_case(patches, brain, cases), brain, quantile, erosion)
+
+
+def count_bright_spots(
+    equalised: np.ndarray,
+    brain: np.ndarray,
+    quantile: float = SPOT_QUANTILE,
+    erosion: int = SPOT_EROSION,
+) -> np.ndarray:
+    """:func:`bright_spot_count` of patches already equalised by :func:`equalise_by_case`."""
     inner = brain.astype(bool)
     if erosion:  # the patch's own border is not the brain's rim: only the mask's edges erode
         cross = ndimage.generate_binary_structure(2, 1)[None]
         inner = ndimage.binary_erosion(inner, cross, iterations=erosion, border_value=1)
     spots = ((equalised > quantile) & inner[:, None]).sum(axis=(2, 3)).mean(axis=1)
     # below the count's step (1 / channels): a tie-break that never reorders two counts
-    tie_break = intensity_baseline(equalised) / (2 * patches.shape[1])
+    tie_break = intensity_baseline(equalised) / (2 * equalised.shape[1])
     return spots + tie_break
 
 

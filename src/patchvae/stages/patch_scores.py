@@ -11,10 +11,10 @@ import pandas as pd
 
 from patchvae.analysis.anomaly import (
     aggregate_posterior_nll,
-    bright_spot_count,
+    count_bright_spots,
+    equalise_by_case,
     fit_gaussian,
     fuse_by_rank,
-    histogram_equalised_baseline,
     intensity_baseline,
     mahalanobis,
 )
@@ -84,9 +84,11 @@ def patch_scores(
     if "p_lesion" in table:
         scores["p_lesion"] = table["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
-    cases = table.case_id.astype(str).to_numpy()
-    scores[EQUALISED] = histogram_equalised_baseline(patches, brain, cases)
-    scores[SPOTS] = bright_spot_count(patches, brain, cases)
+    # one equalisation for both (volume-sized for a densely scored case)
+    equalised = equalise_by_case(patches, brain, table.case_id.astype(str).to_numpy())
+    scores[EQUALISED] = intensity_baseline(equalised)  # histogram_equalised_baseline
+    scores[SPOTS] = count_bright_spots(equalised, brain)  # bright_spot_count
+    del equalised
     if own is not None and own in scores:
         scores[LABEL_FREE] = fuse_by_rank(scores[BASELINE], scores[own], 0.5)
     return scores
