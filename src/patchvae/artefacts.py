@@ -95,8 +95,9 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
     ),
     "fused_label_free": (
         "label-free fused score",
-        "the intensity baseline and the model's own score (a VAE's negative ELBO, a DAE's "
-        "local residual) averaged by rank with equal weights: no label chooses anything",
+        "the intensity baseline and the model's own score (a classifier's lesion probability, "
+        "a DAE's local residual, any other VAE's negative ELBO) averaged by rank with equal "
+        "weights: no label chooses anything",
     ),
     "fused": (
         "fused score",

@@ -129,6 +129,7 @@ def test_the_label_free_fusion_uses_no_label(trained_run: Path, two_case_store: 
         "neg_elbo",
         "neg_elbo",
     )
+    assert own_score("conv", classifier=True) == "p_lesion"  # what lesion-20-labels names
     embedding = embed_store(trained_run, two_case_store)
     store = PatchStore(two_case_store)
     patches, brain = store.patches(), store.masks("brain")

@@ -182,7 +182,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     mu, train_mu = latent_columns(part, "mu"), reference.mu
     patches = store.patches(rows)
     masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
-    own = own_score(settings.model.architecture)
+    own = own_score(settings.model.architecture, bool(settings.model.classifier_classes))
     scores = patch_scores(part, mu, reference, patches, masks_brain, own)
     training = _training_side(train_part, reference, PatchStore(training_store), own)
     fusion = _fusion(training, scores)

@@ -27,10 +27,13 @@ ELBO_SCORES = ("recon_error", "kl", "neg_elbo")
 LABEL_FREE = "fused_label_free"
 
 
-def own_score(architecture: str) -> str:
-    """The score a model family is read by, fixed in advance: a denoising autoencoder's
-    local residual (Kascenas et al. 2022), any VAE's negative ELBO (its own bound on how
-    unlikely the patch is)."""
+def own_score(architecture: str, classifier: bool = False) -> str:
+    """The score a model is read by, fixed in advance (the one its recipe names): a model
+    with a lesion classifier's probability, a denoising autoencoder's local residual
+    (Kascenas et al. 2022), any other VAE's negative ELBO (its own bound on how unlikely the
+    patch is)."""
+    if classifier:
+        return "p_lesion"
     return "residual_p95" if architecture == "dae" else "neg_elbo"
 
 

@@ -245,7 +245,7 @@ def score_case(
         reference,
         batch.pixels,
         batch.brain_mask.astype(bool),
-        own_score(model.config.architecture),
+        own_score(model.config.architecture, bool(model.config.classifier_classes)),
     )
     table = pd.DataFrame(
         {
