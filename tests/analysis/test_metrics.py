@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from patchvae.analysis.metrics import clustering_scores, hungarian_accuracy, logreg_accuracy
+from patchvae.analysis.metrics import (
+    clustering_scores,
+    gmm_scores,
+    hungarian_accuracy,
+    logreg_accuracy,
+)
 from patchvae.analysis.projection import fit_projection
 
 
@@ -106,3 +111,22 @@ def test_cluster_accuracy_names_clusters_by_majority_when_more_clusters() -> Non
     found = cluster_accuracy(y, clusters, n_clusters=4)
     assert found == {"accuracy": 7 / 8, "matching": "majority"}
     assert hungarian_accuracy(y, clusters) == 4 / 8  # what one-to-one would report
+
+
+def test_gmm_keeps_a_wide_group_whole_where_kmeans_cuts_it_at_the_midpoint() -> None:
+    # a compact group beside a wide one (a 2-D UMAP view of a tight digit next to a spread
+    # one): k-means' boundary is the perpendicular bisector of the centres, which gives the
+    # wide group's near side to the compact one; a full-covariance mixture weighs the spreads
+    rng = np.random.default_rng(0)
+
+    def groups(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat([0, 1], n)
+        compact = rng.normal(0, 0.3, (2 * n, 2))
+        wide = np.array([3.0, 0.0]) + rng.normal(0, 1.5, (2 * n, 2))
+        return np.where(labels[:, None] == 0, compact, wide), labels
+
+    (train, _), (test, labels) = groups(500), groups(200)
+    kmeans = clustering_scores(train, test, labels, 2)["kmeans_accuracy"]
+    found = gmm_scores(train, test, labels, 2)
+    assert kmeans < 0.9  # about 16 % of the wide group lies past the midpoint
+    assert found["gmm_accuracy"] > 0.97 and found["gmm_nmi"] > 0.8

@@ -289,7 +289,13 @@ def _summarise(rows: dict[str, list[dict[str, Any]]], parameters: dict[str, int]
 
 
 _FIGURE_METRICS = {
-    "mnist": ["kmeans_accuracy", "umap_kmeans_accuracy", "prior_cluster_accuracy", "nmi"],
+    "mnist": [
+        "kmeans_accuracy",
+        "umap_kmeans_accuracy",
+        "umap_gmm_accuracy",
+        "prior_cluster_accuracy",
+        "nmi",
+    ],
     "patches": ["auroc_neg_elbo", "auroc_p_lesion", "auroc_intensity_p95", "few_label_auroc_k20"],
 }
 _MD_COLUMNS = {
@@ -299,6 +305,8 @@ _MD_COLUMNS = {
         "ari",
         "umap_kmeans_accuracy",
         "umap_nmi",
+        "umap_gmm_accuracy",
+        "umap_gmm_nmi",
         "prior_cluster_accuracy",
         "prior_cluster_nmi",
         "logreg_accuracy",

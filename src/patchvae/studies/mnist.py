@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchvae.analysis.metrics import agreement, clustering_scores, logreg_accuracy
+from patchvae.analysis.metrics import (
+    agreement,
+    clustering_scores,
+    gmm_scores,
+    logreg_accuracy,
+)
 from patchvae.analysis.projection import fit_projection, manifold_plane, umap_embed
 from patchvae.artefacts import (
     CHECKPOINT_FILE,
@@ -156,11 +161,13 @@ def _umap_scores(
     config: MnistStudyConfig,
     arrays: dict[str, np.ndarray],
 ) -> dict[str, float]:
-    """k-means on a 2-D UMAP of the latent (umap_kmeans_accuracy, umap_nmi, umap_ari, ...);
+    """k-means and a full-covariance Gaussian mixture on a 2-D UMAP of the latent
+    (umap_kmeans_accuracy, umap_nmi, umap_ari, ...; umap_gmm_accuracy, umap_gmm_nmi, ...);
     the UMAP coordinates join the figure data."""
     seed = config.train.seed
     train_2d, test_2d = umap_embed(train_latent, test_latent, seed)
     scores = clustering_scores(train_2d, test_2d, labels, len(config.digits), seed)
+    scores.update(gmm_scores(train_2d, test_2d, labels, len(config.digits), seed))
     arrays["umap_coords"] = test_2d
     return {f"umap_{key}": value for key, value in scores.items()}
 
