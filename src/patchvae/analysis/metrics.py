@@ -157,8 +157,9 @@ def gmm_scores(
     """A Gaussian mixture with full covariances (the most likely of ``GMM_RESTARTS`` fits)
     fitted on the train points and applied to the test points: ``gmm_accuracy``
     (Hungarian-matched), ``gmm_nmi``, ``gmm_ari``, ``gmm_silhouette``. On a 2-D UMAP view
-    this is N2D's read-off (McConville et al. 2020); unlike k-means it follows elongated
-    groups instead of cutting them across."""
+    this is N2D's read-off (McConville et al. 2020). k-means' boundary is the bisector
+    between two centres; the mixture weighs each group's spread, so a wide group beside a
+    compact one is not cut at the midpoint."""
     mixture = GaussianMixture(
         n_components=n_clusters,
         covariance_type="full",
