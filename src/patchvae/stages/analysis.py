@@ -328,8 +328,8 @@ def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str,
     """A score with no learning (the intensity baseline or the bright-spot count) fused with
     one unsupervised model score by rank, the pair and the weight chosen by AUROC on the
     training patches (no partner, weight 1, where none helps there); adds ``fused`` to
-    ``scores``. Nothing is chosen (and nothing added)
-    without lesion labels on the training patches."""
+    ``scores``. Nothing is chosen (and nothing added) without lesion labels on the training
+    patches."""
     labels = training.labels
     if np.unique(labels[labels >= 0]).size < 2:
         return {}
