@@ -72,8 +72,8 @@ def patch_scores(
     scores with no learning (the intensity baseline, plain and histogram-equalised per case,
     and the bright-spot count); with ``own``, the model's own score (:func:`own_score`), the
     label-free fusion of the two: the mean of the plain baseline's and the model score's
-    percentile ranks among the patches given, with equal
-    weights and no label anywhere (``fused_label_free``)."""
+    percentile ranks among the patches given, with equal weights and no label anywhere
+    (``fused_label_free``)."""
     scores = {name: table[name].to_numpy() for name in ELBO_SCORES}
     if "residual_p95" in table:  # embeddings made by patchvae 0.3 and later
         scores["residual_p95"] = table["residual_p95"].to_numpy()
