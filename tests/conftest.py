@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,21 @@ from patchvae.extract import extract_dataset
 from tests.volume_helpers import write_isles2015
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``pytest -n N`` each worker takes its share of the cores, for torch here and for
+    the commands it starts (OpenMP, numba); N workers with a thread per core each made the
+    suite crawl on a 16-core machine. A plain ``pytest`` leaves the defaults alone."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    import torch
+
+    threads = max(1, len(os.sched_getaffinity(0)) // int(workers))
+    for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture
