@@ -26,6 +26,7 @@ from patchvae.analysis.anomaly import (
 from patchvae.analysis.fewlabel import (
     LATENT_GROUP_COUNT,
     LATENT_GROUP_COUNTS,
+    LATENT_GROUP_RESTARTS,
     cluster_label_auroc,
     few_label_auroc,
 )
@@ -229,7 +230,12 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
             for name, s in scores.items()
         },
         clustering=_clustering(
-            train_mu, mu[labelled], labels[labelled], seed, groups[LATENT_GROUP_INDEX]
+            train_mu,
+            mu[labelled],
+            labels[labelled],
+            seed,
+            groups[0],
+            min(LATENT_GROUP_COUNT, len(train_mu)),
         ),
         few_labels={
             "latent": _few(mu[labelled], labels[labelled], seed),
@@ -358,20 +364,17 @@ def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str,
     return {"base": base, "partner": partner, "baseline_weight": weight, "training_auroc": auroc}
 
 
-LATENT_GROUP_INDEX = LATENT_GROUP_COUNTS.index(LATENT_GROUP_COUNT)  # the one reported by NMI
-
-
-def _latent_groups(
-    train_mu: np.ndarray, mu: np.ndarray, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k-means with each of ``LATENT_GROUP_COUNTS`` groups fitted on the training latents:
-    per grouping, the group of each analysed patch and the groups' centres
-    (cluster-then-label)."""
+def _latent_groups(train_mu: np.ndarray, mu: np.ndarray, seed: int) -> list[np.ndarray]:
+    """k-means with each of ``LATENT_GROUP_COUNTS`` groups, from each of
+    ``LATENT_GROUP_RESTARTS`` starts, fitted on the training latents: per grouping, the group
+    of each analysed patch (cluster-then-label). The first is the one start of
+    ``LATENT_GROUP_COUNT`` groups whose majority naming and NMI the analysis reports."""
     found = []
-    for count in LATENT_GROUP_COUNTS:
-        k = min(count, len(train_mu))
-        kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(train_mu)
-        found.append((kmeans.predict(mu), kmeans.cluster_centers_))
+    for count in (LATENT_GROUP_COUNT, *(c for c in LATENT_GROUP_COUNTS if c != LATENT_GROUP_COUNT)):
+        for restart in range(LATENT_GROUP_RESTARTS):
+            k = min(count, len(train_mu))
+            kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed + 1000 * restart)
+            found.append(kmeans.fit(train_mu).predict(mu))
     return found
 
 
@@ -380,7 +383,8 @@ def _clustering(
     mu: np.ndarray,
     labels: np.ndarray,
     seed: int,
-    groups: tuple[np.ndarray, np.ndarray],
+    assigned: np.ndarray,
+    n_groups: int,
 ) -> dict[str, dict[str, float]]:
     """k-means and a 2-component Gaussian mixture fitted on training latents, applied here;
     and the many groups of cluster-then-label, named by majority (with every analysed label:
@@ -395,10 +399,9 @@ def _clustering(
         name: {**cluster_agreement(model, train_mu, mu, labels, seed), "majority": majority}
         for name, model in models.items()
     }
-    assigned, centres = groups
-    many = agreement(labels, assigned, n_clusters=len(centres))
+    many = agreement(labels, assigned, n_clusters=n_groups)
     del many["matching"]  # majority-named: more groups than classes
-    found[f"kmeans{len(centres)}_majority_named"] = {
+    found[f"kmeans{n_groups}_majority_named"] = {
         **many,
         "silhouette": silhouette(mu, assigned, seed),
         "majority": majority,
