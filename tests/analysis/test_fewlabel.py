@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 
 from patchvae.analysis.fewlabel import cluster_label_auroc, group_rates, label_draws
 
@@ -48,3 +51,27 @@ def test_draws_hold_both_classes_and_repeat_with_the_seed() -> None:
         assert np.intersect1d(chosen, held).size == 0 and len(held) == 29
     again = list(label_draws(labels, 6, repeats=5, seed=3))
     assert all((a[0] == b[0]).all() for a, b in zip(draws, again, strict=True))
+
+
+def test_groupings_of_a_large_store_are_fitted_on_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the cap the k-means fits see a sample of the training latents, and still place
+    every analysed patch: two far-apart blobs stay apart in the 2-group grouping."""
+    from patchvae.stages import analysis
+
+    monkeypatch.setattr(analysis, "LATENT_GROUP_FIT_MAX", 60)
+    rng = np.random.default_rng(0)
+    blob = np.repeat([0, 1], 500)
+    train = rng.normal(size=(1000, 3)) + 20.0 * blob[:, None]
+    analysed = rng.normal(size=(200, 3)) + 20.0 * np.repeat([0, 1], 100)[:, None]
+    fitted: list[int] = []
+    real_fit = analysis.KMeans.fit
+
+    def counting_fit(self: Any, x: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        fitted.append(len(x))
+        return real_fit(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(analysis.KMeans, "fit", counting_fit)
+    groupings = analysis._latent_groups(train, analysed, seed=0)
+    assert set(fitted) == {60}  # every fit saw the sample, not the 1,000 latents
+    two = next(g for g in groupings if g.max() == 1)
+    assert len(two) == 200 and len(set(two[:100])) == 1 and set(two[:100]) != set(two[100:])
