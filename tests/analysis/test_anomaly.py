@@ -84,3 +84,25 @@ def test_few_labels_separable_and_too_few() -> None:
     result = few_label_auroc(features, labels, 10, repeats=5)
     assert result is not None and result["mean"] > 0.99 and result["draws"] == 5
     assert few_label_auroc(features, np.zeros(100, int), 10) is None
+
+
+def test_score_volume_against_a_voxel_by_voxel_loop_and_with_its_count_reused() -> None:
+    """Overlapping patches on two slices: each voxel the mean of the scores of the patches
+    covering it, as a plain loop over patches computes it; a second score of the same
+    patches, given the first call's count, gets the same map as one that counts again."""
+    from patchvae.analysis.heatmap import score_volume
+
+    rng = np.random.default_rng(0)
+    shape, size = (2, 9, 8), 3
+    slices, rows, cols = rng.integers(0, 2, 12), rng.integers(0, 7, 12), rng.integers(0, 6, 12)
+    first, second = rng.normal(size=12), rng.normal(size=12)
+    total, count = np.zeros(shape), np.zeros(shape)
+    for k, r, c, v in zip(slices, rows, cols, second, strict=True):
+        total[k, r : r + size, c : c + size] += v
+        count[k, r : r + size, c : c + size] += 1
+    _, counted = score_volume(first, slices, rows, cols, size, shape)
+    reused, again = score_volume(second, slices, rows, cols, size, shape, counted)
+    fresh, _ = score_volume(second, slices, rows, cols, size, shape)
+    np.testing.assert_array_equal(again, count)
+    np.testing.assert_allclose(reused, np.where(count > 0, total / np.maximum(count, 1), np.nan))
+    np.testing.assert_array_equal(reused, fresh)

@@ -42,9 +42,11 @@ def score_volume(
     cols: np.ndarray,
     size: int,
     shape_zyx: tuple[int, int, int],
+    count: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch scores as a (z, y, x) map: each voxel gets the mean score of the patches
-    covering it (NaN where none does); also the number of covering patches per voxel.
+    covering it (NaN where none does); also the number of covering patches per voxel
+    (``count``: that number from an earlier call for the same patches, not counted again).
 
     Patches are ``size x size`` axial squares with top-left corners (slice, row, col). Each
     score is placed at its corner and summed over the patch's footprint with running sums (a
@@ -57,13 +59,14 @@ def score_volume(
     >>> mean[0].tolist(), count[0].tolist()
     ([[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]], [[1, 1], [2, 2], [1, 1]])
     """
+    if count is None:
+        corner_count = np.zeros(shape_zyx)
+        np.add.at(corner_count, (slices, rows, cols), 1.0)
+        count = np.rint(_box_sum(corner_count, size)).astype(np.int64)
     corner_sum = np.zeros(shape_zyx)
-    corner_count = np.zeros(shape_zyx)
     np.add.at(corner_sum, (slices, rows, cols), np.asarray(scores, dtype=np.float64))
-    np.add.at(corner_count, (slices, rows, cols), 1.0)
-    total, count = _box_sum(corner_sum, size), np.rint(_box_sum(corner_count, size))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan), count.astype(np.int64)
+        return np.where(count > 0, _box_sum(corner_sum, size) / count, np.nan), count
 
 
 def _box_sum(corners: np.ndarray, size: int) -> np.ndarray:

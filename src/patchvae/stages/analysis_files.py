@@ -92,9 +92,10 @@ def write_case_maps(
         target.mkdir(parents=True)
         written[str(case_id)] = {}
         where = (part.slice.to_numpy(), part.row.to_numpy(), part.col.to_numpy())
+        shape, count = tuple(info["shape_zyx"]), None  # counted once, for the first score
         for name in names:
-            mean, _ = score_volume(
-                part[name].to_numpy(), *where, store.patch_size, tuple(info["shape_zyx"])
+            mean, count = score_volume(
+                part[name].to_numpy(), *where, store.patch_size, shape, count
             )
             path = target / f"{name}.nii.gz"
             file = write_on_grid(mean.astype(np.float32), canonical, source, path, like)

@@ -262,11 +262,12 @@ def score_case(
     )
     shape = normalised.brain.shape
     maps = {}
-    coverage = np.zeros(shape, dtype=np.int64)
+    coverage = None  # counted with the first score, then reused
     for name, values in scores.items():
         maps[name], coverage = score_volume(
-            values, batch.slice, batch.row, batch.col, settings.patch_size, shape
+            values, batch.slice, batch.row, batch.col, settings.patch_size, shape, coverage
         )
+    assert coverage is not None
     return ScoredCase(normalised, table, maps, coverage)
 
 
