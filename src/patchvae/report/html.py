@@ -79,7 +79,7 @@ _FIGURE_CAPTIONS = {
     "percentile ranks among the held-out patches; cyan: lesion outline; R/L/A/P: the "
     "patient's right, left, anterior, posterior.",
     "few_labels.png": "AUROC with a few labelled patches: a logistic regression on the latent, "
-    "cluster-then-label (the training latents in 2, 5, 10, 20, 40 and 80 groups, three k-means "
+    "cluster-then-label (the training latents in 2, 5, 10, 20, 40 and 80 groups, ten k-means "
     "starts each; each group named by the labelled patches in it, a group without one by "
     "their overall rate; a patch scores the mean of its groups' rates), and the intensity "
     "score alone.",
