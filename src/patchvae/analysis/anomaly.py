@@ -9,6 +9,7 @@ bright-spot count (how many of its voxels are among its case's brightest).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 from scipy.special import logsumexp
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -161,18 +162,61 @@ def bright_spot_count(
     return count_bright_spots(equalise_by_case(patches, brain, cases), brain, quantile, erosion)
 
 
+def adjacent_patches(
+    cases: np.ndarray, slices: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """For each patch, the index of the patch at the same row and column of the same case one
+    slice below and one slice above, or -1 where the patches given hold none: (n, 2).
+
+    Example
+    -------
+    >>> adjacent_patches(np.zeros(3), np.array([4, 5, 5]), np.array([0, 0, 9]), np.zeros(3))
+    array([[-1,  1],
+           [ 0, -1],
+           [-1, -1]])
+    """
+    keys = pd.DataFrame(
+        {"case": np.asarray(cases).astype(str), "slice": slices, "row": rows, "col": cols}
+    )
+    index = pd.Series(np.arange(len(keys)), index=pd.MultiIndex.from_frame(keys))
+    if not index.index.is_unique:
+        raise ValueError("two patches share a case, slice, row and column")
+    found = np.full((len(keys), 2), -1, dtype=np.int64)
+    for side, step in enumerate((-1, 1)):
+        moved = keys.assign(slice=keys["slice"].to_numpy() + step)
+        hit = index.reindex(pd.MultiIndex.from_frame(moved))
+        found[:, side] = np.nan_to_num(hit.to_numpy(dtype=float), nan=-1).astype(np.int64)
+    return found
+
+
 def count_bright_spots(
     equalised: np.ndarray,
     brain: np.ndarray,
     quantile: float = SPOT_QUANTILE,
     erosion: int = SPOT_EROSION,
+    adjacent: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`bright_spot_count` of patches already equalised by :func:`equalise_by_case`."""
+    """:func:`bright_spot_count` of patches already equalised by :func:`equalise_by_case`.
+
+    With ``adjacent`` (:func:`adjacent_patches`), a bright voxel counts only where the voxel
+    at the same place in an adjacent slice is bright too: lesions are three-dimensional,
+    while a voxel bright in one slice alone is mostly noise or a vessel. A patch with no
+    adjacent patch among those given (an end slice, a store extracted with slice gaps)
+    counts its bright voxels unconfirmed."""
     inner = brain.astype(bool)
     if erosion:  # the patch's own border is not the brain's rim: only the mask's edges erode
         cross = ndimage.generate_binary_structure(2, 1)[None]
         inner = ndimage.binary_erosion(inner, cross, iterations=erosion, border_value=1)
-    spots = ((equalised > quantile) & inner[:, None]).sum(axis=(2, 3)).mean(axis=1)
+    bright = (equalised > quantile) & inner[:, None]
+    if adjacent is not None:
+        confirmed = np.zeros_like(bright)
+        for side in range(adjacent.shape[1]):
+            has = adjacent[:, side] >= 0
+            confirmed[has] |= bright[adjacent[has, side]]
+        confirmed[(adjacent < 0).all(axis=1)] = True  # nothing to confirm with
+        bright &= confirmed
+        del confirmed
+    spots = bright.sum(axis=(2, 3)).mean(axis=1)
     # below the count's step (1 / channels): a tie-break that never reorders two counts
     tie_break = intensity_baseline(equalised) / (2 * equalised.shape[1])
     return spots + tie_break

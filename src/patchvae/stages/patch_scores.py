@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from patchvae.analysis.anomaly import (
+    adjacent_patches,
     aggregate_posterior_nll,
     count_bright_spots,
     equalise_by_case,
@@ -70,7 +71,8 @@ def patch_scores(
     Mahalanobis distance of the latent mean (without a ``reference``: neither), the feature
     Mahalanobis distance and the classifier's probability (where ``table`` has them), and the
     scores with no learning (the intensity baseline, plain and histogram-equalised per case,
-    and the bright-spot count); with ``own``, the model's own score (:func:`own_score`), the
+    and the bright-spot count, confirmed in the adjacent slices where ``table`` has the
+    patches' slice, row and col); with ``own``, the model's own score (:func:`own_score`), the
     label-free fusion of the two: the mean of the plain baseline's and the model score's
     percentile ranks among the patches given, with equal weights and no label anywhere
     (``fused_label_free``)."""
@@ -90,7 +92,12 @@ def patch_scores(
     # one equalisation for both (volume-sized for a densely scored case)
     equalised = equalise_by_case(patches, brain, table.case_id.astype(str).to_numpy())
     scores[EQUALISED] = intensity_baseline(equalised)  # histogram_equalised_baseline
-    scores[SPOTS] = count_bright_spots(equalised, brain)  # bright_spot_count
+    adjacent = None  # confirmed in the adjacent slices where the table says where patches lie
+    if {"slice", "row", "col"} <= set(table.columns):
+        adjacent = adjacent_patches(
+            table.case_id.to_numpy(), *(table[c].to_numpy() for c in ("slice", "row", "col"))
+        )
+    scores[SPOTS] = count_bright_spots(equalised, brain, adjacent=adjacent)
     del equalised
     if own is not None and own in scores:
         scores[LABEL_FREE] = fuse_by_rank(scores[BASELINE], scores[own], 0.5)

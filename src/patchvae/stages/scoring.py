@@ -234,6 +234,7 @@ def score_case(
         )
     found = score_patches(model, batch.pixels)
     columns = {"case_id": case.case_id, "recon_error": found.recon_error, "kl": found.kl}
+    columns.update(slice=batch.slice, row=batch.row, col=batch.col)  # where each window lies
     columns["neg_elbo"] = found.recon_error + found.kl
     if found.residual is not None:
         columns["residual_p95"] = found.residual
