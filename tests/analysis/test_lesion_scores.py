@@ -8,8 +8,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from patchvae.analysis.anomaly import (
+    adjacent_patches,
     bright_spot_count,
     core_auroc,
+    count_bright_spots,
     fit_gaussian,
     fuse_by_rank,
     histogram_equalised_baseline,
@@ -91,6 +93,27 @@ def test_bright_spots_count_per_case_and_break_ties_without_reordering() -> None
     # by hand: 20 x 560 brain voxels, rank > 0.95 = the brightest 560
     top = np.sort(patches[:20, 0][brain[:20]])[-560]
     np.testing.assert_array_equal(counts[:20], (patches[:20, 0] >= top).sum(axis=(1, 2)))
+
+
+def test_bright_spots_count_where_an_adjacent_slice_confirms_them() -> None:
+    """Four patches at one place on slices 3-6 and one elsewhere: a spot on slices 4 and 5
+    (a small lesion) counts on both; a spot on slice 3 alone (noise) does not; the patch with
+    no neighbour among those given counts its spot unconfirmed."""
+    patches, brain = _tissue(5, seed=1)
+    equalised = np.zeros_like(patches)
+    equalised[:, :, brain[0]] = 0.5  # brain voxels, none bright
+    equalised[0, 0, 10, 8] = 1.0  # slice 3: bright alone
+    equalised[1, 0, 12:14, 8:10] = equalised[2, 0, 12:14, 9:11] = 1.0  # slices 4, 5: overlap
+    equalised[4, 0, 10, 8] = 1.0  # elsewhere, no neighbour
+    slices, rows = np.array([3, 4, 5, 6, 4]), np.array([0, 0, 0, 0, 56])
+    adjacent = adjacent_patches(np.zeros(5), slices, rows, np.zeros(5))
+    np.testing.assert_array_equal(adjacent, [[-1, 1], [0, 2], [1, 3], [2, -1], [-1, -1]])
+    plain = np.floor(count_bright_spots(equalised, brain, 0.99, erosion=0))
+    confirmed = np.floor(count_bright_spots(equalised, brain, 0.99, 0, adjacent))
+    np.testing.assert_array_equal(plain, [1, 4, 4, 0, 1])
+    np.testing.assert_array_equal(confirmed, [0, 2, 2, 0, 1])  # the two overlapping voxels
+    with pytest.raises(ValueError, match="share a case, slice, row and column"):
+        adjacent_patches(np.zeros(2), np.array([4, 4]), np.zeros(2), np.zeros(2))
 
 
 def test_core_auroc_leaves_out_edge_patches() -> None:
