@@ -99,13 +99,21 @@ def test_fused_score_is_chosen_on_training_patches_only(
     embedding = pd.read_parquet(trained_run / f"embedding-{two_case_store.stem}.parquet")
     train = embedding[embedding.seen_in_training].reset_index(drop=True)
     store = PatchStore(two_case_store)
-    from patchvae.analysis.anomaly import bright_spot_count, intensity_baseline
+    from patchvae.analysis.anomaly import (
+        adjacent_patches,
+        count_bright_spots,
+        equalise_by_case,
+        intensity_baseline,
+    )
 
     rows = np.flatnonzero(embedding.seen_in_training)
+    patches, brain = store.patches(rows), store.masks("brain", rows)
+    cases = train.case_id.astype(str).to_numpy()
+    adjacent = adjacent_patches(cases, train.slice, train.row, train.col)
     bases = {
-        "intensity_p95": intensity_baseline(store.patches(rows)),
-        "intensity_spots": bright_spot_count(
-            store.patches(rows), store.masks("brain", rows), train.case_id.astype(str).to_numpy()
+        "intensity_p95": intensity_baseline(patches),
+        "intensity_spots": count_bright_spots(
+            equalise_by_case(patches, brain, cases), brain, adjacent=adjacent
         ),
     }
     labels = train.label.to_numpy()
