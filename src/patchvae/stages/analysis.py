@@ -298,17 +298,21 @@ class _TrainingSide:
     negatives: np.ndarray
 
 
+def _at_most(n: int, cap: int, seed: int) -> np.ndarray:
+    """Row numbers: all ``n``, or, above ``cap``, a sorted sample of ``cap`` drawn with
+    ``seed``."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
 def _training_side(
     train_part: pd.DataFrame, reference: Reference, training_store: PatchStore, own: str
 ) -> _TrainingSide:
     """The training patches' scores. The latent scores of a training patch are measured
     against a reference that includes it, so they run a little low; the other scores are
     what they would be on new patches."""
-    rng = np.random.default_rng(reference.seed)
-    pick = np.arange(len(train_part))
-    if pick.size > THRESHOLD_PATCHES:
-        pick = np.sort(rng.choice(pick.size, THRESHOLD_PATCHES, replace=False))
-    sub = train_part.iloc[pick]
+    sub = train_part.iloc[_at_most(len(train_part), THRESHOLD_PATCHES, reference.seed)]
     rows = sub.index.to_numpy()  # the embedding's rows are the store's
     brain = training_store.masks("brain", rows)
     scores = patch_scores(
@@ -370,13 +374,11 @@ def _latent_groups(train_mu: np.ndarray, mu: np.ndarray, seed: int) -> list[np.n
     ``LATENT_GROUP_RESTARTS`` starts (one initialisation each), fitted on the training
     latents (at most ``LATENT_GROUP_FIT_MAX`` of them): per grouping, the group of each
     analysed patch (cluster-then-label)."""
-    if len(train_mu) > LATENT_GROUP_FIT_MAX:
-        rng = np.random.default_rng(seed)
-        train_mu = train_mu[np.sort(rng.choice(len(train_mu), LATENT_GROUP_FIT_MAX, replace=False))]
+    train_mu = train_mu[_at_most(len(train_mu), LATENT_GROUP_FIT_MAX, seed)]
     found = []
     for count in LATENT_GROUP_COUNTS:
+        k = min(count, len(train_mu))
         for restart in range(LATENT_GROUP_RESTARTS):
-            k = min(count, len(train_mu))
             kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed + 1000 * restart)
             found.append(kmeans.fit(train_mu).predict(mu))
     return found
