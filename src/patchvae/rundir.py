@@ -42,8 +42,11 @@ from patchvae.io import (
 )
 from patchvae.locks import lock_folder
 
+# Settings of an MNIST run's analysis only (what is read off the trained model): resuming a
+# finished run with others analyses it again, its training untouched.
+ANALYSIS_ONLY = frozenset({"umap", "self_training"})
 # Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = frozenset({"train.epochs", "train.device"})
+RESUMABLE_CHANGES = frozenset({"train.epochs", "train.device"}) | ANALYSIS_ONLY
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

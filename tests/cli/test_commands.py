@@ -273,3 +273,43 @@ def test_ten_digits_with_a_mixture_prior_end_to_end(tmp_path: Path, cli: Cli) ->
     assert fitted == [False, False, True, True, True]
     # above calling every image the commonest digit (7 or 9: 250 of the 900 test images)
     assert metrics["prior_cluster_accuracy"] > 250 / 900 + 0.1
+
+
+def test_self_training_reads_the_umap_views_clusters_off_the_images(
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--umap --self-training: the mixture's clusters of the UMAP view are learnt again
+    from the images and scored; metrics.json and the printed summary carry them. A
+    stand-in for umap-learn (the latent's first two dimensions) keeps the test about
+    patchvae's part."""
+    import sys
+    import types
+
+    class FirstTwo:
+        def __init__(self, **settings: object) -> None:
+            self.settings = settings
+
+        def fit(self, data: np.ndarray) -> FirstTwo:
+            self.embedding_ = data[:, :2]
+            return self
+
+        def transform(self, data: np.ndarray) -> np.ndarray:
+            return data[:, :2]
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FirstTwo))
+    out = tmp_path / "run"
+    args = ["mnist", "--sample", "--epochs", "2", "--umap", "--self-training", "--out", str(out)]
+    code, printed, err = cli(args)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["self_training"] is True
+    # the classifier, out of fold, puts most training images in the cluster it was taught
+    assert metrics["self_training_agreement"] > 0.8
+    assert {"self_training_nmi", "self_training_train_accuracy"} <= set(metrics)
+    assert f"self_training_accuracy={metrics['self_training_accuracy']:.4g}" in printed
+
+
+def test_self_training_without_umap_is_refused(tmp_path: Path, cli: Cli) -> None:
+    code, _, err = cli(["mnist", "--sample", "--self-training", "--out", str(tmp_path / "r")])
+    assert code == 2 and "set umap: true too" in err
+    assert not (tmp_path / "r").exists()

@@ -69,6 +69,57 @@ def test_compare_mnist_tiny_grid(tmp_path: Path, cli: Cli) -> None:
     assert (out / "comparison.csv").read_bytes() == before
 
 
+def test_an_mnist_grid_is_analysed_again_with_new_read_offs(
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--reanalyse on an MNIST grid: finished runs keep their training and take the grid's
+    analysis settings (here UMAP and self-training, added after the runs were made); a
+    change to the training settings is still refused."""
+    import sys
+    import types
+
+    class FirstTwo:  # a stand-in for umap-learn: the latent's first two dimensions
+        def __init__(self, **settings: object) -> None:
+            self.settings = settings
+
+        def fit(self, data: np.ndarray) -> FirstTwo:
+            self.embedding_ = data[:, :2]
+            return self
+
+        def transform(self, data: np.ndarray) -> np.ndarray:
+            return data[:, :2]
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FirstTwo))
+    entry = {"name": "mlp", "model": {"latent_dim": 4}, "train": {"epochs": 1}}
+    grid_values = {"dataset": "mnist", "seeds": [0], "reference": False, "models": [entry]}
+    grid = _grid(tmp_path, grid_values)
+    out = tmp_path / "cmp"
+    code, _, err = cli(["compare", "--config", str(grid), "--out", str(out)])
+    assert code == 0, err
+    run = out / "mlp" / "seed-0"
+    trained = (run / "checkpoint.pt").read_bytes(), (run / "history.csv").read_bytes()
+    assert "self_training_accuracy" not in json.loads((run / "metrics.json").read_text())
+    grid = _grid(
+        tmp_path, {**grid_values, "models": [{**entry, "umap": True, "self_training": True}]}
+    )
+    code, stdout, err = cli(["compare", "--config", str(grid), "--out", str(out)])
+    assert code == 2 and "other settings (self_training, umap)" in err  # not reused silently
+    code, stdout, err = cli(["compare", "--config", str(grid), "--out", str(out), "--reanalyse"])
+    assert code == 0, err
+    assert "analysed again" in stdout
+    assert trained == ((run / "checkpoint.pt").read_bytes(), (run / "history.csv").read_bytes())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["settings"]["self_training"] and metrics["epochs"] == 1
+    row = json.loads((run / "compare-row.json").read_text())
+    assert row["self_training_accuracy"] == metrics["self_training_accuracy"]
+    assert "self_training_accuracy_mean" in pd.read_csv(out / "comparison.csv").columns
+    assert yaml.safe_load((run / "settings.yaml").read_text())["self_training"] is True
+    entry["train"] = {"epochs": 2}
+    grid = _grid(tmp_path, {**grid_values, "models": [entry]})
+    code, _, err = cli(["compare", "--config", str(grid), "--out", str(out), "--reanalyse"])
+    assert code == 2 and "other settings (train)" in err
+
+
 def test_compare_adds_keras2016_and_scores_patches(
     tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,11 +200,6 @@ def test_compare_bad_grid(tmp_path: Path, cli: Cli) -> None:
     grid = _grid(tmp_path, {"dataset": "cifar", "seeds": []})
     code, _, err = cli(["compare", "--config", str(grid), "--out", str(tmp_path / "c")])
     assert code == 2 and "dataset" in err and "seeds" in err and len(err.strip().splitlines()) == 1
-    mnist = _grid(tmp_path, {"dataset": "mnist", "seeds": [0], "models": []})
-    args = ["compare", "--config", str(mnist), "--out", str(tmp_path / "m"), "--reanalyse"]
-    code, _, err = cli(args)
-    assert code == 2 and "--reanalyse: only patch grids" in err
-    assert not (tmp_path / "m").exists()
 
 
 def test_summary_skips_missing_figures() -> None:

@@ -160,14 +160,18 @@ def gmm_scores(
     this is N2D's read-off (McConville et al. 2020). k-means' boundary is the bisector
     between two centres; the mixture weighs each group's spread, so a wide group beside a
     compact one is not cut at the midpoint."""
-    mixture = GaussianMixture(
-        n_components=n_clusters,
-        covariance_type="full",
-        n_init=GMM_RESTARTS,
-        random_state=seed,
+    found = cluster_agreement(
+        full_mixture(n_clusters, seed), train_latent, test_latent, test_labels, seed
     )
-    found = cluster_agreement(mixture, train_latent, test_latent, test_labels, seed)
     return {f"gmm_{key}": value for key, value in found.items()}
+
+
+def full_mixture(n_clusters: int, seed: int = 0) -> GaussianMixture:
+    """The (unfitted) Gaussian mixture ``gmm_scores`` reads clusters with: full covariances,
+    the most likely of ``GMM_RESTARTS`` fits kept."""
+    return GaussianMixture(
+        n_components=n_clusters, covariance_type="full", n_init=GMM_RESTARTS, random_state=seed
+    )
 
 
 def logreg_accuracy(

@@ -65,6 +65,12 @@ def mnist(
     umap: bool = typer.Option(
         False, "--umap", help="Also cluster a 2-D UMAP of the latent (needs umap-learn)."
     ),
+    self_training: bool = typer.Option(
+        False,
+        "--self-training",
+        help="With --umap: learn the UMAP view's clusters again from the images "
+        "(a small conv classifier; no labels).",
+    ),
     resume: bool = RESUME,
     quiet: bool = QUIET,
 ) -> None:
@@ -82,6 +88,7 @@ def mnist(
             "data_dir": str(data_dir) if data_dir else None,
             "use_bundled_sample": True if sample else None,
             "umap": True if umap else None,
+            "self_training": True if self_training else None,
         },
     )
     record = _run_mnist(config, out, resume, download, not quiet)
@@ -97,10 +104,21 @@ def _run_mnist(
     return run_mnist_study(config, out, resume=resume, download=download, progress=progress)
 
 
+_CLUSTER_READ_OFFS = (
+    "umap_kmeans_accuracy",
+    "umap_gmm_accuracy",
+    "prior_cluster_accuracy",
+    "self_training_accuracy",
+)
+
+
 def _print_metrics(record: MnistRecord) -> None:
     scores = record.scores()
     keys = ("kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss")
     typer.echo("  " + "  ".join(f"{k}={scores[k]:.4g}" for k in keys))
+    found = [k for k in _CLUSTER_READ_OFFS if k in scores]
+    if found:
+        typer.echo("  " + "  ".join(f"{k}={scores[k]:.4g}" for k in found))
     typer.echo(
         f"  epochs={record.epochs} train={record.n_train} test={record.n_test} "
         f"train_seconds={record.train_seconds:.1f} device={record.device}"
@@ -120,8 +138,8 @@ def compare(
     reanalyse: bool = typer.Option(
         False,
         "--reanalyse",
-        help="Patch grids: analyse finished runs again (new scores) without training them; "
-        "unfinished runs train as usual.",
+        help="Analyse finished runs again (new scores; MNIST grids: the grid's umap and "
+        "self_training) without training them; unfinished runs train as usual.",
     ),
 ) -> None:
     """Train several model settings with several seeds each; one table (CSV, Markdown) and a

@@ -124,6 +124,16 @@ class MnistStudyConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     # also cluster a 2-D UMAP of the latent (fitted on train latents; needs umap-learn)
     umap: bool = False
+    # then learn the UMAP view's clusters (its Gaussian mixture's) again from the images with
+    # a small conv classifier, out of fold, and read the test images' clusters off it
+    # (``self_training_*`` in metrics.json; no labels used). Needs ``umap: true``
+    self_training: bool = False
+
+    @model_validator(mode="after")
+    def _self_training_needs_umap(self) -> MnistStudyConfig:
+        if self.self_training and not self.umap:
+            raise ValueError("self_training learns the UMAP view's clusters: set umap: true too")
+        return self
 
     @field_validator("digits")
     @classmethod

@@ -16,7 +16,10 @@ class CompareEntry(BaseModel):
     preset: str = "keras2016"
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
-    umap: bool = False  # MNIST: also cluster a 2-D UMAP of the latent
+    # MNIST: also cluster a 2-D UMAP of the latent; and learn its clusters from the images
+    # (None: the recipe's setting, else off)
+    umap: bool | None = None
+    self_training: bool | None = None
     label_budget: int | None = None  # patches: semi-supervised with this many labels
     # a settings file (docs/recipes/) the entry starts from, relative to the grid file; the
     # entry's model and train settings apply on top of it

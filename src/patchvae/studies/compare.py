@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from patchvae.analysis.fewlabel import LATENT_GROUP_COUNT
 from patchvae.analysis.metrics import clustering_scores
-from patchvae.artefacts import COMPARE_ROW_FILE, SETTINGS_FILE, TRAINING_FILE
+from patchvae.artefacts import COMPARE_ROW_FILE, METRICS_FILE, SETTINGS_FILE, TRAINING_FILE
 from patchvae.config import (
     MnistStudyConfig,
     PatchTrainConfig,
@@ -30,7 +30,7 @@ from patchvae.config import (
 from patchvae.config.compare import CompareConfig, CompareEntry
 from patchvae.config.presets import build_settings
 from patchvae.data.mnist import bundled_mnist_dir, load_mnist
-from patchvae.errors import ConfigError, RunDirError
+from patchvae.errors import RunDirError
 from patchvae.io import (
     missing_folders,
     read_json,
@@ -41,6 +41,7 @@ from patchvae.io import (
 )
 from patchvae.locks import lock_folder
 from patchvae.report.figures import plot_comparison
+from patchvae.rundir import ANALYSIS_ONLY
 from patchvae.store import PatchStore
 
 _NO_LEARNING = ("_intensity_p95", "_intensity_histeq", "_intensity_spots")
@@ -79,6 +80,7 @@ def _study_settings(
             "data_dir": str(Path(config.data_dir).resolve()) if config.data_dir else None,
             "use_bundled_sample": config.data_dir is None,
             "umap": entry.umap,
+            "self_training": entry.self_training,
         }
         overrides = _overrides(config, entry, seed, (1, 28, 28))
         mnist_base = load_yaml_config(MnistStudyConfig, entry.recipe, top) if entry.recipe else None
@@ -113,6 +115,12 @@ def _run_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
 
     record = train_on_store(settings, out, resume=_started(out), progress=False)
     return _patch_row(settings, out, record.train_seconds)
+
+
+def _reanalyse(settings: MnistStudyConfig | PatchTrainConfig, out: Path) -> dict[str, Any]:
+    if isinstance(settings, MnistStudyConfig):  # the analysis of a resumed, finished run
+        return _run_mnist(settings, out)
+    return _reanalyse_patches(settings, out)
 
 
 def _reanalyse_patches(settings: PatchTrainConfig, out: Path) -> dict[str, Any]:
@@ -185,14 +193,13 @@ def run_comparison(
 
     ``out`` is held by this process throughout; a grid stopped part-way is continued by running
     it again (finished runs are reused, a started one resumes from its checkpoint). With
-    ``reanalyse`` (patch grids), finished runs are analysed again, not reused and not trained
-    again: their rows take the analysis as it is now (new scores, say).
+    ``reanalyse``, finished runs are analysed again, not reused and not trained again: their
+    rows take the analysis as it is now (new scores, say; for MNIST grids, the grid's
+    analysis settings, ``umap`` and ``self_training``, may differ from the run's).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a folder")
-    if reanalyse and config.dataset != "patches":
-        raise ConfigError("--reanalyse: only patch grids are analysed apart from training")
     created = missing_folders(out)
     with lock_folder(out):
         try:
@@ -201,6 +208,10 @@ def run_comparison(
             # folders of runs that never started, and out itself, when left empty
             remove_empty([*(p for p in out.iterdir() if p.is_dir()), *created])
             raise
+
+
+# what a finished run of each kind of grid has written last
+_FINISHED_FILE = {"mnist": METRICS_FILE, "patches": TRAINING_FILE}
 
 
 def _run_grid(config: CompareConfig, out: Path, echo: Any, reanalyse: bool) -> pd.DataFrame:
@@ -217,11 +228,10 @@ def _run_grid(config: CompareConfig, out: Path, echo: Any, reanalyse: bool) -> p
                 rows[entry.name].append(read_json(done, "finished grid row"))
                 echo(f"  {entry.name} seed {seed}: done before, reused")
                 continue
-            if reanalyse and (folder / TRAINING_FILE).is_file():
-                _check_same_settings(folder, settings)
-                assert isinstance(settings, PatchTrainConfig)
+            if reanalyse and (folder / _FINISHED_FILE[config.dataset]).is_file():
+                _check_same_settings(folder, settings, ignore=ANALYSIS_ONLY)
                 earlier = read_json(done, "finished grid row") if done.is_file() else {}
-                row = _reanalyse_patches(settings, folder)
+                row = _reanalyse(settings, folder)
                 if "wall_seconds" in earlier:  # the run's own time, not this analysis'
                     row["wall_seconds"] = earlier["wall_seconds"]
                 write_json_atomic(done, row)
@@ -250,12 +260,15 @@ def _run_grid(config: CompareConfig, out: Path, echo: Any, reanalyse: bool) -> p
     return table
 
 
-def _check_same_settings(folder: Path, settings: BaseModel) -> None:
-    """A finished run is reused only if the grid still asks for exactly its settings."""
+def _check_same_settings(
+    folder: Path, settings: BaseModel, ignore: frozenset[str] = frozenset()
+) -> None:
+    """A finished run is reused only if the grid still asks for exactly its settings (those
+    in ``ignore`` aside: the analysis' own, when it is done again)."""
     saved = load_yaml_config(type(settings), folder / SETTINGS_FILE).model_dump(mode="json")
     asked = settings.model_dump(mode="json")
-    if saved != asked:
-        changed = sorted(k for k in {*saved, *asked} if saved.get(k) != asked.get(k))
+    changed = sorted(k for k in {*saved, *asked} - ignore if saved.get(k) != asked.get(k))
+    if changed:
         raise RunDirError(
             f"{folder}: holds a finished run with other settings ({', '.join(changed)}); "
             "rename the model in the grid or remove that folder"
@@ -294,6 +307,7 @@ _FIGURE_METRICS = {
         "umap_kmeans_accuracy",
         "umap_gmm_accuracy",
         "prior_cluster_accuracy",
+        "self_training_accuracy",
         "nmi",
     ],
     "patches": ["auroc_neg_elbo", "auroc_p_lesion", "auroc_intensity_p95", "few_label_auroc_k20"],
@@ -309,6 +323,8 @@ _MD_COLUMNS = {
         "umap_gmm_nmi",
         "prior_cluster_accuracy",
         "prior_cluster_nmi",
+        "self_training_accuracy",
+        "self_training_nmi",
         "logreg_accuracy",
         "test_loss",
         "train_seconds",

@@ -18,7 +18,9 @@ import torch
 from patchvae.analysis.metrics import (
     agreement,
     clustering_scores,
+    full_mixture,
     gmm_scores,
+    hungarian_accuracy,
     logreg_accuracy,
 )
 from patchvae.analysis.projection import fit_projection, manifold_plane, umap_embed
@@ -46,6 +48,7 @@ from patchvae.models.vae import VAE, count_parameters
 from patchvae.rundir import open_run_dir
 from patchvae.runtime import provenance, select_device
 from patchvae.train import evaluate, fit
+from patchvae.train.selftrain import self_train
 
 _EVAL_SEED_OFFSET = 7  # test-loss noise stream, apart from the training streams
 
@@ -120,7 +123,11 @@ def _train_and_analyse(
     arrays, projection = _figure_data(model, train_latent, test_latent, test, x_test, seed)
     optional: dict[str, Any] = {}
     if config.umap:
-        optional.update(_umap_scores(train_latent, test_latent, test.labels, config, arrays))
+        train_2d, test_2d = umap_embed(train_latent, test_latent, seed)
+        optional.update(_umap_scores(train_2d, test_2d, test.labels, config, arrays))
+        if config.self_training:
+            found = _self_training_scores(train, test, train_2d, config, result.device)
+            optional.update(found)
     if config.model.prior == "gmm" and model.mixture_ready:  # not before its first fit
         optional.update(_prior_cluster_scores(model, x_test, test.labels))
     record = MnistRecord(
@@ -155,8 +162,8 @@ def _train_and_analyse(
 
 
 def _umap_scores(
-    train_latent: np.ndarray,
-    test_latent: np.ndarray,
+    train_2d: np.ndarray,
+    test_2d: np.ndarray,
     labels: np.ndarray,
     config: MnistStudyConfig,
     arrays: dict[str, np.ndarray],
@@ -165,11 +172,37 @@ def _umap_scores(
     (umap_kmeans_accuracy, umap_nmi, umap_ari, ...; umap_gmm_accuracy, umap_gmm_nmi, ...);
     the UMAP coordinates join the figure data."""
     seed = config.train.seed
-    train_2d, test_2d = umap_embed(train_latent, test_latent, seed)
     scores = clustering_scores(train_2d, test_2d, labels, len(config.digits), seed)
     scores.update(gmm_scores(train_2d, test_2d, labels, len(config.digits), seed))
     arrays["umap_coords"] = test_2d
     return {f"umap_{key}": value for key, value in scores.items()}
+
+
+def _self_training_scores(
+    train: MnistSplit,
+    test: MnistSplit,
+    train_2d: np.ndarray,
+    config: MnistStudyConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The UMAP view's mixture clusters (``umap_gmm_*``) learnt again from the images
+    (``train.selftrain``): the test images' clusters (``self_training_accuracy``,
+    Hungarian; ``_nmi``, ``_ari``); the training images' out-of-fold clusters against their
+    digits (``self_training_train_accuracy``) and against the mixture's clusters they were
+    taught (``self_training_agreement``, which needs no label)."""
+    seed, n_clusters = config.train.seed, len(config.digits)
+    # the same fit as umap_gmm_*'s (same settings and seed): its clusters of the train images
+    clusters = full_mixture(n_clusters, seed).fit(train_2d).predict(train_2d)
+    found = self_train(train.as_float(), clusters, test.as_float(), seed=seed, device=device)
+    matched = agreement(test.labels, found.test_clusters, n_clusters=n_clusters)
+    return {
+        "self_training_accuracy": matched["accuracy"],
+        "self_training_nmi": matched["nmi"],
+        "self_training_ari": matched["ari"],
+        "self_training_train_accuracy": hungarian_accuracy(train.labels, found.train_clusters),
+        "self_training_agreement": float(np.mean(found.train_clusters == clusters)),
+        "self_training_seconds": round(found.seconds, 3),
+    }
 
 
 def _prior_cluster_scores(model: VAE, x_test: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""Self-training: a classifier learns a latent's clusters from the images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patchvae.models.classifier import ClusterClassifier
+from patchvae.train.selftrain import random_shifts, self_train
+
+
+def _two_kinds(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """16x16 images, a bright bar either across (kind 0) or down (kind 1), at a random
+    place, over noise: two groups a classifier of images tells apart at once."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.integers(0, 2, n)
+    images = rng.uniform(0, 0.3, (n, 16, 16)).astype(np.float32)
+    for image, kind, place in zip(images, kinds, rng.integers(3, 13, n), strict=True):
+        if kind == 0:
+            image[place - 1 : place + 2, 2:14] = 1.0
+        else:
+            image[2:14, place - 1 : place + 2] = 1.0
+    return images.reshape(n, -1), kinds
+
+
+def test_each_image_moves_by_its_own_offset_within_the_bound() -> None:
+    x = torch.zeros(200, 1, 28, 28)
+    x[:, 0, 14, 14] = 1.0
+    shifted = random_shifts(x, torch.Generator().manual_seed(0), pixels=2)
+    assert shifted.shape == x.shape
+    lit = shifted[:, 0].flatten(1).argmax(dim=1)
+    rows, cols = lit // 28 - 14, lit % 28 - 14
+    assert torch.all(shifted.flatten(1).sum(dim=1) == 1)  # moved, not blurred or lost
+    assert rows.abs().max() == 2 and cols.abs().max() == 2  # the bound, reached
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == 25  # per image
+
+
+def test_classifier_takes_flat_or_square_images() -> None:
+    net = ClusterClassifier(side=28, n_clusters=3)
+    flat = torch.rand(4, 784)
+    assert torch.equal(net(flat), net(flat.reshape(4, 1, 28, 28)))
+    assert net(flat).shape == (4, 3)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ClusterClassifier(side=30, n_clusters=3)
+
+
+def test_the_images_correct_clusters_the_latent_got_wrong() -> None:
+    """Targets with 15 % of the images in the wrong cluster: out of fold, the classifiers
+    put the training images back in their kind's cluster (a classifier that had seen its
+    own targets would copy the mistakes), and the test images too."""
+    x_train, kinds = _two_kinds(600, seed=0)
+    x_test, test_kinds = _two_kinds(200, seed=1)
+    wrong = np.random.default_rng(2).random(600) < 0.15
+    clusters = np.where(wrong, 1 - kinds, kinds)
+    found = self_train(x_train, clusters, x_test, seed=0, epochs=8)
+    assert found.train.shape == (600, 2) and found.test.shape == (200, 2)
+    assert np.allclose(found.train.sum(axis=1), 1, atol=1e-5)
+    assert np.mean(found.train_clusters == kinds) > 0.97  # the targets: about 0.85
+    assert np.mean(found.train_clusters[wrong] == kinds[wrong]) > 0.9
+    assert np.mean(found.test_clusters == test_kinds) > 0.97
+
+
+def test_the_same_seed_gives_the_same_clusters() -> None:
+    x_train, kinds = _two_kinds(200, seed=3)
+    x_test, _ = _two_kinds(50, seed=4)
+    first = self_train(x_train, kinds, x_test, seed=5, epochs=1)
+    again = self_train(x_train, kinds, x_test, seed=5, epochs=1)
+    assert np.array_equal(first.test, again.test) and np.array_equal(first.train, again.train)
+
+
+def test_bad_shapes_are_named() -> None:
+    x_train, kinds = _two_kinds(20, seed=0)
+    with pytest.raises(ValueError, match="one per training image"):
+        self_train(x_train, kinds[:10], x_train)
+    with pytest.raises(ValueError, match="square images"):
+        self_train(x_train[:, :250], kinds, x_train[:, :250])
