@@ -182,6 +182,22 @@ def test_output_folder_holding_another_run(tmp_path: Path, cli: Cli) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+def test_a_run_made_before_a_setting_existed_resumes(tmp_path: Path, cli: Cli) -> None:
+    """A setting added since a run was made reads as its default (what the run did), so the
+    run resumes; a real change is still refused."""
+    out = tmp_path / "run"
+    assert cli(["mnist", "--sample", "--epochs", "1", "--quiet", "--out", str(out)])[0] == 0
+    saved = yaml.safe_load((out / "settings.yaml").read_text())
+    del saved["train"]["compile"], saved["self_training"]  # as an older version wrote it
+    (out / "settings.yaml").write_text(yaml.safe_dump(saved))
+    args = ["mnist", "--sample", "--epochs", "2", "--quiet", "--resume", "--out", str(out)]
+    code, _, err = cli(args)
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    code, _, err = cli([*args, "--seed", "9"])
+    assert code == 2 and "(train.seed 0 -> 9)" in err
+
+
 def test_console_script_prints_no_traceback_and_debug_does(tmp_path: Path) -> None:
     cmd = [
         sys.executable,

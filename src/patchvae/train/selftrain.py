@@ -111,7 +111,7 @@ def self_train(
     train_probabilities = np.zeros((len(x_train), n_clusters), dtype=np.float32)
     test_probabilities = np.zeros((len(x_test), n_clusters), dtype=np.float32)
     start = time.perf_counter()
-    with deterministic_kernels(device):
+    with deterministic_kernels(device), torch.enable_grad():  # also when called under no_grad
         for fold in range(SELF_TRAIN_FOLDS):
             learner = folds != fold
             net = _fit_classifier(
