@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from patchvae.artefacts import (
     ANALYSIS_FILES,
@@ -31,7 +31,7 @@ from patchvae.artefacts import (
     TENSORBOARD_PATTERN,
     is_run_file,
 )
-from patchvae.config import to_yaml
+from patchvae.config import as_read_today, to_yaml
 from patchvae.errors import RunDirError
 from patchvae.io import (
     is_temporary,
@@ -115,19 +115,10 @@ def saved_settings(out: str | Path) -> dict[str, Any]:
     return saved
 
 
-def _as_now(saved: dict[str, Any], settings: BaseModel) -> dict[str, Any]:
-    """Saved settings read as this version reads them: a setting added since takes its
-    default (what the run did before the setting existed)."""
-    try:
-        return type(settings).model_validate(saved).model_dump(mode="json")
-    except ValidationError:
-        return saved  # compared as written; the difference is then named
-
-
 def _check_resume(out: Path, settings: BaseModel) -> None:
     from patchvae.checkpoint import checkpoint_epoch  # torch: only when resuming
 
-    old = _flatten(_as_now(saved_settings(out), settings))
+    old = _flatten(as_read_today(type(settings), saved_settings(out)))
     new = _flatten(settings.model_dump(mode="json"))
     changed = sorted(
         key

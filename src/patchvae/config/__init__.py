@@ -165,6 +165,16 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def as_read_today(cls: type[BaseModel], saved: dict[str, Any]) -> dict[str, Any]:
+    """Settings saved by an earlier version, as this one reads them: a setting added since
+    takes its default (what the run did before the setting existed). Settings this version
+    cannot read are returned as saved, so comparing them names the difference."""
+    try:
+        return cls.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return saved
+
+
 def build_config(cls: type[M], values: dict[str, Any]) -> M:
     """Validate ``values`` into ``cls``, turning a validation error into a :class:`ConfigError`."""
     try:

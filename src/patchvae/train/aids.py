@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchvae.config import TrainConfig
+from patchvae.config import TrainConfig, as_read_today
 from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError, TrainingDiverged
 from patchvae.feed import Rows
@@ -175,7 +175,7 @@ def check_resumable(
 ) -> None:
     if state.get("model_config") != model_config.model_dump(mode="json"):
         raise ConfigError("resume: the checkpoint was made with other model settings")
-    saved = dict(state.get("train_config") or {})
+    saved = as_read_today(TrainConfig, dict(state.get("train_config") or {}))
     asked = train_config.model_dump(mode="json")
     # The number of epochs may grow; where the run goes (device) and how its data are read
     # (in memory or streamed, by how many workers) may change: none changes a number.
