@@ -222,6 +222,16 @@ class ScoreRecord(Record):
     reproduce: str
 
 
+# the optional clusterings of an MNIST run, each an accuracy against the digits, in the
+# order a summary lists them (present only when the run's settings asked for them)
+CLUSTER_READ_OFFS = (
+    "umap_kmeans_accuracy",
+    "umap_gmm_accuracy",
+    "prior_cluster_accuracy",
+    "self_training_accuracy",
+)
+
+
 class MnistRecord(Record):
     """``metrics.json`` of an MNIST run: clustering of the test latents, losses, the history.
     Optional scores (``umap_*``, ``prior_cluster_*``) are extra fields."""

@@ -328,6 +328,9 @@ def test_self_training_reads_the_umap_views_clusters_off_the_images(
     assert metrics["self_training_agreement"] > 0.8
     assert {"self_training_nmi", "self_training_train_accuracy"} <= set(metrics)
     assert f"self_training_accuracy={metrics['self_training_accuracy']:.4g}" in printed
+    code, _, err = cli(["report", str(out)])  # the run's page lists it too
+    assert code == 0, err
+    assert "self_training_accuracy" in (out / "report.html").read_text()
 
 
 def test_self_training_without_umap_is_refused(tmp_path: Path, cli: Cli) -> None:

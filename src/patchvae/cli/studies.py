@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from patchvae.artefacts import MnistRecord
+from patchvae.artefacts import CLUSTER_READ_OFFS, MnistRecord
 from patchvae.cli.app import (
     ARCHITECTURE,
     BATCH_SIZE,
@@ -104,19 +104,11 @@ def _run_mnist(
     return run_mnist_study(config, out, resume=resume, download=download, progress=progress)
 
 
-_CLUSTER_READ_OFFS = (
-    "umap_kmeans_accuracy",
-    "umap_gmm_accuracy",
-    "prior_cluster_accuracy",
-    "self_training_accuracy",
-)
-
-
 def _print_metrics(record: MnistRecord) -> None:
     scores = record.scores()
     keys = ("kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss")
     typer.echo("  " + "  ".join(f"{k}={scores[k]:.4g}" for k in keys))
-    found = [k for k in _CLUSTER_READ_OFFS if k in scores]
+    found = [k for k in CLUSTER_READ_OFFS if k in scores]
     if found:
         typer.echo("  " + "  ".join(f"{k}={scores[k]:.4g}" for k in found))
     typer.echo(

@@ -18,6 +18,7 @@ from typing import Any
 from patchvae.artefacts import (
     ANALYSIS_FILE,
     ANALYSIS_PREFIX,
+    CLUSTER_READ_OFFS,
     EXPLORER_FILE,
     FIGURE_DATA_FILE,
     METRICS_FILE,
@@ -341,8 +342,9 @@ def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
                 else ""
             )
         ]
-    keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]
     scores = record.scores()
+    keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]
+    keys += [k for k in CLUSTER_READ_OFFS if k in scores]
     return [
         f"<p>MNIST digits {record.digits}: {record.n_train} training and "
         f"{record.n_test} test images.</p>",
