@@ -228,3 +228,65 @@ def test_umap_initialisation_embeds_in_no_more_dimensions_than_the_latent(
         init_prior_from_gmm(model, _two_groups(40), batch_size=16, seed=0, method="umap")
         assert asked[-1]["n_components"] == dims
         assert model.prior_mu.shape == (clusters, 3)
+
+
+def test_self_training_initialisation_corrects_the_embeddings_clusters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gmm_init umap_self_training: the embedding's GMM puts 30 % of one kind of image in
+    the other's cluster (a stand-in embedding); a classifier of the images taught those
+    clusters, out of fold, puts them back, so the components' weights follow the two kinds
+    (half each), not the embedding's 35/65 split, as the plain umap fit does."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from patchvae.train.aids import init_prior_from_gmm
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    kinds = np.arange(n) % 2
+    wrongly = (kinds == 0) & (rng.random(n) < 0.3)
+    clusters = np.where(wrongly, 1, kinds)
+    images = rng.uniform(0, 0.3, (n, 1, 16, 16)).astype(np.float32)
+    for image, kind, place in zip(images, kinds, rng.integers(3, 13, n), strict=True):
+        if kind == 0:
+            image[0, place - 1 : place + 2, 2:14] = 1.0  # a bar across
+        else:
+            image[0, 2:14, place - 1 : place + 2] = 1.0  # a bar down
+
+    class Clusters:  # an "embedding" that holds the wrong clusters (rows in order)
+        def __init__(self, **settings: object) -> None:
+            self.settings = settings
+
+        def fit_transform(self, data: np.ndarray) -> np.ndarray:
+            assert len(data) == n
+            return np.stack([clusters * 10.0, np.zeros(n)], axis=1) + rng.normal(0, 0.1, (n, 2))
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=Clusters))
+    config = VAEConfig(
+        input_shape=(1, 16, 16), hidden_dims=[32], latent_dim=3, prior="gmm", n_clusters=2
+    )
+    x = torch.from_numpy(images)
+    weights = {}
+    for method in ("umap", "umap_self_training"):
+        torch.manual_seed(0)
+        model = build_model(config)
+        init_prior_from_gmm(model, x, batch_size=64, seed=0, method=method, restarts=1)
+        weights[method] = sorted(model.prior_logits.softmax(0).tolist())
+    assert weights["umap"][0] == pytest.approx(np.mean(clusters == 0), abs=0.01)  # 0.35
+    assert weights["umap_self_training"][0] == pytest.approx(0.5, abs=0.03)
+
+
+def test_self_training_initialisation_needs_square_single_channel_images() -> None:
+    from patchvae.errors import ConfigError
+    from patchvae.train.aids import init_prior_from_gmm
+
+    config = VAEConfig(
+        input_shape=(2, 8, 8), hidden_dims=[8], latent_dim=2, prior="gmm", n_clusters=2
+    )
+    with pytest.raises(ConfigError, match="single-channel square images"):
+        init_prior_from_gmm(
+            build_model(config), torch.rand(10, 2, 8, 8), 8, 0, method="umap_self_training"
+        )

@@ -53,8 +53,11 @@ class TrainConfig(BaseModel):
     # how the mixture is fitted to the latent means: a diagonal GMM on the means themselves
     # ("latent"), or a GMM on a UMAP embedding of them (``pip install umap-learn``), whose
     # clusters give each component's weight, mean and variance in the latent ("umap": the
-    # N2D recipe, which finds the groups a GMM of the raw latent splits wrongly)
-    gmm_init: Literal["latent", "umap"] = "latent"
+    # N2D recipe, which finds the groups a GMM of the raw latent splits wrongly); or
+    # "umap_self_training": that GMM's clusters taught to a small conv classifier of the
+    # images (out of fold, as ``self_training``); each image's most probable cluster under
+    # it then gives the weights, means and variances (square single-channel images only)
+    gmm_init: Literal["latent", "umap", "umap_self_training"] = "latent"
     # GMM restarts from different starting points; the one of highest likelihood is kept
     gmm_init_restarts: PositiveInt = 3
     # after the first fit, fit the mixture again to the (now better grouped) latent means

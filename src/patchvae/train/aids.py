@@ -3,6 +3,7 @@ mixture prior's start, the rules for resuming and for a run that diverged."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,18 @@ def init_prior_from_gmm(
         )
     data = mu.astype(np.float64)
     k = model.config.clusters
-    if method == "umap":
-        fitted, bic = _mixture_from_umap(data, k, seed, restarts)
+    if method in ("umap", "umap_self_training"):
+        images = None
+        if method == "umap_self_training":  # only the rows UMAP embeds are read
+            shape = model.config.input_shape
+            if shape[0] != 1 or shape[1] != shape[2] or shape[1] % 4:
+                raise ConfigError(
+                    "gmm_init: umap_self_training needs single-channel square images whose "
+                    f"side divides by 4, got input_shape {tuple(shape)}"
+                )
+            images = _row_reader(x)
+        device = next(model.parameters()).device
+        fitted, bic = _mixture_from_umap(data, k, seed, restarts, images, device)
     else:
         mixture = GaussianMixture(
             k, covariance_type="diag", n_init=restarts, random_state=seed
@@ -139,15 +150,24 @@ def init_prior_from_gmm(
 
 
 def _mixture_from_umap(
-    mu: np.ndarray, k: int, seed: int, restarts: int
+    mu: np.ndarray,
+    k: int,
+    seed: int,
+    restarts: int,
+    images: Callable[[np.ndarray], np.ndarray] | None = None,
+    device: torch.device | None = None,
 ) -> tuple[dict[str, np.ndarray], float]:
-    """Mixture parameters in the latent from the clusters of a GMM on a UMAP embedding."""
+    """Mixture parameters in the latent from the clusters of a GMM on a UMAP embedding;
+    with ``images`` (the reader of the means' images, by row), from those clusters as a
+    classifier of the images learnt them (self-training, out of fold)."""
     from sklearn.mixture import GaussianMixture
 
     umap = import_umap()
     rng = np.random.default_rng(seed)
+    rows = np.arange(mu.shape[0])
     if mu.shape[0] > UMAP_INIT_POINTS:
-        mu = mu[np.sort(rng.choice(mu.shape[0], UMAP_INIT_POINTS, replace=False))]
+        rows = np.sort(rng.choice(mu.shape[0], UMAP_INIT_POINTS, replace=False))
+        mu = mu[rows]
     # N2D's settings: as many dimensions as clusters (no more than the latent has), tight
     # clumps (min_dist 0)
     dims = min(k, mu.shape[1])
@@ -158,6 +178,15 @@ def _mixture_from_umap(
         embedding
     )
     members = mixture.predict_proba(embedding)  # (n, k) soft memberships
+    if images is not None:
+        from patchvae.train.selftrain import self_train
+
+        # each image in the cluster the classifier (out of fold) gives it: hard, for a
+        # classifier's probabilities reproduce the rate at which its targets were wrong
+        # where the image alone cannot tell; its most probable cluster corrects them
+        clusters = mixture.predict(embedding)
+        taught = self_train(images(rows), clusters, seed=seed, device=device, n_clusters=k)
+        members = np.eye(k)[taught.train_clusters]
     weight = members.sum(axis=0) + 1e-6
     mean = members.T @ mu / weight[:, None]
     var = members.T @ mu**2 / weight[:, None] - mean**2
@@ -168,6 +197,12 @@ def _mixture_from_umap(
         "prior_logvar": np.log(np.maximum(var, floor)),
     }
     return fitted, float(mixture.bic(embedding))
+
+
+def _row_reader(x: torch.Tensor | Rows) -> Callable[[np.ndarray], np.ndarray]:
+    if isinstance(x, torch.Tensor):
+        return lambda rows: x[torch.as_tensor(rows)].cpu().numpy()
+    return x.read
 
 
 def check_resumable(

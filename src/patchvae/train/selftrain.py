@@ -71,10 +71,11 @@ class SelfTraining:
 def self_train(
     x_train: np.ndarray,
     clusters: np.ndarray,
-    x_test: np.ndarray,
+    x_test: np.ndarray | None = None,
     seed: int = 0,
     device: torch.device | None = None,
     epochs: int = SELF_TRAIN_EPOCHS,
+    n_clusters: int | None = None,
 ) -> SelfTraining:
     """Learn ``clusters`` (one integer per training image, 0..k-1) from the images
     ``x_train`` and assign ``x_test``.
@@ -82,8 +83,9 @@ def self_train(
     Parameters
     ----------
     x_train, x_test : square single-channel images, ``(n, side * side)``, ``(n, side, side)``
-        or ``(n, 1, side, side)``, values in [0, 1]
+        or ``(n, 1, side, side)``, values in [0, 1]; no ``x_test``: the training images only
     clusters : the cluster of each training image (no labels)
+    n_clusters : how many clusters there are (default: the largest in ``clusters``, plus 1)
     seed : fixes the folds, the initial weights, the order and the shifts
     device : where the classifiers train (default: the CPU)
 
@@ -93,7 +95,12 @@ def self_train(
     >>> found.test_clusters  # doctest: +SKIP
     """
     x_train = np.asarray(x_train, dtype=np.float32).reshape(len(x_train), -1)
-    x_test = np.asarray(x_test, dtype=np.float32).reshape(len(x_test), -1)
+    if x_test is None:
+        x_test = x_train[:0]
+    elif len(x_test):
+        x_test = np.asarray(x_test, dtype=np.float32).reshape(len(x_test), -1)
+    else:
+        x_test = x_train[:0]
     clusters = np.asarray(clusters)
     if clusters.shape != (len(x_train),):
         raise ValueError(
@@ -106,7 +113,7 @@ def self_train(
             f"square images of one size expected, got {x_train.shape[1:]} and {x_test.shape[1:]}"
         )
     device = device or torch.device("cpu")
-    n_clusters = int(clusters.max()) + 1
+    n_clusters = n_clusters or int(clusters.max()) + 1
     folds = np.random.default_rng(seed).permutation(len(x_train)) % SELF_TRAIN_FOLDS
     train_probabilities = np.zeros((len(x_train), n_clusters), dtype=np.float32)
     test_probabilities = np.zeros((len(x_test), n_clusters), dtype=np.float32)
@@ -158,6 +165,8 @@ def _fit_classifier(
 
 @torch.no_grad()
 def _probabilities(net: ClusterClassifier, images: np.ndarray, device: torch.device) -> np.ndarray:
+    if not len(images):
+        return np.zeros((0, net.out.out_features), dtype=np.float32)
     parts = [
         F.softmax(net(torch.from_numpy(images[i : i + _PREDICT_BATCH]).to(device)), dim=1)
         for i in range(0, len(images), _PREDICT_BATCH)
