@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from patchvae.config import ExtractConfig
@@ -117,3 +118,27 @@ def cli_code(args: list[str]) -> int:
 def gunzip_to(source: Path, target: Path) -> Path:
     target.write_bytes(gzip.decompress(source.read_bytes()))
     return target
+
+
+class _FirstTwo:
+    """A stand-in for umap-learn's UMAP: the data's first two dimensions."""
+
+    def __init__(self, **settings: object) -> None:
+        self.settings = settings
+
+    def fit(self, data: np.ndarray) -> _FirstTwo:
+        self.embedding_ = data[:, :2]
+        return self
+
+    def transform(self, data: np.ndarray) -> np.ndarray:
+        return data[:, :2]
+
+
+@pytest.fixture
+def stand_in_umap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """umap-learn replaced by :class:`_FirstTwo` (CI does not install it; the tests are
+    about patchvae's part)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=_FirstTwo))

@@ -296,28 +296,14 @@ def test_ten_digits_with_a_mixture_prior_end_to_end(tmp_path: Path, cli: Cli) ->
     assert metrics["prior_cluster_accuracy"] > 250 / 900 + 0.1
 
 
+@pytest.mark.usefixtures("stand_in_umap")
 def test_self_training_reads_the_umap_views_clusters_off_the_images(
-    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli
 ) -> None:
     """--umap --self-training: the mixture's clusters of the UMAP view are learnt again
     from the images and scored; metrics.json and the printed summary carry them. A
     stand-in for umap-learn (the latent's first two dimensions) keeps the test about
     patchvae's part."""
-    import sys
-    import types
-
-    class FirstTwo:
-        def __init__(self, **settings: object) -> None:
-            self.settings = settings
-
-        def fit(self, data: np.ndarray) -> FirstTwo:
-            self.embedding_ = data[:, :2]
-            return self
-
-        def transform(self, data: np.ndarray) -> np.ndarray:
-            return data[:, :2]
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FirstTwo))
     out = tmp_path / "run"
     args = ["mnist", "--sample", "--epochs", "2", "--umap", "--self-training", "--out", str(out)]
     code, printed, err = cli(args)

@@ -69,27 +69,11 @@ def test_compare_mnist_tiny_grid(tmp_path: Path, cli: Cli) -> None:
     assert (out / "comparison.csv").read_bytes() == before
 
 
-def test_an_mnist_grid_is_analysed_again_with_new_read_offs(
-    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("stand_in_umap")
+def test_an_mnist_grid_is_analysed_again_with_new_read_offs(tmp_path: Path, cli: Cli) -> None:
     """--reanalyse on an MNIST grid: finished runs keep their training and take the grid's
     analysis settings (here UMAP and self-training, added after the runs were made); a
-    change to the training settings is still refused."""
-    import sys
-    import types
-
-    class FirstTwo:  # a stand-in for umap-learn: the latent's first two dimensions
-        def __init__(self, **settings: object) -> None:
-            self.settings = settings
-
-        def fit(self, data: np.ndarray) -> FirstTwo:
-            self.embedding_ = data[:, :2]
-            return self
-
-        def transform(self, data: np.ndarray) -> np.ndarray:
-            return data[:, :2]
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FirstTwo))
+    change to the training settings is still refused. UMAP: the conftest's stand-in."""
     entry = {"name": "mlp", "model": {"latent_dim": 4}, "train": {"epochs": 1}}
     grid_values = {"dataset": "mnist", "seeds": [0], "reference": False, "models": [entry]}
     grid = _grid(tmp_path, grid_values)
