@@ -91,8 +91,11 @@ def self_train(
 
     Example
     -------
-    >>> found = self_train(x_train, mixture.predict(train_2d), x_test, seed=0)
-    >>> found.test_clusters  # doctest: +SKIP
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.random((40, 16 * 16), dtype=np.float32)
+    >>> found = self_train(images, np.arange(40) % 2, images[:5], seed=0, epochs=1)
+    >>> found.train.shape, found.test.shape, found.test_clusters.shape
+    ((40, 2), (5, 2), (5,))
     """
     x_train = np.asarray(x_train, dtype=np.float32).reshape(len(x_train), -1)
     if x_test is None:
