@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from patchvae.models.base import VAE
-
-Step = Callable[[VAE, torch.Tensor], tuple[torch.Tensor, ...]]
+Net = TypeVar("Net", bound=nn.Module)  # a VAE, or any other network (self-training's)
 
 
 @torch.no_grad()
 def infer(
-    model: VAE, x: torch.Tensor | np.ndarray, step: Step, batch_size: int = 1000
+    model: Net,
+    x: torch.Tensor | np.ndarray,
+    step: Callable[[Net, torch.Tensor], tuple[torch.Tensor, ...]],
+    batch_size: int = 1000,
 ) -> tuple[np.ndarray, ...]:
     """Run ``step(model, batch)`` over ``x`` (N, C, H, W) in batches, in eval mode and without
     gradients, on the model's device; each output concatenated as a numpy array (N, ...).
