@@ -142,3 +142,18 @@ def stand_in_umap(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
     monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=_FirstTwo))
+
+
+def bar_images(n: int, seed: int, kinds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """16x16 images, flattened, a bright bar either across (kind 0) or down (kind 1), at a
+    random place, over noise: two groups a classifier of images tells apart at once. The
+    kinds are drawn at random unless given."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.integers(0, 2, n) if kinds is None else kinds
+    images = rng.uniform(0, 0.3, (n, 16, 16)).astype(np.float32)
+    for image, kind, place in zip(images, kinds, rng.integers(3, 13, n), strict=True):
+        if kind == 0:
+            image[place - 1 : place + 2, 2:14] = 1.0
+        else:
+            image[2:14, place - 1 : place + 2] = 1.0
+    return images.reshape(n, -1), kinds

@@ -8,20 +8,7 @@ import torch
 
 from patchvae.models.classifier import ClusterClassifier
 from patchvae.train.selftrain import random_shifts, self_train
-
-
-def _two_kinds(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """16x16 images, a bright bar either across (kind 0) or down (kind 1), at a random
-    place, over noise: two groups a classifier of images tells apart at once."""
-    rng = np.random.default_rng(seed)
-    kinds = rng.integers(0, 2, n)
-    images = rng.uniform(0, 0.3, (n, 16, 16)).astype(np.float32)
-    for image, kind, place in zip(images, kinds, rng.integers(3, 13, n), strict=True):
-        if kind == 0:
-            image[place - 1 : place + 2, 2:14] = 1.0
-        else:
-            image[2:14, place - 1 : place + 2] = 1.0
-    return images.reshape(n, -1), kinds
+from tests.conftest import bar_images
 
 
 def test_each_image_moves_by_its_own_offset_within_the_bound() -> None:
@@ -49,8 +36,8 @@ def test_the_images_correct_clusters_the_latent_got_wrong() -> None:
     """Targets with 15 % of the images in the wrong cluster: out of fold, the classifiers
     put the training images back in their kind's cluster (a classifier that had seen its
     own targets would copy the mistakes), and the test images too."""
-    x_train, kinds = _two_kinds(600, seed=0)
-    x_test, test_kinds = _two_kinds(200, seed=1)
+    x_train, kinds = bar_images(600, seed=0)
+    x_test, test_kinds = bar_images(200, seed=1)
     wrong = np.random.default_rng(2).random(600) < 0.15
     clusters = np.where(wrong, 1 - kinds, kinds)
     found = self_train(x_train, clusters, x_test, seed=0, epochs=8)
@@ -62,15 +49,15 @@ def test_the_images_correct_clusters_the_latent_got_wrong() -> None:
 
 
 def test_the_same_seed_gives_the_same_clusters() -> None:
-    x_train, kinds = _two_kinds(200, seed=3)
-    x_test, _ = _two_kinds(50, seed=4)
+    x_train, kinds = bar_images(200, seed=3)
+    x_test, _ = bar_images(50, seed=4)
     first = self_train(x_train, kinds, x_test, seed=5, epochs=1)
     again = self_train(x_train, kinds, x_test, seed=5, epochs=1)
     assert np.array_equal(first.test, again.test) and np.array_equal(first.train, again.train)
 
 
 def test_bad_shapes_are_named() -> None:
-    x_train, kinds = _two_kinds(20, seed=0)
+    x_train, kinds = bar_images(20, seed=0)
     with pytest.raises(ValueError, match="one per training image"):
         self_train(x_train, kinds[:10], x_train)
     with pytest.raises(ValueError, match="square images"):

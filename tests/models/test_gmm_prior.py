@@ -13,6 +13,7 @@ from patchvae.config import TrainConfig
 from patchvae.models import VAEConfig, build_model
 from patchvae.models.losses import gaussian_kl, gmm_prior_terms
 from patchvae.train import fit
+from tests.conftest import bar_images
 
 
 def test_one_standard_component_is_the_gaussian_kl() -> None:
@@ -245,16 +246,11 @@ def test_self_training_initialisation_corrects_the_embeddings_clusters(
     from patchvae.train.aids import init_prior_from_gmm
 
     rng = np.random.default_rng(0)
-    n = 1000
-    kinds = np.arange(n) % 2
+    n = 2000
+    kinds = np.arange(n) % 2  # a bar across (kind 0) or down (kind 1), half each
+    images, _ = bar_images(n, seed=0, kinds=kinds)
     wrongly = (kinds == 0) & (rng.random(n) < 0.3)
     clusters = np.where(wrongly, 1, kinds)
-    images = rng.uniform(0, 0.3, (n, 1, 16, 16)).astype(np.float32)
-    for image, kind, place in zip(images, kinds, rng.integers(3, 13, n), strict=True):
-        if kind == 0:
-            image[0, place - 1 : place + 2, 2:14] = 1.0  # a bar across
-        else:
-            image[0, 2:14, place - 1 : place + 2] = 1.0  # a bar down
 
     class Clusters:  # an "embedding" that holds the wrong clusters (rows in order)
         def __init__(self, **settings: object) -> None:
@@ -268,7 +264,7 @@ def test_self_training_initialisation_corrects_the_embeddings_clusters(
     config = VAEConfig(
         input_shape=(1, 16, 16), hidden_dims=[32], latent_dim=3, prior="gmm", n_clusters=2
     )
-    x = torch.from_numpy(images)
+    x = torch.from_numpy(images.reshape(n, 1, 16, 16))
     weights = {}
     for method in ("umap", "umap_self_training"):
         torch.manual_seed(0)
