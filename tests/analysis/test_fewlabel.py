@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from patchvae.analysis.fewlabel import cluster_label_auroc, group_rates, label_draws
+from patchvae.analysis.fewlabel import cluster_label_auroc, group_rates, label_draws, pooled_rates
 
 
 def test_groups_are_named_from_the_labelled_patches_in_them() -> None:
@@ -34,8 +34,8 @@ def test_cluster_then_label_finds_lesion_groups_that_labels_name() -> None:
     noise = rng.permutation(groups)
     shuffled = cluster_label_auroc([noise], labels, k=20, seed=0)
     assert shuffled is not None and shuffled["mean"] < 0.65
-    # several groupings: their group rates averaged; a grouping given twice counts as one,
-    # and one that carries no signal dilutes one that does
+    # several groupings: their labelled patches pooled; a grouping given twice ranks the
+    # patches as once, and one that carries no signal dilutes one that does
     twice = cluster_label_auroc([groups] * 2, labels, k=20, seed=0)
     assert twice == found
     mixed = cluster_label_auroc([groups, noise], labels, k=20, seed=0)
@@ -75,3 +75,29 @@ def test_groupings_of_a_large_store_are_fitted_on_a_sample(monkeypatch: pytest.M
     assert set(fitted) == {60}  # every fit saw the sample, not the 1,000 latents
     two = next(g for g in groupings if g.max() == 1)
     assert len(two) == 200 and len(set(two[:100])) == 1 and set(two[:100]) != set(two[100:])
+
+
+def test_pooled_rates_weigh_each_grouping_by_the_labels_its_group_shares() -> None:
+    """With one grouping the pooled rate is the group's rate; with two, each labelled patch
+    that shares a group with the scored one counts once per grouping, so the grouping whose
+    group holds more labelled patches weighs more than one whose group holds one."""
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 6, 200)
+    chosen = np.arange(0, 200, 7)
+    held = np.setdiff1d(np.arange(200), chosen)
+    labels = (rng.random(chosen.size) < 0.3).astype(int)
+    one = pooled_rates([groups], chosen, labels, held)
+    assert np.allclose(one, group_rates(groups[chosen], labels, 6)[groups[held]])
+    # scored patch 0 shares a coarse group with four labelled patches (three lesion) and a
+    # fine group with one healthy patch: (3 + 0 + w x overall) / (4 + 1 + w)
+    coarse = np.array([0, 0, 0, 0, 0, 1, 1])
+    fine = np.array([0, 0, 1, 2, 3, 4, 5])
+    chosen = np.array([1, 2, 3, 4, 5])
+    labels = np.array([0, 1, 1, 1, 0])
+    (rate,) = pooled_rates([coarse, fine], chosen, labels, np.array([0]), prior_weight=1.0)
+    assert rate == pytest.approx((3 + 0 + 1.0 * labels.mean()) / (4 + 1 + 1.0))
+    # the averaged rates would give the fine group's single healthy label half the say
+    averaged = (
+        group_rates(coarse[chosen], labels, 2)[0] + group_rates(fine[chosen], labels, 6)[0]
+    ) / 2
+    assert averaged < rate

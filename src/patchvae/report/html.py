@@ -81,9 +81,9 @@ _FIGURE_CAPTIONS = {
     "patient's right, left, anterior, posterior.",
     "few_labels.png": "AUROC with a few labelled patches: a logistic regression on the latent, "
     "cluster-then-label (the training latents in 2, 5, 10, 20, 40 and 80 groups, ten k-means "
-    "starts each; each group named by the labelled patches in it, a group without one by "
-    "their overall rate; a patch scores the mean of its groups' rates), and the intensity "
-    "score alone.",
+    "starts each; a patch scores the lesion rate of the labelled patches that share its "
+    "groups, each counted once per grouping that groups them together, pulled towards the "
+    "overall rate by one pseudo-patch), and the intensity score alone.",
 }
 
 
