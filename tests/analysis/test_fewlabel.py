@@ -7,18 +7,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from patchvae.analysis.fewlabel import cluster_label_auroc, group_rates, label_draws, pooled_rates
+from patchvae.analysis.fewlabel import cluster_label_auroc, label_draws, pooled_rates
 
 
 def test_groups_are_named_from_the_labelled_patches_in_them() -> None:
-    groups = np.array([0, 0, 0, 1, 1, 2])
+    groups = np.array([0, 0, 0, 1, 1, 2, 0, 1, 2, 3])
+    chosen, held = np.arange(6), np.arange(6, 10)
     labels = np.array([1, 1, 0, 0, 0, 0])
-    rates = group_rates(groups, labels, 4, prior_weight=0.0)
+    rates = pooled_rates([groups], chosen, labels, held, prior_weight=0.0)
     # two of three lesion in group 0, none in groups 1 and 2; group 3 has no labelled patch,
     # so nothing names it: it takes the overall rate of the labelled patches (1/3)
     assert rates.tolist() == [2 / 3, 0.0, 0.0, 1 / 3]
     # the prior weight pulls a group of one label towards the overall rate
-    smoothed = group_rates(groups, labels, 4, prior_weight=1.0)
+    smoothed = pooled_rates([groups], chosen, labels, held, prior_weight=1.0)
     assert smoothed[2] == (0 + 1 / 3) / 2 and smoothed[3] == 1 / 3
 
 
@@ -78,16 +79,9 @@ def test_groupings_of_a_large_store_are_fitted_on_a_sample(monkeypatch: pytest.M
 
 
 def test_pooled_rates_weigh_each_grouping_by_the_labels_its_group_shares() -> None:
-    """With one grouping the pooled rate is the group's rate; with two, each labelled patch
-    that shares a group with the scored one counts once per grouping, so the grouping whose
-    group holds more labelled patches weighs more than one whose group holds one."""
-    rng = np.random.default_rng(1)
-    groups = rng.integers(0, 6, 200)
-    chosen = np.arange(0, 200, 7)
-    held = np.setdiff1d(np.arange(200), chosen)
-    labels = (rng.random(chosen.size) < 0.3).astype(int)
-    one = pooled_rates([groups], chosen, labels, held)
-    assert np.allclose(one, group_rates(groups[chosen], labels, 6)[groups[held]])
+    """Each labelled patch that shares a group with the scored one counts once per
+    grouping, so the grouping whose group holds more labelled patches weighs more than one
+    whose group holds one."""
     # scored patch 0 shares a coarse group with four labelled patches (three lesion) and a
     # fine group with one healthy patch: (3 + 0 + w x overall) / (4 + 1 + w)
     coarse = np.array([0, 0, 0, 0, 0, 1, 1])
@@ -97,7 +91,7 @@ def test_pooled_rates_weigh_each_grouping_by_the_labels_its_group_shares() -> No
     (rate,) = pooled_rates([coarse, fine], chosen, labels, np.array([0]), prior_weight=1.0)
     assert rate == pytest.approx((3 + 0 + 1.0 * labels.mean()) / (4 + 1 + 1.0))
     # the averaged rates would give the fine group's single healthy label half the say
-    averaged = (
-        group_rates(coarse[chosen], labels, 2)[0] + group_rates(fine[chosen], labels, 6)[0]
-    ) / 2
+    # (the coarse group's rate (3 + w x overall) / (4 + w), the fine one's w x overall / (1 + w))
+    overall = labels.mean()
+    averaged = ((3 + overall) / (4 + 1) + overall / (1 + 1)) / 2
     assert averaged < rate

@@ -75,29 +75,6 @@ def few_label_auroc(
     return _summary(scores)
 
 
-def group_rates(
-    groups: np.ndarray, labels: np.ndarray, n_groups: int, prior_weight: float = 1.0
-) -> np.ndarray:
-    """Each of ``n_groups`` groups' lesion rate, named from the labelled patches that fall in
-    it: (lesion patches + ``prior_weight`` x the overall rate) / (patches + ``prior_weight``),
-    so one label does not make a certainty. A group no labelled patch fell in is unnamed and
-    takes the overall rate: it says nothing, and the other groupings' rates decide. ``groups``
-    and ``labels``: the labelled patches' groups and labels.
-
-    Example
-    -------
-    >>> group_rates(np.array([0, 0, 2]), np.array([1, 1, 0]), 3).round(3)
-    array([0.889, 0.667, 0.333])
-    """
-    overall = float(labels.mean())
-    counts = np.bincount(groups, minlength=n_groups).astype(float)
-    hits = np.bincount(groups, weights=labels.astype(float), minlength=n_groups)
-    rates = np.full(n_groups, overall)
-    named = counts > 0
-    rates[named] = (hits[named] + prior_weight * overall) / (counts[named] + prior_weight)
-    return rates
-
-
 def pooled_rates(
     groupings: Sequence[np.ndarray],
     chosen: np.ndarray,
@@ -110,8 +87,10 @@ def pooled_rates(
     each counted once for every grouping in which it does, pulled towards the overall rate by
     ``prior_weight`` pseudo-patches: (lesion + w x overall) / (shared + w). A grouping in
     which many labelled patches share the patch's group (a coarse one) weighs more than one
-    in which one or none do; with a single grouping this is ``group_rates``. A patch that
-    shares no group with a labelled patch takes the overall rate.
+    in which one or none do; with a single grouping, each group is named by the lesion rate
+    of the labelled patches in it, so one label does not make a certainty. A patch that
+    shares no group with a labelled patch is unnamed and takes the overall rate: it says
+    nothing, and the other groupings decide.
 
     Example
     -------
@@ -129,7 +108,10 @@ def pooled_rates(
         lesion = np.bincount(groups[chosen], weights=labels.astype(float), minlength=n_groups)
         hits += lesion[groups[held]]
         shared += counts[groups[held]]
-    return (hits + prior_weight * overall) / (shared + prior_weight)
+    named = shared + prior_weight
+    rates = np.full(held.size, overall)
+    np.divide(hits + prior_weight * overall, named, out=rates, where=named > 0)
+    return rates
 
 
 def cluster_label_auroc(
