@@ -100,12 +100,13 @@ def pooled_rates(
     array([0.444, 0.167])
     """
     overall = float(labels.mean())
+    weights = labels.astype(float)
     hits = np.zeros(held.size)
     shared = np.zeros(held.size)
     for groups in groupings:
-        n_groups = int(max(groups[chosen].max(), groups[held].max())) + 1
+        n_groups = int(groups.max()) + 1
         counts = np.bincount(groups[chosen], minlength=n_groups)
-        lesion = np.bincount(groups[chosen], weights=labels.astype(float), minlength=n_groups)
+        lesion = np.bincount(groups[chosen], weights=weights, minlength=n_groups)
         hits += lesion[groups[held]]
         shared += counts[groups[held]]
     named = shared + prior_weight
