@@ -91,7 +91,11 @@ def test_mixture_pretraining_and_refits_need_a_first_fit() -> None:
 
     from patchvae.config import TrainConfig
 
-    for bad in ({"gmm_pretrain_prior": "gaussian"}, {"gmm_refit_every": 5}):
+    for bad in (
+        {"gmm_pretrain_prior": "gaussian"},
+        {"gmm_refit_every": 5},
+        {"gmm_cluster_weight": 1},
+    ):
         with pytest.raises(ValidationError, match="need gmm_init_epochs > 0"):
             TrainConfig(**bad)
     fine = TrainConfig(gmm_init_epochs=3, gmm_pretrain_prior="gaussian", gmm_refit_every=5)

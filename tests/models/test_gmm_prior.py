@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,8 +159,6 @@ def test_umap_initialisation_takes_each_component_from_its_groups_latent_means(
     import sys
     import types
 
-    import numpy as np
-
     from patchvae.train.aids import init_prior_from_gmm
 
     class Stretch:  # an "embedding" that keeps the means, stretched apart
@@ -204,8 +203,6 @@ def test_umap_initialisation_embeds_in_no_more_dimensions_than_the_latent(
     dimensions (30 components, 10-D latent) the embedding stops at the latent's."""
     import sys
     import types
-
-    import numpy as np
 
     from patchvae.train.aids import init_prior_from_gmm
 
@@ -285,4 +282,100 @@ def test_self_training_initialisation_needs_square_single_channel_images() -> No
     with pytest.raises(ConfigError, match="single-channel square images"):
         init_prior_from_gmm(
             build_model(config), torch.rand(10, 2, 8, 8), 8, 0, method="umap_self_training"
+        )
+
+
+def test_cluster_target_loss_by_hand() -> None:
+    from patchvae.models.losses import cluster_target_loss
+
+    gamma = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    loss = cluster_target_loss(gamma, torch.tensor([0, 0, -1]))  # the third has no target
+    assert loss.item() == pytest.approx(-(math.log(0.9) + math.log(0.2)) / 3, rel=1e-6)
+
+
+def _kinds_in_the_fit(
+    monkeypatch: pytest.MonkeyPatch, n: int = 400
+) -> tuple[torch.Tensor, np.ndarray, VAEConfig]:
+    """Two kinds of 16x16 image, and a stand-in UMAP embedding in which the GMM finds them."""
+    import sys
+    import types
+
+    kinds = np.arange(n) % 2
+    images, _ = bar_images(n, seed=0, kinds=kinds)
+    noise = np.random.default_rng(0).normal(0, 0.1, (n, 2))
+
+    class Kinds:
+        def __init__(self, **settings: object) -> None:
+            self.settings = settings
+
+        def fit_transform(self, data: np.ndarray) -> np.ndarray:
+            return np.stack([kinds * 10.0, np.zeros(n)], axis=1) + noise
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=Kinds))
+    config = VAEConfig(
+        input_shape=(1, 16, 16), hidden_dims=[32], latent_dim=2, prior="gmm", n_clusters=2
+    )
+    return torch.from_numpy(images.reshape(n, 1, 16, 16)), kinds, config
+
+
+def _taught(weight: float, epochs: int = 12) -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs, batch_size=50, optimizer="adam", learning_rate=3e-3, device="cpu",
+        gmm_init_epochs=2, gmm_pretrain_prior="gaussian", gmm_init="umap",
+        gmm_init_restarts=1, gmm_cluster_weight=weight,
+    )  # fmt: skip
+
+
+def test_cluster_weight_teaches_the_prior_the_fits_clusters(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """gmm_cluster_weight: each image's cluster in the mixture's fit (here a stand-in
+    embedding that holds the two kinds of image) becomes its target. A 2-D latent after two
+    epochs does not separate the kinds, so the prior's components, started from the kinds'
+    latent means, give each image either at chance; with the targets' cross-entropy in the
+    loss, the encoder learns to. The targets live in the checkpoint, for a resumed run."""
+    from patchvae.checkpoint import load_checkpoint
+
+    x, kinds, config = _kinds_in_the_fit(monkeypatch)
+    agreement = {}
+    for weight in (0.0, 10.0):
+        ckpt = tmp_path / f"w{weight}.pt"
+        model = fit(config, _taught(weight), x, checkpoint_path=ckpt, progress=False).model
+        with torch.no_grad():
+            found = model.cluster_probabilities(x).argmax(dim=1).numpy()
+        agreement[weight] = max(np.mean(found == kinds), np.mean(found != kinds))
+        targets = load_checkpoint(ckpt)["cluster_targets"]
+        if weight:  # the fit's clusters: the kinds, under the fit's own numbering
+            assert targets is not None and sorted(targets.unique().tolist()) == [0, 1]
+            assert np.mean(targets.numpy() == kinds) in (0.0, 1.0)
+        else:
+            assert targets is None
+    assert agreement[0.0] < 0.65 and agreement[10.0] > agreement[0.0] + 0.15
+
+
+def test_a_resumed_run_keeps_its_cluster_targets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stopped after the fit and resumed, the run trains on with the same targets: the
+    same weights as the run that went through (no refit happens at the resume)."""
+    x, _, config = _kinds_in_the_fit(monkeypatch, n=100)
+    whole = fit(config, _taught(10.0, epochs=5), x, progress=False).model
+    ckpt = tmp_path / "c.pt"
+    fit(config, _taught(10.0, epochs=3), x, checkpoint_path=ckpt, progress=False)
+    resumed = fit(
+        config, _taught(10.0, epochs=5), x, checkpoint_path=ckpt, resume=True, progress=False
+    ).model
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cluster_weight_needs_a_mixture_prior() -> None:
+    from patchvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gmm_cluster_weight: only a mixture prior"):
+        fit(
+            VAEConfig(input_shape=(1, 8, 8), hidden_dims=[8], latent_dim=2),
+            TrainConfig(epochs=2, device="cpu", gmm_init_epochs=1, gmm_cluster_weight=1.0),
+            _two_groups(10),
+            progress=False,
         )

@@ -64,15 +64,22 @@ class TrainConfig(BaseModel):
     # every this many epochs (0: never); training under the mixture groups the latent, so a
     # later fit finds the groups better than the first one did
     gmm_refit_every: int = Field(default=0, ge=0)
+    # after each fit, every training sample's cluster in that fit (the component the fit
+    # starts from its group) becomes its target, and each step adds this weight x the
+    # cross-entropy of p(component | z) against it: the encoder learns to put each sample
+    # into its fit's component (the self-training of DEC, Xie et al. 2016, with the fit's
+    # clusters as targets; 0: off). A sample the fit did not see (beyond the 20,000 a UMAP
+    # fit embeds) has no target
+    gmm_cluster_weight: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _check_mixture_fit(self) -> TrainConfig:
         if not self.gmm_init_epochs and (
-            self.gmm_pretrain_prior == "gaussian" or self.gmm_refit_every
+            self.gmm_pretrain_prior == "gaussian" or self.gmm_refit_every or self.gmm_cluster_weight
         ):
             raise ValueError(
-                "gmm_pretrain_prior: gaussian and gmm_refit_every need gmm_init_epochs > 0 "
-                "(the epoch the mixture is first fitted)"
+                "gmm_pretrain_prior: gaussian, gmm_refit_every and gmm_cluster_weight need "
+                "gmm_init_epochs > 0 (the epoch the mixture is first fitted)"
             )
         return self
 

@@ -32,6 +32,8 @@ class VAEOutput:
     class_logits: torch.Tensor | None = None
     class_loss: torch.Tensor | None = None  # per sample cross-entropy, 0 where unlabelled
     hidden: torch.Tensor | None = None  # the encoder's features (``Encoded.hidden``)
+    # a fitted mixture prior: p(component | z), (batch, components)
+    responsibilities: torch.Tensor | None = None
 
     @property
     def recon_x(self) -> torch.Tensor:
@@ -180,7 +182,7 @@ class VAE(nn.Module):
             z = mu
         logits = self.decode_logits(z)
         recon = reconstruction_loss(logits, x, self.config.reconstruction_loss)
-        kl, _ = self.regularizer(z, mu, logvar)
+        kl, responsibilities = self.regularizer(z, mu, logvar)
         weight = self.config.beta if beta is None else beta
         per_sample = recon + weight * kl
         class_logits = class_loss = None
@@ -207,4 +209,5 @@ class VAE(nn.Module):
             class_logits=class_logits,
             class_loss=class_loss,
             hidden=encoded.hidden,
+            responsibilities=responsibilities,
         )

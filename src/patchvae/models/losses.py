@@ -58,3 +58,12 @@ def gmm_prior_terms(
     ).sum(dim=2)  # (B, K)
     kl_cat = (gamma * (torch.log(gamma.clamp_min(1e-10)) - log_pi[None])).sum(dim=1)
     return (gamma * kl_c).sum(dim=1) + kl_cat, gamma
+
+
+def cluster_target_loss(responsibilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the responsibilities p(c | z), (batch, K), against each sample's
+    target component, (batch,); samples whose target is -1 count as 0 (the mean is still
+    over the whole batch, so a batch's weight does not depend on how many have targets)."""
+    known = targets >= 0
+    chosen = responsibilities.gather(1, targets.clamp_min(0)[:, None])[:, 0]
+    return torch.where(known, -torch.log(chosen.clamp_min(1e-10)), 0.0).mean()

@@ -4,6 +4,7 @@ mixture prior's start, the rules for resuming and for a run that diverged."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,16 @@ def import_umap() -> Any:
     return umap
 
 
+@dataclass(frozen=True)
+class MixtureFit:
+    """What a fit of the mixture prior found: the mixture's BIC (in the space it was fitted
+    in) and each sample's cluster in it, the component it starts the prior's, (n,), -1 for
+    a sample the fit did not see (beyond ``UMAP_INIT_POINTS``)."""
+
+    bic: float
+    clusters: np.ndarray
+
+
 @torch.no_grad()
 def init_prior_from_gmm(
     model: VAE,
@@ -95,15 +106,15 @@ def init_prior_from_gmm(
     optimizer: torch.optim.Optimizer | None = None,
     method: str = "latent",
     restarts: int = 3,
-) -> float:
+) -> MixtureFit:
     """Start a mixture prior from the latent means of ``x`` (the VaDE recipe) and switch it
     on; the optimiser forgets its moments for the prior's parameters.
 
     ``method`` "latent" fits a diagonal Gaussian mixture to the means; "umap" fits a full one
     to a UMAP embedding of (up to ``UMAP_INIT_POINTS`` of) them and takes each component's
     weight, mean and variance from the latent means of its members. Of ``restarts`` fits, the
-    one of highest likelihood is kept. Returns that mixture's BIC (in the space it was
-    fitted in)."""
+    one of highest likelihood is kept. Returns that mixture's BIC and each sample's cluster
+    (:class:`MixtureFit`)."""
     from sklearn.mixture import GaussianMixture
 
     if isinstance(x, torch.Tensor):
@@ -129,7 +140,7 @@ def init_prior_from_gmm(
                 )
             images = _row_reader(x)
         device = next(model.parameters()).device
-        fitted, bic = _mixture_from_umap(data, k, seed, restarts, images, device)
+        fitted, bic, clusters = _mixture_from_umap(data, k, seed, restarts, images, device)
     else:
         mixture = GaussianMixture(
             k, covariance_type="diag", n_init=restarts, random_state=seed
@@ -140,13 +151,14 @@ def init_prior_from_gmm(
             "prior_logvar": np.log(mixture.covariances_),
         }
         bic = float(mixture.bic(data))
+        clusters = mixture.predict(data)
     for name, value in fitted.items():
         parameter = getattr(model, name)
         parameter.copy_(torch.as_tensor(value, dtype=parameter.dtype))
         if optimizer is not None:
             optimizer.state.pop(parameter, None)
     model.use_mixture(True)
-    return bic
+    return MixtureFit(bic, clusters.astype(np.int64))
 
 
 def _mixture_from_umap(
@@ -156,16 +168,18 @@ def _mixture_from_umap(
     restarts: int,
     images: Callable[[np.ndarray], np.ndarray] | None = None,
     device: torch.device | None = None,
-) -> tuple[dict[str, np.ndarray], float]:
+) -> tuple[dict[str, np.ndarray], float, np.ndarray]:
     """Mixture parameters in the latent from the clusters of a GMM on a UMAP embedding;
     with ``images`` (the reader of the means' images, by row), from those clusters as a
-    classifier of the images learnt them (self-training, out of fold)."""
+    classifier of the images learnt them (self-training, out of fold). Also each row's
+    cluster (its most probable; -1 for a row left out of the embedding)."""
     from sklearn.mixture import GaussianMixture
 
     umap = import_umap()
     rng = np.random.default_rng(seed)
-    rows = np.arange(mu.shape[0])
-    if mu.shape[0] > UMAP_INIT_POINTS:
+    n = mu.shape[0]
+    rows = np.arange(n)
+    if n > UMAP_INIT_POINTS:
         rows = np.sort(rng.choice(mu.shape[0], UMAP_INIT_POINTS, replace=False))
         mu = mu[rows]
     # N2D's settings: as many dimensions as clusters (no more than the latent has), tight
@@ -178,15 +192,18 @@ def _mixture_from_umap(
         embedding
     )
     members = mixture.predict_proba(embedding)  # (n, k) soft memberships
+    clusters = np.full(n, -1, dtype=np.int64)
+    clusters[rows] = members.argmax(axis=1)
     if images is not None:
         from patchvae.train.selftrain import self_train
 
         # each image in the cluster the classifier (out of fold) gives it: hard, for a
         # classifier's probabilities reproduce the rate at which its targets were wrong
         # where the image alone cannot tell; its most probable cluster corrects them
-        clusters = mixture.predict(embedding)
-        taught = self_train(images(rows), clusters, seed=seed, device=device, n_clusters=k)
+        found = members.argmax(axis=1)  # the mixture's clusters (its predict)
+        taught = self_train(images(rows), found, seed=seed, device=device, n_clusters=k)
         members = np.eye(k)[taught.train_clusters]
+        clusters[rows] = taught.train_clusters
     weight = members.sum(axis=0) + 1e-6
     mean = members.T @ mu / weight[:, None]
     var = members.T @ mu**2 / weight[:, None] - mean**2
@@ -196,7 +213,7 @@ def _mixture_from_umap(
         "prior_mu": mean,
         "prior_logvar": np.log(np.maximum(var, floor)),
     }
-    return fitted, float(mixture.bic(embedding))
+    return fitted, float(mixture.bic(embedding)), clusters
 
 
 def _row_reader(x: torch.Tensor | Rows) -> Callable[[np.ndarray], np.ndarray]:

@@ -26,6 +26,7 @@ from patchvae.config.model import VAEConfig
 from patchvae.errors import ConfigError
 from patchvae.feed import ArrayRows, Rows, epoch_windows, stream_windows
 from patchvae.io import write_atomic
+from patchvae.models.losses import cluster_target_loss
 from patchvae.models.vae import VAE, build_model
 from patchvae.runtime import provenance, seed_everything, start_distributed
 from patchvae.train.aids import (
@@ -131,6 +132,11 @@ class _Run:
             self.model.use_mixture(False)  # on once fitted (a resumed run restores the flag)
         if model_config.prior == "gmm" and train_config.gmm_init == "umap":
             import_umap()  # refused now, not after the pretraining epochs
+        if train_config.gmm_cluster_weight and model_config.prior != "gmm":
+            raise ConfigError("gmm_cluster_weight: only a mixture prior (prior: gmm) has clusters")
+        # each training sample's component in the latest fit of the mixture (-1: none), the
+        # targets of gmm_cluster_weight; None before the first fit
+        self.cluster_targets: torch.Tensor | None = None
         # what takes the training steps: the model, or its DistributedDataParallel wrapper,
         # which averages the gradients of the processes' parts of each batch
         self.step_model: Any = self.model
@@ -171,6 +177,8 @@ class _Run:
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.shuffle_gen.set_state(state["shuffle_rng"].cpu())
+        if state.get("cluster_targets") is not None:
+            self.cluster_targets = state["cluster_targets"].to(self.device)
         same_world = int(state.get("world_size", 1)) == self.ranks.world == 1
         if state.get("noise_device") == self.device.type and same_world:
             self.noise_gen.set_state(state["noise_rng"].cpu())
@@ -212,6 +220,7 @@ class _Run:
                     ("more than one process", self.ranks.world > 1),
                     (f"{self.precision} precision", self.precision != "fp32"),
                     ("training with labels", self.y is not None),
+                    ("cluster targets (gmm_cluster_weight)", self.config.gmm_cluster_weight > 0),
                 )
                 if applies
             ]
@@ -349,6 +358,10 @@ class _Run:
                 batch, generator=self.noise_gen, beta=beta, labels=labels, noise=noise
             )
             loss = self._loss_of(out, beta)
+            if self.cluster_targets is not None and out.responsibilities is not None:
+                targets = self.cluster_targets[index]
+                weight = self.config.gmm_cluster_weight
+                loss = loss + weight * cluster_target_loss(out.responsibilities, targets)
             if self.labelled is not None:
                 weight = self.model_config.classifier_weight
                 loss = loss + weight * self.labelled.loss(self.model, self.shuffle_gen)
@@ -432,7 +445,7 @@ class _Run:
         done = epoch + 1
         refit = bool(first and every and done > first and (done - first) % every == 0)
         if self.model_config.prior == "gmm" and (done == first or refit):
-            record["prior_init_bic"] = init_prior_from_gmm(
+            fit = init_prior_from_gmm(
                 self.model,
                 self.rows if self.x is None else self.x,
                 self.config.batch_size,
@@ -441,6 +454,9 @@ class _Run:
                 self.config.gmm_init,
                 self.config.gmm_init_restarts,
             )
+            record["prior_init_bic"] = fit.bic
+            if self.config.gmm_cluster_weight:
+                self.cluster_targets = torch.from_numpy(fit.clusters).to(self.device)
 
     def check_finite(self, epoch: int, record: dict[str, float]) -> None:
         checks = {
@@ -470,6 +486,7 @@ class _Run:
                 "noise_rng": self.noise_gen.get_state(),
                 "noise_device": self.device.type,
                 "world_size": self.ranks.world,
+                "cluster_targets": self.cluster_targets,
                 "epoch": epoch,
                 "history": history,
                 "metadata": {
