@@ -473,6 +473,12 @@ def test_compile_step_where_it_cannot_run_compiles_the_optimiser_only(
     with pytest.warns(UserWarning, match="compile: step .* not with training with labels"):
         result = fit(model, config, data(32), progress=False, y_train=y)
     assert result.extra["compiled"] == "optimizer"
+    # nor training with cluster targets, whose loss needs each sample's position
+    mixture = SMALL.model_copy(update={"prior": "gmm", "n_clusters": 2})
+    taught = config.model_copy(update={"gmm_init_epochs": 1, "gmm_cluster_weight": 1.0})
+    with pytest.warns(UserWarning, match="not with cluster targets"):
+        result = fit(mixture, taught, data(32), progress=False)
+    assert result.extra["compiled"] == "optimizer"
 
 
 @pytest.mark.parametrize("mode", ["optimizer", "step"])
