@@ -379,3 +379,29 @@ def test_cluster_weight_needs_a_mixture_prior() -> None:
             _two_groups(10),
             progress=False,
         )
+
+
+def test_a_sample_the_fit_did_not_see_has_no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UMAP fit embeds at most UMAP_INIT_POINTS samples; the others get cluster -1 (no
+    target), the embedded ones the cluster their group got."""
+    import sys
+    import types
+
+    import patchvae.train.aids as aids
+
+    x, _, config = _kinds_in_the_fit(monkeypatch, n=30)
+    monkeypatch.setattr(aids, "UMAP_INIT_POINTS", 20)
+    seen: list[int] = []
+
+    class Few:  # the stand-in embedding, of whichever rows it is given
+        def __init__(self, **settings: object) -> None:
+            self.settings = settings
+
+        def fit_transform(self, data: np.ndarray) -> np.ndarray:
+            seen.append(len(data))
+            return np.random.default_rng(0).normal(0, 0.1, (len(data), 2))
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=Few))
+    fit_found = aids.init_prior_from_gmm(build_model(config), x, 8, seed=0, method="umap")
+    assert seen == [20] and fit_found.clusters.shape == (30,)
+    assert (fit_found.clusters == -1).sum() == 10 and (fit_found.clusters >= 0).sum() == 20

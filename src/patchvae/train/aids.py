@@ -90,8 +90,8 @@ def import_umap() -> Any:
 @dataclass(frozen=True)
 class MixtureFit:
     """What a fit of the mixture prior found: the mixture's BIC (in the space it was fitted
-    in) and each sample's cluster in it, the component it starts the prior's, (n,), -1 for
-    a sample the fit did not see (beyond ``UMAP_INIT_POINTS``)."""
+    in), and each sample's cluster, (n,): the prior's component that the fit built from the
+    sample's group, or -1 for a sample the fit did not see (beyond ``UMAP_INIT_POINTS``)."""
 
     bic: float
     clusters: np.ndarray
@@ -180,7 +180,7 @@ def _mixture_from_umap(
     n = mu.shape[0]
     rows = np.arange(n)
     if n > UMAP_INIT_POINTS:
-        rows = np.sort(rng.choice(mu.shape[0], UMAP_INIT_POINTS, replace=False))
+        rows = np.sort(rng.choice(n, UMAP_INIT_POINTS, replace=False))
         mu = mu[rows]
     # N2D's settings: as many dimensions as clusters (no more than the latent has), tight
     # clumps (min_dist 0)
