@@ -192,15 +192,15 @@ def _mixture_from_umap(
         embedding
     )
     members = mixture.predict_proba(embedding)  # (n, k) soft memberships
+    found = members.argmax(axis=1)  # the mixture's clusters (its predict)
     clusters = np.full(n, -1, dtype=np.int64)
-    clusters[rows] = members.argmax(axis=1)
+    clusters[rows] = found
     if images is not None:
         from patchvae.train.selftrain import self_train
 
         # each image in the cluster the classifier (out of fold) gives it: hard, for a
         # classifier's probabilities reproduce the rate at which its targets were wrong
         # where the image alone cannot tell; its most probable cluster corrects them
-        found = members.argmax(axis=1)  # the mixture's clusters (its predict)
         taught = self_train(images(rows), found, seed=seed, device=device, n_clusters=k)
         members = np.eye(k)[taught.train_clusters]
         clusters[rows] = taught.train_clusters
