@@ -81,8 +81,8 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
     ),
     "intensity_spots": (
         "bright-spot count",
-        "how many of the patch's voxels inside the brain (its rim left out) are among its "
-        "case's brightest 1 % and bright in an adjacent slice too: small bright lesions that "
+        "how many of the patch's voxels deeper than 12 pixels inside the brain are among "
+        "its case's brightest 1 % and bright in an adjacent slice too: small bright lesions that "
         "move no percentile; no learning",
     ),
     "latent_mahalanobis": (
