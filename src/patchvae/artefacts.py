@@ -85,6 +85,12 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
         "its case's brightest 1 % and bright in an adjacent slice too: small bright lesions that "
         "move no percentile; no learning",
     ),
+    "intensity_spots_context": (
+        "bright-spot count in context",
+        "the bright-spot count's rank plus half the rank of the largest count among the 26 "
+        "patches around it (one patch away in-plane, one slice across): a lesion runs on "
+        "into its neighbours, so an edge patch sits next to a full one; no learning",
+    ),
     "latent_mahalanobis": (
         "latent Mahalanobis",
         "the distance of the patch's latent mean from the training patches' (a Gaussian fit)",

@@ -15,8 +15,10 @@ from patchvae.analysis.anomaly import (
     fit_gaussian,
     fuse_by_rank,
     histogram_equalised_baseline,
+    in_context,
     intensity_baseline,
     mahalanobis,
+    surrounding_patches,
 )
 
 
@@ -114,6 +116,64 @@ def test_bright_spots_count_where_an_adjacent_slice_confirms_them() -> None:
     np.testing.assert_array_equal(confirmed, [0, 2, 2, 0, 1])  # the two overlapping voxels
     with pytest.raises(ValueError, match="share a case, slice, row and column"):
         adjacent_patches(np.zeros(2), np.array([4, 4]), np.zeros(2), np.zeros(2))
+
+
+def _grid(slices: int, side: int, step: int) -> tuple[np.ndarray, ...]:
+    """Patch positions of one case: ``slices`` slices, ``side`` x ``side`` starts ``step``
+    pixels apart."""
+    z, r, c = np.meshgrid(np.arange(slices), np.arange(side) * step, np.arange(side) * step)
+    return np.zeros(z.size), z.ravel(), r.ravel(), c.ravel()
+
+
+def test_the_patches_around_are_one_patch_width_away_whatever_the_stride() -> None:
+    cases, slices, rows, cols = _grid(3, 3, 28)  # non-overlapping 28-pixel patches
+    around = surrounding_patches(cases, slices, rows, cols, size=28)
+    middle = int(np.flatnonzero((slices == 1) & (rows == 28) & (cols == 28))[0])
+    assert sorted(around[middle]) == sorted(set(range(27)) - {middle})  # all 26 others
+    corner = int(np.flatnonzero((slices == 0) & (rows == 0) & (cols == 0))[0])
+    assert (around[corner] >= 0).sum() == 7  # 2 x 2 x 2 block, itself left out
+    # windows cut every 7 pixels: still the windows 28 pixels away, not the overlapping ones
+    cases, slices, rows, cols = _grid(3, 9, 7)
+    around = surrounding_patches(cases, slices, rows, cols, size=28)
+    middle = int(np.flatnonzero((slices == 1) & (rows == 28) & (cols == 28))[0])
+    found = around[middle][around[middle] >= 0]
+    assert found.size == 26
+    assert set(np.abs(rows[found] - 28)) <= {0, 28} and set(np.abs(cols[found] - 28)) <= {0, 28}
+    # another case at the same place is not around it
+    two = surrounding_patches(np.array(["a", "b"]), np.zeros(2), np.zeros(2), [0, 28], size=28)
+    assert (two == -1).all()
+
+
+def test_in_context_lifts_an_edge_patch_beside_a_lesion_and_not_one_alone() -> None:
+    """3 slices of 5 x 5 patches: the middle one full of lesion (count 300), one beside it
+    holding the lesion's edge (count 2), one far from both with the same count (noise)."""
+    from scipy.stats import rankdata
+
+    cases, slices, rows, cols = _grid(3, 5, 28)
+    count = np.zeros(slices.size)
+    at = {key: i for i, key in enumerate(zip(slices, rows, cols, strict=True))}
+    full, edge, alone = at[(1, 56, 56)], at[(1, 56, 84)], at[(1, 0, 0)]
+    count[full], count[edge], count[alone] = 300.0, 2.0, 2.0
+    around = surrounding_patches(cases, slices, rows, cols, size=28)
+    score = in_context(count, around)
+    assert score[edge] > score[alone]  # the same count, one beside a lesion
+    assert score[full] == score.max()
+    # by brute force: the largest count among the patches within one patch width, itself too
+    nearby = np.array(
+        [
+            max(
+                count[j]
+                for j in range(count.size)
+                if abs(slices[j] - slices[i]) <= 1
+                and abs(rows[j] - rows[i]) <= 28
+                and abs(cols[j] - cols[i]) <= 28
+            )
+            for i in range(count.size)
+        ]
+    )
+    assert nearby[edge] == nearby[full] == 300 and nearby[alone] == 2
+    expected = (rankdata(count) + 0.5 * rankdata(nearby)) / count.size
+    np.testing.assert_allclose(score, expected)
 
 
 def test_core_auroc_leaves_out_edge_patches() -> None:

@@ -72,6 +72,7 @@ def test_analyze_and_report(trained_run: Path, two_case_store: Path, cli: Cli) -
         "intensity_p95",
         "intensity_histeq",
         "intensity_spots",
+        "intensity_spots_context",
         "fused",
         "fused_label_free",
     }

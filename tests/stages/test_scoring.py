@@ -25,6 +25,7 @@ SCORES = [
     "intensity_p95",
     "intensity_histeq",
     "intensity_spots",
+    "intensity_spots_context",  # the same 26 patches around each: the same ranks
     "fused_label_free",  # ranks among the same patches here: the same values
 ]
 

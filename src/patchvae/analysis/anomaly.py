@@ -166,6 +166,40 @@ def bright_spot_count(
     return count_bright_spots(equalise_by_case(patches, brain, cases), brain, quantile, erosion)
 
 
+def neighbour_patches(
+    cases: np.ndarray,
+    slices: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    offsets: list[tuple[int, int, int]],
+) -> np.ndarray:
+    """For each patch and each (slice, row, col) offset, the index of the patch of the same
+    case at that offset, or -1 where the patches given hold none: (n, len(offsets)).
+
+    Example
+    -------
+    >>> neighbour_patches(np.zeros(2), np.array([4, 5]), np.zeros(2), np.zeros(2), [(1, 0, 0)])
+    array([[ 1],
+           [-1]])
+    """
+    keys = pd.DataFrame(
+        {"case": np.asarray(cases).astype(str), "slice": slices, "row": rows, "col": cols}
+    )
+    index = pd.Series(np.arange(len(keys)), index=pd.MultiIndex.from_frame(keys))
+    if not index.index.is_unique:
+        raise ValueError("two patches share a case, slice, row and column")
+    found = np.full((len(keys), len(offsets)), -1, dtype=np.int64)
+    for k, (dz, dr, dc) in enumerate(offsets):
+        moved = keys.assign(
+            slice=keys["slice"].to_numpy() + dz,
+            row=keys["row"].to_numpy() + dr,
+            col=keys["col"].to_numpy() + dc,
+        )
+        hit = index.reindex(pd.MultiIndex.from_frame(moved))
+        found[:, k] = np.nan_to_num(hit.to_numpy(dtype=float), nan=-1).astype(np.int64)
+    return found
+
+
 def adjacent_patches(
     cases: np.ndarray, slices: np.ndarray, rows: np.ndarray, cols: np.ndarray
 ) -> np.ndarray:
@@ -179,18 +213,53 @@ def adjacent_patches(
            [ 0, -1],
            [-1, -1]])
     """
-    keys = pd.DataFrame(
-        {"case": np.asarray(cases).astype(str), "slice": slices, "row": rows, "col": cols}
-    )
-    index = pd.Series(np.arange(len(keys)), index=pd.MultiIndex.from_frame(keys))
-    if not index.index.is_unique:
-        raise ValueError("two patches share a case, slice, row and column")
-    found = np.full((len(keys), 2), -1, dtype=np.int64)
-    for side, step in enumerate((-1, 1)):
-        moved = keys.assign(slice=keys["slice"].to_numpy() + step)
-        hit = index.reindex(pd.MultiIndex.from_frame(moved))
-        found[:, side] = np.nan_to_num(hit.to_numpy(dtype=float), nan=-1).astype(np.int64)
-    return found
+    return neighbour_patches(cases, slices, rows, cols, [(-1, 0, 0), (1, 0, 0)])
+
+
+CONTEXT_WEIGHT = 0.5  # the neighbourhood's rank counts half as much as the patch's own
+
+
+def surrounding_patches(
+    cases: np.ndarray, slices: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int
+) -> np.ndarray:
+    """For each patch, the indices of the 26 patches around it, one patch width (``size``
+    pixels) away in-plane and one slice across, -1 where the patches given hold none: (n, 26).
+    The patches that touch it on a grid of non-overlapping patches, whatever the stride the
+    patches were cut with."""
+    offsets = [
+        (dz, dr * size, dc * size)
+        for dz in (-1, 0, 1)
+        for dr in (-1, 0, 1)
+        for dc in (-1, 0, 1)
+        if (dz, dr, dc) != (0, 0, 0)
+    ]
+    return neighbour_patches(cases, slices, rows, cols, offsets)
+
+
+def in_context(
+    score: np.ndarray, surrounding: np.ndarray, weight: float = CONTEXT_WEIGHT
+) -> np.ndarray:
+    """A score read with its surroundings: the percentile rank of the patch's own score plus
+    ``weight`` x the rank of the largest score in its neighbourhood, itself and the patches
+    around it (``surrounding``, :func:`surrounding_patches`). A lesion runs on into the
+    patches beside it, so an edge patch that holds a few of its voxels sits next to one full
+    of them, while a bright voxel or two of noise stands alone; no label, no learning. With
+    itself in its neighbourhood, a patch never ranks below a neighbour only for being the
+    lesion.
+
+    Example
+    -------
+    >>> around = np.array([[1, -1], [0, 2], [1, -1], [-1, -1]])  # a row of three, one alone
+    >>> in_context(np.array([0.0, 5.0, 1.0, 1.0]), around).tolist()  # 1.0 beside 5.0 goes up
+    [0.625, 1.375, 1.0, 0.75]
+    """
+    from scipy.stats import rankdata
+
+    has = surrounding >= 0
+    values = np.where(has, score[np.where(has, surrounding, 0)], -np.inf)
+    nearby = np.maximum(score, values.max(axis=1, initial=-np.inf))
+    n = max(len(score), 1)
+    return rankdata(score) / n + weight * rankdata(nearby) / n
 
 
 def count_bright_spots(

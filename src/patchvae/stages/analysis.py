@@ -62,6 +62,7 @@ from patchvae.stages.patch_scores import (
     BASELINE,
     LABEL_FREE,
     SPOTS,
+    SPOTS_CONTEXT,
     Reference,
     own_score,
     patch_scores,
@@ -77,6 +78,7 @@ _KINDS = {
     BASELINE: "baseline",
     "intensity_histeq": "baseline",
     SPOTS: "baseline",
+    SPOTS_CONTEXT: "baseline",
     "p_lesion": "semi-supervised",
     "fused": "fused",
     LABEL_FREE: "fused",
@@ -337,7 +339,7 @@ def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str,
     if np.unique(labels[labels >= 0]).size < 2:
         return {}
     known = labels >= 0
-    bases = [n for n in (BASELINE, SPOTS) if n in scores and n in training.scores]
+    bases = [n for n in (BASELINE, SPOTS, SPOTS_CONTEXT) if n in scores and n in training.scores]
     partners = [
         n
         for n in scores

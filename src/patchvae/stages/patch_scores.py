@@ -16,14 +16,17 @@ from patchvae.analysis.anomaly import (
     equalise_by_case,
     fit_gaussian,
     fuse_by_rank,
+    in_context,
     intensity_baseline,
     mahalanobis,
+    surrounding_patches,
 )
 from patchvae.tables import latent_columns
 
 BASELINE = "intensity_p95"
 EQUALISED = "intensity_histeq"
 SPOTS = "intensity_spots"
+SPOTS_CONTEXT = "intensity_spots_context"
 ELBO_SCORES = ("recon_error", "kl", "neg_elbo")
 LABEL_FREE = "fused_label_free"
 
@@ -72,10 +75,11 @@ def patch_scores(
     Mahalanobis distance and the classifier's probability (where ``table`` has them), and the
     scores with no learning (the intensity baseline, plain and histogram-equalised per case,
     and the bright-spot count, confirmed in the adjacent slices where ``table`` has the
-    patches' slice, row and col); with ``own``, the model's own score (:func:`own_score`), the
-    label-free fusion of the two: the mean of the plain baseline's and the model score's
-    percentile ranks among the patches given, with equal weights and no label anywhere
-    (``fused_label_free``)."""
+    patches' slice, row and col, and there also read in context: with the largest count
+    around it, ``intensity_spots_context``); with ``own``, the model's own score
+    (:func:`own_score`), the label-free fusion of the two: the mean of the plain baseline's
+    and the model score's percentile ranks among the patches given, with equal weights and
+    no label anywhere (``fused_label_free``)."""
     scores = {name: table[name].to_numpy() for name in ELBO_SCORES}
     if "residual_p95" in table:  # embeddings made by patchvae 0.3 and later
         scores["residual_p95"] = table["residual_p95"].to_numpy()
@@ -93,12 +97,15 @@ def patch_scores(
     equalised = equalise_by_case(patches, brain, table.case_id.astype(str).to_numpy())
     scores[EQUALISED] = intensity_baseline(equalised)  # histogram_equalised_baseline
     adjacent = None  # confirmed in the adjacent slices where the table says where patches lie
-    if {"slice", "row", "col"} <= set(table.columns):
-        adjacent = adjacent_patches(
-            table.case_id.to_numpy(), *(table[c].to_numpy() for c in ("slice", "row", "col"))
-        )
+    placed = {"slice", "row", "col"} <= set(table.columns)
+    if placed:
+        where = (table.case_id.to_numpy(), *(table[c].to_numpy() for c in ("slice", "row", "col")))
+        adjacent = adjacent_patches(*where)
     scores[SPOTS] = count_bright_spots(equalised, brain, adjacent=adjacent)
     del equalised
+    if placed:
+        around = surrounding_patches(*where, size=patches.shape[-1])
+        scores[SPOTS_CONTEXT] = in_context(scores[SPOTS], around)
     if own is not None and own in scores:
         scores[LABEL_FREE] = fuse_by_rank(scores[BASELINE], scores[own], 0.5)
     return scores

@@ -44,7 +44,12 @@ from patchvae.report.figures import plot_comparison
 from patchvae.rundir import ANALYSIS_ONLY
 from patchvae.store import PatchStore
 
-_NO_LEARNING = ("_intensity_p95", "_intensity_histeq", "_intensity_spots")
+_NO_LEARNING = (
+    "_intensity_p95",
+    "_intensity_histeq",
+    "_intensity_spots",
+    "_intensity_spots_context",
+)
 BASELINE_ROW = {
     "mnist": "pixels (k-means, no training)",
     "patches": "no training (intensity, bright spots)",
@@ -341,6 +346,7 @@ _MD_COLUMNS = {
         "auroc_intensity_p95",
         "auroc_intensity_histeq",
         "auroc_intensity_spots",
+        "auroc_intensity_spots_context",
         "auroc_fused",
         "auroc_fused_label_free",
         "few_label_auroc_k20",
@@ -365,6 +371,7 @@ _CI_SCORES = (
     "fused_label_free",
     "intensity_p95",
     "intensity_spots",
+    "intensity_spots_context",
 )
 
 
