@@ -103,19 +103,23 @@ def test_fused_score_is_chosen_on_training_patches_only(
         adjacent_patches,
         count_bright_spots,
         equalise_by_case,
+        in_context,
         intensity_baseline,
+        surrounding_patches,
     )
 
     rows = np.flatnonzero(embedding.seen_in_training)
     patches, brain = store.patches(rows), store.masks("brain", rows)
     cases = train.case_id.astype(str).to_numpy()
     adjacent = adjacent_patches(cases, train.slice, train.row, train.col)
+    spots = count_bright_spots(equalise_by_case(patches, brain, cases), brain, adjacent=adjacent)
+    around = surrounding_patches(cases, train.slice, train.row, train.col, size=28)
     bases = {
         "intensity_p95": intensity_baseline(patches),
-        "intensity_spots": count_bright_spots(
-            equalise_by_case(patches, brain, cases), brain, adjacent=adjacent
-        ),
+        "intensity_spots": spots,
+        "intensity_spots_context": in_context(spots, around),
     }
+    assert fusion["base"] in bases
     labels = train.label.to_numpy()
     best = max(
         (detection_metrics(labels, fuse_by_rank(base, train[p].to_numpy(), w))["auroc"], b, p, w)
