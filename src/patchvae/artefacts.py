@@ -102,9 +102,10 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
     ),
     "fused_label_free": (
         "label-free fused score",
-        "the intensity baseline and the model's own score (a classifier's lesion probability, "
-        "a DAE's local residual, any other VAE's negative ELBO) averaged by rank with equal "
-        "weights: no label chooses anything",
+        "the bright-spot count in context (the intensity baseline where the patches' places "
+        "are unknown) and the model's own score (a classifier's lesion probability, a DAE's "
+        "local residual, any other VAE's negative ELBO) averaged by rank with equal weights: "
+        "no label chooses anything",
     ),
     "fused": (
         "fused score",

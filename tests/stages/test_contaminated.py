@@ -131,8 +131,9 @@ def test_fused_score_is_chosen_on_training_patches_only(
 
 
 def test_the_label_free_fusion_uses_no_label(trained_run: Path, two_case_store: Path) -> None:
-    """fused_label_free: the intensity baseline's and the model's own score's percentile
-    ranks averaged with equal weights; the patches' labels change nothing."""
+    """fused_label_free: the count in context's and the model's own score's percentile
+    ranks averaged with equal weights (the intensity baseline's where the patches' places
+    are unknown); the patches' labels change nothing."""
     from patchvae.stages.embedding import embed_store
     from patchvae.stages.patch_scores import own_score, patch_scores
 
@@ -147,7 +148,7 @@ def test_the_label_free_fusion_uses_no_label(trained_run: Path, two_case_store: 
     patches, brain = store.patches(), store.masks("brain")
     mu = embedding[[c for c in embedding.columns if c.startswith("mu_")]].to_numpy()
     scores = patch_scores(embedding, mu, None, patches, brain, "neg_elbo")
-    base, own = scores["intensity_p95"], embedding.neg_elbo.to_numpy()
+    base, own = scores["intensity_spots_context"], embedding.neg_elbo.to_numpy()
     # by hand: each score's rank (1 = lowest, ties share their mean rank) over the number
     # of patches, averaged
     by_hand = (pd.Series(base).rank() + pd.Series(own).rank()).to_numpy() / (2 * len(base))
@@ -156,6 +157,12 @@ def test_the_label_free_fusion_uses_no_label(trained_run: Path, two_case_store: 
     again = patch_scores(relabelled, mu, None, patches, brain, "neg_elbo")
     np.testing.assert_array_equal(again["fused_label_free"], scores["fused_label_free"])
     assert "fused_label_free" not in patch_scores(embedding, mu, None, patches, brain)
+    # patches whose places are unknown: the intensity baseline instead
+    unplaced = embedding.drop(columns=["slice", "row", "col"])
+    plain = patch_scores(unplaced, mu, None, patches, brain, "neg_elbo")
+    assert "intensity_spots_context" not in plain
+    by_hand = (pd.Series(plain["intensity_p95"]).rank() + pd.Series(own).rank()).to_numpy()
+    np.testing.assert_allclose(plain["fused_label_free"], by_hand / (2 * len(own)))
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("lesion-*.yaml")))

@@ -206,7 +206,7 @@ def test_semi_supervised_label_budget(two_case_store: Path, tmp_path: Path, cli:
     assert code == 0 and "p_lesion" in stdout and "(semi-supervised)" in stdout
     # its label-free fusion takes the score the run is read by: the classifier's
     held = pd.read_parquet(run / f"analysis-{two_case_store.stem}" / "patch-scores.parquet")
-    by_hand = (held.intensity_p95.rank() + held.p_lesion.rank()) / (2 * len(held))
+    by_hand = (held.intensity_spots_context.rank() + held.p_lesion.rank()) / (2 * len(held))
     np.testing.assert_allclose(held.fused_label_free, by_hand)
 
 

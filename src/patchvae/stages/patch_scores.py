@@ -41,6 +41,15 @@ def own_score(architecture: str, classifier: bool = False) -> str:
     return "residual_p95" if architecture == "dae" else "neg_elbo"
 
 
+def label_free_base(scores: dict[str, np.ndarray]) -> str:
+    """The score with no learning that the label-free fusion takes beside the model's: the
+    bright-spot count in context where the patches' places are known, else the intensity
+    baseline. Fixed in the code, not chosen per run: on the training patches of the three dev
+    sets it made the better fusion for every recipe (docs/models.md); until 2026-11-27 the
+    fusion took the intensity baseline."""
+    return SPOTS_CONTEXT if SPOTS_CONTEXT in scores else BASELINE
+
+
 @dataclass
 class Reference:
     """What the latent scores compare a patch with: the training patches' posteriors and a
@@ -77,9 +86,10 @@ def patch_scores(
     and the bright-spot count, confirmed in the adjacent slices where ``table`` has the
     patches' slice, row and col, and there also read in context: with the largest count
     around it, ``intensity_spots_context``); with ``own``, the model's own score
-    (:func:`own_score`), the label-free fusion of the two: the mean of the plain baseline's
-    and the model score's percentile ranks among the patches given, with equal weights and
-    no label anywhere (``fused_label_free``)."""
+    (:func:`own_score`), the label-free fusion of the two: the mean of the percentile ranks
+    of the strongest score with no learning (:func:`label_free_base`) and of the model's
+    score among the patches given, with equal weights and no label anywhere
+    (``fused_label_free``)."""
     scores = {name: table[name].to_numpy() for name in ELBO_SCORES}
     if "residual_p95" in table:  # embeddings made by patchvae 0.3 and later
         scores["residual_p95"] = table["residual_p95"].to_numpy()
@@ -107,5 +117,5 @@ def patch_scores(
         around = surrounding_patches(*where, size=patches.shape[-1])
         scores[SPOTS_CONTEXT] = in_context(scores[SPOTS], around)
     if own is not None and own in scores:
-        scores[LABEL_FREE] = fuse_by_rank(scores[BASELINE], scores[own], 0.5)
+        scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[own], 0.5)
     return scores
