@@ -106,16 +106,18 @@ def patch_scores(
     # one equalisation for both (volume-sized for a densely scored case)
     equalised = equalise_by_case(patches, brain, table.case_id.astype(str).to_numpy())
     scores[EQUALISED] = intensity_baseline(equalised)  # histogram_equalised_baseline
-    adjacent = None  # confirmed in the adjacent slices where the table says where patches lie
-    placed = {"slice", "row", "col"} <= set(table.columns)
-    if placed:
-        where = (table.case_id.to_numpy(), *(table[c].to_numpy() for c in ("slice", "row", "col")))
-        adjacent = adjacent_patches(*where)
-    scores[SPOTS] = count_bright_spots(equalised, brain, adjacent=adjacent)
-    del equalised
-    if placed:
-        around = surrounding_patches(*where, size=patches.shape[-1])
+    # confirmed in the adjacent slices, and read in context, where the table says where
+    # the patches lie
+    if {"slice", "row", "col"} <= set(table.columns):
+        cases = table.case_id.to_numpy()
+        slices, rows, cols = (table[c].to_numpy() for c in ("slice", "row", "col"))
+        adjacent = adjacent_patches(cases, slices, rows, cols)
+        scores[SPOTS] = count_bright_spots(equalised, brain, adjacent=adjacent)
+        around = surrounding_patches(cases, slices, rows, cols, size=patches.shape[-1])
         scores[SPOTS_CONTEXT] = in_context(scores[SPOTS], around)
+    else:
+        scores[SPOTS] = count_bright_spots(equalised, brain)
+    del equalised
     if own is not None and own in scores:
         scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[own], 0.5)
     return scores
