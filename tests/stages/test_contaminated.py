@@ -30,8 +30,11 @@ def test_trimmed_loss_ignores_the_worst_samples() -> None:
     assert float(step_loss(out, 0.0, 0.25, 1.0)) == pytest.approx(2.0)
     # the KL weight counts: 1 + 2 + 3 plus 0.5 * 2 each
     assert float(step_loss(out, torch.tensor(0.5), 0.25, 1.0)) == pytest.approx(3.0)
-    out.class_loss = torch.tensor([0.0, 0.0, 10.0, 0.0])  # the classifier's loss counts too
-    assert float(step_loss(out, 0.0, 0.25, 1.0)) == pytest.approx(16 / 3)
+    # the classifier's loss counts, over the whole batch: a labelled lesion patch (the worst
+    # fitted, here the last) is trimmed from the ELBO, never from the classifier's loss
+    out.class_loss = torch.tensor([0.0, 0.0, 2.0, 10.0])
+    assert float(step_loss(out, 0.0, 0.25, 1.0)) == pytest.approx(2.0 + 12 / 4)
+    assert float(step_loss(out, 0.0, 0.25, 3.0)) == pytest.approx(2.0 + 3 * 12 / 4)
     assert step_loss(out, 1.0, 0.0, 1.0) is out.loss  # no trimming: the batch's mean
 
 

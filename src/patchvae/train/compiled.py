@@ -118,15 +118,18 @@ def step_loss(
     out: Any, weight: float | torch.Tensor, trim_fraction: float, classifier_weight: float
 ) -> torch.Tensor:
     """The loss a step optimises: the batch's mean (``out.loss``), or with ``trim_fraction``
-    its mean over all but that fraction of highest-loss samples (lesions in the training
-    data are the samples a healthy model fits worst); ``weight`` is the step's KL weight."""
+    the ELBO's mean over all but that fraction of samples of highest ELBO loss (lesions in
+    the training data are the samples a healthy model fits worst); ``weight`` is the step's
+    KL weight. A classifier's loss is never trimmed: it is averaged over the whole batch, as
+    untrimmed, since the few labelled lesion patches are the very samples trimming drops."""
     if not trim_fraction:
         return out.loss
     per_sample = out.recon + weight * out.kl
-    if out.class_loss is not None:
-        per_sample = per_sample + classifier_weight * out.class_loss
     keep = max(1, math.ceil((1 - trim_fraction) * per_sample.shape[0]))
-    return torch.topk(per_sample, keep, largest=False, sorted=False).values.mean()
+    loss = torch.topk(per_sample, keep, largest=False, sorted=False).values.mean()
+    if out.class_loss is not None:
+        loss = loss + classifier_weight * out.class_loss.mean()
+    return loss
 
 
 def batch_sums(out: Any, size: int) -> torch.Tensor:
