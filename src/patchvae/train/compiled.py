@@ -120,8 +120,9 @@ def step_loss(
     """The loss a step optimises: the batch's mean (``out.loss``), or with ``trim_fraction``
     the ELBO's mean over all but that fraction of samples of highest ELBO loss (lesions in
     the training data are the samples a healthy model fits worst); ``weight`` is the step's
-    KL weight. A classifier's loss is never trimmed: it is averaged over the whole batch, as
-    untrimmed, since the few labelled lesion patches are the very samples trimming drops."""
+    KL weight. A classifier's loss in the batch (labels met in the training batches,
+    ``labelled_batch_size: 0``) is never trimmed but averaged over the whole batch: the few
+    labelled lesion patches are the very samples trimming drops."""
     if not trim_fraction:
         return out.loss
     per_sample = out.recon + weight * out.kl
