@@ -70,6 +70,12 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
         "lesion probability",
         "the semi-supervised classifier's probability that the patch holds lesion",
     ),
+    "p_lesion_weak": (
+        "weakly supervised lesion probability",
+        "a linear score of the patch's intensities, latent code and unsupervised scores, "
+        "fitted to a few labelled training patches and to pseudo-labels from the label-free "
+        "fusion",
+    ),
     "intensity_p95": (
         "intensity baseline",
         "the patch's 95th-percentile intensity: no learning at all, the level to beat",
@@ -314,6 +320,9 @@ class AnalysisResult(Record):
     # fused, and the base's weight, chosen on the training patches (empty without lesion
     # labels there)
     fusion: dict[str, Any] = {}
+    # a run with weak labels: how many training patches its weakly supervised score was
+    # fitted on, labelled (and how many of them lesion) and pseudo-labelled (empty for others)
+    weak_labels: dict[str, int] = {}
     provenance: dict[str, Any]
     reproduce: str
 

@@ -7,7 +7,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from patchvae.analysis.fewlabel import cluster_label_auroc, label_draws, pooled_rates
+from patchvae.analysis.anomaly import detection_metrics
+from patchvae.analysis.fewlabel import (
+    DESCRIPTOR_PERCENTILES,
+    cluster_label_auroc,
+    draw_labelled,
+    fit_weak_score,
+    label_draws,
+    patch_descriptors,
+    pooled_rates,
+)
 
 
 def test_groups_are_named_from_the_labelled_patches_in_them() -> None:
@@ -95,3 +104,81 @@ def test_pooled_rates_weigh_each_grouping_by_the_labels_its_group_shares() -> No
     overall = labels.mean()
     averaged = ((3 + overall) / (4 + 1) + overall / (1 + 1)) / 2
     assert averaged < rate
+
+
+def test_the_labelled_draw_keeps_one_of_each_class_and_the_budget() -> None:
+    labels = np.array([0] * 50 + [1] * 2 + [-1] * 5)
+    for seed in range(20):
+        kept = draw_labelled(labels, 5, seed)
+        assert (kept >= 0).sum() == 5 and (kept == 1).sum() >= 1 and (kept == 0).sum() >= 1
+        assert (kept[kept >= 0] == labels[kept >= 0]).all()  # the true labels, nothing else
+        assert (kept[labels == -1] == -1).all()  # an unknown label is never drawn
+    np.testing.assert_array_equal(draw_labelled(labels, 5, 3), draw_labelled(labels, 5, 3))
+    assert (draw_labelled(labels, None, 0) == labels).all()  # no budget: every known label
+
+
+def test_a_classifier_run_draws_its_labels_as_the_weak_score_does() -> None:
+    """One draw for both uses of a label budget: the patches a classifier recipe trains on
+    are those a weak-labels run of the same seed fits on."""
+    from patchvae.config import PatchTrainConfig
+    from patchvae.stages.training import _training_labels
+
+    labels = np.random.default_rng(1).choice([0, 0, 0, 1, -1], 300)
+    config = PatchTrainConfig(patches="s.h5", label_budget=20, train={"seed": 4})
+    kept, n = _training_labels(config, labels)
+    np.testing.assert_array_equal(kept.numpy(), draw_labelled(labels, 20, 4))
+    assert n == 20
+
+
+def test_patch_descriptors_by_hand() -> None:
+    equalised = np.zeros((2, 1, 4, 4))
+    equalised[0, 0] = np.arange(16).reshape(4, 4) / 16
+    brain = np.zeros((2, 4, 4), dtype=bool)
+    brain[0, :2] = True  # the first 8 voxels: 0/16 ... 7/16
+    found = patch_descriptors(equalised, brain)
+    expected = np.percentile(np.arange(8) / 16, DESCRIPTOR_PERCENTILES)
+    np.testing.assert_allclose(found[0, :-1], expected)
+    assert found[0, -1] == 0.5
+    assert (found[1] == 0).all()  # no brain: nothing to describe
+
+
+def test_true_labels_outvote_the_label_free_scores_mistake() -> None:
+    """A label-free score ranks bright artefacts (feature 1) above the lesions (feature 0):
+    its pseudo-labels call them lesion. Twenty true labels, two of them artefacts labelled
+    healthy and one a lesion, turn the weak score around; without them it learns the
+    mistake."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    lesion = np.zeros(n, dtype=bool)
+    lesion[:30] = True
+    artefact = np.zeros(n, dtype=bool)
+    artefact[30:60] = True
+    features = rng.normal(size=(n, 2))
+    features[lesion, 0] += 3.0
+    features[artefact, 1] += 3.0
+    label_free = features[:, 1] + 0.4 * features[:, 0]  # artefacts first, then lesions
+    truth = lesion.astype(int)
+    assert detection_metrics(truth, label_free)["auroc"] < 0.85
+    kept = np.full(n, -1)
+    chosen = [0, 30, 31] + list(range(100, 117))  # one lesion, two artefacts, 17 healthy
+    kept[chosen] = truth[chosen]
+    weak = fit_weak_score(features, label_free, kept)
+    unlabelled = np.setdiff1d(np.arange(n), chosen)
+    fitted = detection_metrics(truth[unlabelled], weak(features)[unlabelled])["auroc"]
+    blind = fit_weak_score(features, label_free, np.full(n, -1))
+    mimic = detection_metrics(truth[unlabelled], blind(features)[unlabelled])["auroc"]
+    assert fitted > 0.95 and mimic < 0.85  # the label-free score alone: 0.82
+    # pseudo-labels: the top 3 % (30) and the lower half (500), less the labelled among them
+    pseudo = (label_free >= np.quantile(label_free, 0.97)) | (
+        label_free <= np.quantile(label_free, 0.5)
+    )
+    assert weak.record() == {
+        "labelled": 20,
+        "labelled_lesion": 1,
+        "pseudo_labelled": 530 - int(pseudo[chosen].sum()),
+    }
+
+
+def test_the_weak_score_needs_both_classes() -> None:
+    with pytest.raises(ValueError, match="lesion and healthy"):
+        fit_weak_score(np.zeros((10, 1)), np.ones(10), np.full(10, -1))

@@ -25,6 +25,15 @@ def test_label_budget_brings_its_classifier_from_python_too() -> None:
     )
 
 
+def test_weak_labels_train_no_classifier_and_refuse_one() -> None:
+    weak = PatchTrainConfig(patches="s.h5", weak_labels=20)
+    assert weak.model.classifier_classes == 0 and weak.label_budget is None
+    with pytest.raises(ValueError, match="weak_labels and label_budget"):
+        PatchTrainConfig(patches="s.h5", weak_labels=20, label_budget=20)
+    with pytest.raises(ValueError, match="weak_labels: for a model without a classifier"):
+        PatchTrainConfig(patches="s.h5", weak_labels=20, model=VAEConfig(classifier_classes=2))
+
+
 def test_builder_keeps_the_preset_only_for_its_own_network() -> None:
     model, train = get_preset("keras2016")
     same = build_settings(MnistStudyConfig, None, None, {"train": {"epochs": 3, "seed": None}})

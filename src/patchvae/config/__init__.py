@@ -303,6 +303,10 @@ class PatchTrainConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     # semi-supervised models: how many training patches keep their label (None: all)
     label_budget: PositiveInt | None = None
+    # weak supervision, for a model without a classifier: the analysis (and ``score``) fits
+    # a linear score (``p_lesion_weak``) to this many labelled training patches and to
+    # pseudo-labels from the label-free fusion; training itself uses no label
+    weak_labels: PositiveInt | None = None
     # train only on the training patches without lesion (needs lesion masks: labels are used,
     # and the report says so); validation keeps every patch
     healthy_only: bool = False
@@ -314,6 +318,11 @@ class PatchTrainConfig(BaseModel):
         settings, it gets the two-class classifier (it would otherwise train unsupervised)."""
         if not isinstance(values, dict) or not values.get("label_budget"):
             return values
+        if values.get("weak_labels"):
+            raise ValueError(
+                "weak_labels and label_budget: give one (weak_labels fits a linear score "
+                "after training; label_budget trains a classifier with the labels)"
+            )
         model = values.get("model")
         if isinstance(model, VAEConfig):
             if not model.classifier_classes:
@@ -323,3 +332,12 @@ class PatchTrainConfig(BaseModel):
         elif model is None:
             values = {**values, "model": {"classifier_classes": 2}}
         return values
+
+    @model_validator(mode="after")
+    def _weak_labels_without_a_classifier(self) -> PatchTrainConfig:
+        if self.weak_labels and self.model.classifier_classes:
+            raise ValueError(
+                "weak_labels: for a model without a classifier (model.classifier_classes "
+                "trains one with label_budget's labels)"
+            )
+        return self

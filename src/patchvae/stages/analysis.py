@@ -27,6 +27,7 @@ from patchvae.analysis.fewlabel import (
     LATENT_GROUP_COUNT,
     LATENT_GROUP_COUNTS,
     LATENT_GROUP_RESTARTS,
+    WeakScore,
     cluster_label_auroc,
     few_label_auroc,
 )
@@ -63,10 +64,16 @@ from patchvae.stages.patch_scores import (
     LABEL_FREE,
     SPOTS,
     SPOTS_CONTEXT,
+    THRESHOLD_PATCHES,
+    WEAK,
     Reference,
+    add_weak_score,
+    at_most,
     own_score,
     patch_scores,
     training_reference,
+    training_scores,
+    weak_features,
 )
 from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import latent_columns, read_embedding
@@ -80,10 +87,10 @@ _KINDS = {
     SPOTS: "baseline",
     SPOTS_CONTEXT: "baseline",
     "p_lesion": "semi-supervised",
+    WEAK: "semi-supervised",
     "fused": "fused",
     LABEL_FREE: "fused",
 }
-THRESHOLD_PATCHES = 20000  # training patches Dice thresholds and fusion weights are chosen on
 FUSION_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the baseline's share
 
 
@@ -185,9 +192,13 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     mu, train_mu = latent_columns(part, "mu"), reference.mu
     patches = store.patches(rows)
     masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
-    own = own_score(settings.model.architecture, bool(settings.model.classifier_classes))
-    scores = patch_scores(part, mu, reference, patches, masks_brain, own)
-    training = _training_side(train_part, reference, PatchStore(training_store), own)
+    classifier = bool(settings.model.classifier_classes)
+    unsupervised = own_score(settings.model.architecture, classifier)
+    scores = patch_scores(part, mu, reference, patches, masks_brain, unsupervised)
+    training = _training_side(train_part, reference, PatchStore(training_store), settings)
+    if training.weak is not None:  # fitted on the training patches, applied here
+        features = weak_features(part, mu, patches, masks_brain, scores, unsupervised)
+        add_weak_score(scores, features, training.weak)
     fusion = _fusion(training, scores)
     thresholds = {
         name: best_threshold(s, training.positives, training.negatives)[1]
@@ -243,6 +254,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
         **drawn,
         settings=settings.model_dump(mode="json"),
         fusion=fusion,
+        weak_labels={} if training.weak is None else training.weak.record(),
         extraction={
             k: v for k, v in store.settings.items() if k not in ("root", "workers", "on_error")
         },
@@ -298,35 +310,34 @@ class _TrainingSide:
     labels: np.ndarray
     positives: np.ndarray
     negatives: np.ndarray
-
-
-def _at_most(n: int, cap: int, seed: int) -> np.ndarray:
-    """Row numbers: all ``n``, or, above ``cap``, a sorted sample of ``cap`` drawn with
-    ``seed``."""
-    if n <= cap:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    weak: WeakScore | None = None  # a run with weak labels: its score, fitted here
 
 
 def _training_side(
-    train_part: pd.DataFrame, reference: Reference, training_store: PatchStore, own: str
+    train_part: pd.DataFrame,
+    reference: Reference,
+    training_store: PatchStore,
+    settings: PatchTrainConfig,
 ) -> _TrainingSide:
-    """The training patches' scores. The latent scores of a training patch are measured
-    against a reference that includes it, so they run a little low; the other scores are
-    what they would be on new patches."""
-    sub = train_part.iloc[_at_most(len(train_part), THRESHOLD_PATCHES, reference.seed)]
+    """The training patches' scores (with a run's weak labels: its weakly supervised score,
+    fitted on them). The latent scores of a training patch are measured against a reference
+    that includes it, so they run a little low; the other scores are what they would be on
+    new patches."""
+    sub = train_part.iloc[at_most(len(train_part), THRESHOLD_PATCHES, reference.seed)]
     rows = sub.index.to_numpy()  # the embedding's rows are the store's
     brain = training_store.masks("brain", rows)
-    scores = patch_scores(
+    scores, weak = training_scores(
         sub.reset_index(drop=True),
-        latent_columns(sub, "mu"),
         reference,
         training_store.patches(rows),
         brain,
-        own,
+        settings.model.architecture,
+        bool(settings.model.classifier_classes),
+        settings.weak_labels,
+        settings.train.seed,
     )
     positives, negatives = patch_voxels(training_store.masks("lesion", rows), brain)
-    return _TrainingSide(scores, sub.label.to_numpy(), positives, negatives)
+    return _TrainingSide(scores, sub.label.to_numpy(), positives, negatives, weak)
 
 
 def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -376,7 +387,7 @@ def _latent_groups(train_mu: np.ndarray, mu: np.ndarray, seed: int) -> list[np.n
     ``LATENT_GROUP_RESTARTS`` starts (one initialisation each), fitted on the training
     latents (at most ``LATENT_GROUP_FIT_MAX`` of them): per grouping, the group of each
     analysed patch (cluster-then-label)."""
-    train_mu = train_mu[_at_most(len(train_mu), LATENT_GROUP_FIT_MAX, seed)]
+    train_mu = train_mu[at_most(len(train_mu), LATENT_GROUP_FIT_MAX, seed)]
     found = []
     for count in LATENT_GROUP_COUNTS:
         k = min(count, len(train_mu))

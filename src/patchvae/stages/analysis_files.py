@@ -38,7 +38,8 @@ def figure_data(
         "label": part.label.to_numpy(),
         "lesion_fraction": np.nan_to_num(part.lesion_fraction.to_numpy()),
     }
-    names = ["neg_elbo", "latent_nll", *(["p_lesion"] if "p_lesion" in scores else []), BASELINE]
+    learnt = [n for n in ("p_lesion", "p_lesion_weak") if n in scores]
+    names = ["neg_elbo", "latent_nll", *learnt, BASELINE]
     lesion_voxels = lesion_masks.reshape(len(part), -1).sum(axis=1)
     per_slice = (
         pd.Series(lesion_voxels)

@@ -21,6 +21,12 @@ from patchvae.analysis.anomaly import (
     mahalanobis,
     surrounding_patches,
 )
+from patchvae.analysis.fewlabel import (
+    WeakScore,
+    draw_labelled,
+    fit_weak_score,
+    patch_descriptors,
+)
 from patchvae.tables import latent_columns
 
 BASELINE = "intensity_p95"
@@ -29,13 +35,18 @@ SPOTS = "intensity_spots"
 SPOTS_CONTEXT = "intensity_spots_context"
 ELBO_SCORES = ("recon_error", "kl", "neg_elbo")
 LABEL_FREE = "fused_label_free"
+WEAK = "p_lesion_weak"
+# training patches that Dice thresholds, fusion weights and the weak score are fitted on
+THRESHOLD_PATCHES = 20000
 
 
-def own_score(architecture: str, classifier: bool = False) -> str:
+def own_score(architecture: str, classifier: bool = False, weak: bool = False) -> str:
     """The score a model is read by, fixed in advance (the one its recipe names): a model
-    with a lesion classifier's probability, a denoising autoencoder's local residual
-    (Kascenas et al. 2022), any other VAE's negative ELBO (its own bound on how unlikely the
-    patch is)."""
+    with a lesion classifier's probability, a run with weak labels (``weak_labels``) its
+    weakly supervised score, a denoising autoencoder's local residual (Kascenas et al. 2022),
+    any other VAE's negative ELBO (its own bound on how unlikely the patch is)."""
+    if weak:
+        return WEAK
     if classifier:
         return "p_lesion"
     return "residual_p95" if architecture == "dae" else "neg_elbo"
@@ -48,6 +59,14 @@ def label_free_base(scores: dict[str, np.ndarray]) -> str:
     sets it made the better fusion for every recipe (docs/models.md); until 2026-11-27 the
     fusion took the intensity baseline."""
     return SPOTS_CONTEXT if SPOTS_CONTEXT in scores else BASELINE
+
+
+def at_most(n: int, cap: int, seed: int) -> np.ndarray:
+    """Row numbers: all ``n``, or, above ``cap``, a sorted sample of ``cap`` drawn with
+    ``seed``."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
 
 
 @dataclass
@@ -121,3 +140,63 @@ def patch_scores(
     if own is not None and own in scores:
         scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[own], 0.5)
     return scores
+
+
+def weak_features(
+    table: pd.DataFrame,
+    mu: np.ndarray,
+    patches: np.ndarray,
+    brain: np.ndarray,
+    scores: dict[str, np.ndarray],
+    partner: str,
+) -> np.ndarray:
+    """What the weakly supervised score reads of each patch: its equalised intensities'
+    percentiles and brain fraction (:func:`patch_descriptors`), the percentile ranks among the
+    patches given of the score with no learning (:func:`label_free_base`) and of the model's
+    unsupervised score ``partner``, its latent mean and its KL."""
+    from scipy.stats import rankdata
+
+    n = max(len(table), 1)
+    equalised = equalise_by_case(patches, brain, table.case_id.astype(str).to_numpy())
+    return np.column_stack(
+        [
+            patch_descriptors(equalised, brain),
+            rankdata(scores[label_free_base(scores)]) / n,
+            rankdata(scores[partner]) / n,
+            mu,
+            table["kl"].to_numpy(),
+        ]
+    )
+
+
+def add_weak_score(scores: dict[str, np.ndarray], features: np.ndarray, weak: WeakScore) -> None:
+    """Add the weakly supervised score and make it the label-free fusion's partner (it is the
+    run's own score): ``fused_label_free`` becomes the count in context + ``p_lesion_weak``."""
+    scores[WEAK] = weak(features)
+    scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[WEAK], 0.5)
+
+
+def training_scores(
+    sub: pd.DataFrame,
+    reference: Reference,
+    patches: np.ndarray,
+    brain: np.ndarray,
+    architecture: str,
+    classifier: bool,
+    weak_labels: int | None,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], WeakScore | None]:
+    """Every score of training patches (``sub``: their embedding rows, ``patches`` and
+    ``brain`` their pixels), and, for a run with ``weak_labels``, the weakly supervised score
+    fitted on them: ``weak_labels`` of their labels drawn with the run's ``seed``
+    (:func:`draw_labelled`, as a classifier's are), and pseudo-labels from the label-free
+    fusion of the count in context and the model's negative ELBO (or local residual)."""
+    unsupervised = own_score(architecture, classifier)
+    scores = patch_scores(sub, latent_columns(sub, "mu"), reference, patches, brain, unsupervised)
+    if not weak_labels:
+        return scores, None
+    kept = draw_labelled(sub.label.to_numpy(), weak_labels, seed)
+    features = weak_features(sub, latent_columns(sub, "mu"), patches, brain, scores, unsupervised)
+    weak = fit_weak_score(features, scores[LABEL_FREE], kept)
+    add_weak_score(scores, features, weak)
+    return scores, weak

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from patchvae.analysis.anomaly import detection_metrics
+from patchvae.analysis.fewlabel import WeakScore
 from patchvae.analysis.heatmap import score_volume
 from patchvae.artefacts import (
     CHECKPOINT_FILE,
@@ -59,10 +60,15 @@ from patchvae.preprocess import NormalisedCase, load_case
 from patchvae.runtime import provenance
 from patchvae.stages.embedding import checkpoint_record, embed_store
 from patchvae.stages.patch_scores import (
+    THRESHOLD_PATCHES,
     Reference,
+    add_weak_score,
+    at_most,
     own_score,
     patch_scores,
     training_reference,
+    training_scores,
+    weak_features,
 )
 from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import read_embedding
@@ -116,11 +122,12 @@ def score_inputs(
     cases = input_cases(inputs, settings.modalities)
     seed = int(record.settings.get("train", {}).get("seed", 0))
     reference = _training_reference(run, record, seed)
+    weak = _weak_score(run, record, model.config.architecture, reference)
     case_records: list[dict[str, Any]] = []
     tables: list[pd.DataFrame] = []
     with atomic_folder(out) as folder:
         for case in cases:
-            scored = score_case(model, case, settings, stride, reference)
+            scored = score_case(model, case, settings, stride, reference, weak)
             case_records.append(_write_maps(folder, scored, case))
             tables.append(scored.table)
             if on_case is not None:
@@ -201,17 +208,57 @@ def input_cases(inputs: list[Path], channels: list[str]) -> list[CaseFiles]:
     return cases
 
 
+def _training_frame(run: Path, record: TrainingRecord) -> pd.DataFrame | None:
+    """The run's embedding of its training store (embedded here, in memory, where the run
+    holds none: the run is not written); None when neither it nor the store is there."""
+    path = embedding_path(run, record.store.path)
+    if path.is_file():
+        return read_embedding(path)[0]
+    if Path(record.store.path).is_file():
+        return embed_store(run, record.store.path)
+    return None
+
+
 def _training_reference(run: Path, record: TrainingRecord, seed: int) -> Reference | None:
     """The training patches' posteriors (the run's embedding of its training store), for the
     latent scores, as the analysis takes them; None when the run holds no such table."""
-    path = embedding_path(run, record.store.path)
-    if path.is_file():
-        frame, _ = read_embedding(path)
-    elif Path(record.store.path).is_file():  # embedded here, in memory: the run is not written
-        frame = embed_store(run, record.store.path)
-    else:
+    frame = _training_frame(run, record)
+    if frame is None:
         return None
     return training_reference(frame[frame.seen_in_training], seed)
+
+
+def _weak_score(
+    run: Path, record: TrainingRecord, architecture: str, reference: Reference | None
+) -> WeakScore | None:
+    """A run with weak labels: its weakly supervised score, fitted on its training patches
+    as the analysis fits it (the same patches, labels and pseudo-labels); None for others."""
+    budget = record.settings.get("weak_labels")
+    if not budget:
+        return None
+    store_path = Path(record.store.path)
+    frame = _training_frame(run, record) if store_path.is_file() else None
+    if frame is None or reference is None:
+        raise DataError(
+            store_path,
+            "the run's weak score (weak_labels) is fitted on its training store, which is gone",
+        )
+    seen = frame[frame.seen_in_training]
+    sub = seen.iloc[at_most(len(seen), THRESHOLD_PATCHES, reference.seed)]
+    rows = sub.index.to_numpy()
+    store = PatchStore(store_path)
+    seed = int(record.settings.get("train", {}).get("seed", 0))
+    _, weak = training_scores(
+        sub.reset_index(drop=True),
+        reference,
+        store.patches(rows),
+        store.masks("brain", rows),
+        architecture,
+        False,
+        int(budget),
+        seed,
+    )
+    return weak
 
 
 def score_case(
@@ -220,8 +267,10 @@ def score_case(
     settings: ExtractConfig,
     stride: int,
     reference: Reference | None,
+    weak: WeakScore | None = None,
 ) -> ScoredCase:
-    """Preprocess one case as the store was made, score its dense windows, build the maps."""
+    """Preprocess one case as the store was made, score its dense windows, build the maps
+    (with ``weak``, a run's weakly supervised score, fitted on its training patches)."""
     normalised = load_case(case, settings)
     batch = extract_patches(
         normalised, settings.patch_size, stride, settings.min_brain, settings.lesion_threshold
@@ -240,14 +289,13 @@ def score_case(
         columns["residual_p95"] = found.residual
     if found.class_probability is not None:
         columns["p_lesion"] = found.class_probability[:, 1]
-    scores = patch_scores(
-        pd.DataFrame(columns),
-        found.mu,
-        reference,
-        batch.pixels,
-        batch.brain_mask.astype(bool),
-        own_score(model.config.architecture, bool(model.config.classifier_classes)),
-    )
+    frame = pd.DataFrame(columns)
+    unsupervised = own_score(model.config.architecture, bool(model.config.classifier_classes))
+    brain = batch.brain_mask.astype(bool)
+    scores = patch_scores(frame, found.mu, reference, batch.pixels, brain, unsupervised)
+    if weak is not None:
+        features = weak_features(frame, found.mu, batch.pixels, brain, scores, unsupervised)
+        add_weak_score(scores, features, weak)
     table = pd.DataFrame(
         {
             "case_id": case.case_id,

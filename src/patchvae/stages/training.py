@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from patchvae.analysis.fewlabel import draw_labelled
 from patchvae.artefacts import (
     CHECKPOINT_FILE,
     SETTINGS_FILE,
@@ -153,14 +154,7 @@ def _training_labels(
         return None, 0
     if config.model.classifier_classes != 2:
         raise ConfigError("model.classifier_classes: patch labels are lesion/healthy; use 2")
-    kept = np.full(labels.shape, -1, dtype=np.int64)
-    known = np.flatnonzero(labels >= 0)
-    budget = known.size if config.label_budget is None else min(config.label_budget, known.size)
-    rng = np.random.default_rng(config.train.seed)
-    chosen = [rng.choice(np.flatnonzero(labels == c)) for c in (0, 1) if (labels == c).any()]
-    rest = np.setdiff1d(known, chosen)
-    chosen += rng.choice(rest, size=max(0, budget - len(chosen)), replace=False).tolist()
-    kept[chosen] = labels[chosen]
+    kept = draw_labelled(labels, config.label_budget, config.train.seed)
     if (kept >= 0).sum() == 0:
         raise ConfigError("label_budget: no training patch has a label (no lesion masks?)")
     return torch.from_numpy(kept), int((kept >= 0).sum())
