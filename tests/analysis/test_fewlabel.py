@@ -160,7 +160,7 @@ def test_true_labels_outvote_the_label_free_scores_mistake() -> None:
     truth = lesion.astype(int)
     assert detection_metrics(truth, label_free)["auroc"] < 0.85
     kept = np.full(n, -1)
-    chosen = [0, 30, 31] + list(range(100, 117))  # one lesion, two artefacts, 17 healthy
+    chosen = [0, 30, 31, *range(100, 117)]  # one lesion, two artefacts, 17 healthy
     kept[chosen] = truth[chosen]
     weak = fit_weak_score(features, label_free, kept)
     unlabelled = np.setdiff1d(np.arange(n), chosen)
