@@ -124,3 +124,27 @@ def _by_slabs(table: pd.DataFrame, case: str, val_fraction: float, slab: int) ->
         [case],
         {case: [int(s) for s in val_slices]},
     )
+
+
+def draw_labelled(labels: np.ndarray, budget: int | None, seed: int) -> np.ndarray:
+    """The patches that keep their label when only ``budget`` may (None: every known one):
+    one of each class that occurs, then the rest at random among the known ones, drawn with
+    ``seed``; a label array with -1 for every other patch. A user labelling a few patches
+    would include both classes.
+
+    Example
+    -------
+    >>> kept = draw_labelled(np.array([0, 0, 0, 1, -1, 0]), 3, seed=0)
+    >>> int((kept >= 0).sum()), int((kept == 1).sum())
+    (3, 1)
+    """
+    labels = np.asarray(labels)
+    kept = np.full(labels.shape, -1, dtype=np.int64)
+    known = np.flatnonzero(labels >= 0)
+    budget = known.size if budget is None else min(budget, known.size)
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.choice(np.flatnonzero(labels == c))) for c in (0, 1) if (labels == c).any()]
+    rest = np.setdiff1d(known, chosen)
+    chosen += rng.choice(rest, size=max(0, budget - len(chosen)), replace=False).tolist()
+    kept[chosen] = labels[chosen]
+    return kept

@@ -11,12 +11,12 @@ from patchvae.analysis.anomaly import detection_metrics
 from patchvae.analysis.fewlabel import (
     DESCRIPTOR_PERCENTILES,
     cluster_label_auroc,
-    draw_labelled,
     fit_weak_score,
     label_draws,
     patch_descriptors,
     pooled_rates,
 )
+from patchvae.splits import draw_labelled
 
 
 def test_groups_are_named_from_the_labelled_patches_in_them() -> None:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from patchvae.analysis.anomaly import fuse_by_rank
-from patchvae.analysis.fewlabel import draw_labelled
 from patchvae.checkpoint import load_checkpoint
+from patchvae.splits import draw_labelled
 from patchvae.store import PatchStore
 from tests.conftest import Cli, cli_code
 from tests.volume_helpers import write_manifest

@@ -166,6 +166,12 @@ def train(
         "--label-budget",
         help="Semi-supervised: train a lesion classifier on the latent with this many labels.",
     ),
+    weak_labels: int | None = typer.Option(
+        None,
+        "--weak-labels",
+        help="Weak labels: after training, fit a linear lesion score (p_lesion_weak) to this "
+        "many labelled training patches and pseudo-labels from the label-free fusion.",
+    ),
     classifier_input: str | None = typer.Option(
         None,
         "--classifier-input",
@@ -243,6 +249,7 @@ def train(
     overrides["model"]["input_shape"] = PatchStore(store_path).input_shape if given_store else None
     top: dict[str, Any] = {"patches": str(store_path), "val_cases": cases or None}
     top.update(val_fraction=val_fraction, label_budget=label_budget, healthy_only=healthy_only)
+    top.update(weak_labels=weak_labels)
     config = build_settings(PatchTrainConfig, base, preset, overrides, top)
     record = train_on_store(config, out, resume=resume, progress=not quiet)
     from patchvae.runtime import ranks

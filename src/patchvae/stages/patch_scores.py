@@ -23,10 +23,10 @@ from patchvae.analysis.anomaly import (
 )
 from patchvae.analysis.fewlabel import (
     WeakScore,
-    draw_labelled,
     fit_weak_score,
     patch_descriptors,
 )
+from patchvae.splits import draw_labelled
 from patchvae.tables import latent_columns
 
 BASELINE = "intensity_p95"

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patchvae.analysis.fewlabel import draw_labelled
 from patchvae.artefacts import (
     CHECKPOINT_FILE,
     SETTINGS_FILE,
@@ -27,7 +26,7 @@ from patchvae.feed import ArrayRows, Rows, StoreRows
 from patchvae.io import write_json_atomic
 from patchvae.rundir import open_run_dir
 from patchvae.runtime import provenance, ranks, select_device, start_distributed
-from patchvae.splits import Split, split_patches
+from patchvae.splits import Split, draw_labelled, split_patches
 from patchvae.store import PatchStore, file_sha256
 from patchvae.train import fit
 
