@@ -109,3 +109,29 @@ def test_score_fits_the_weak_score_as_the_analysis_does(
     for name in ("p_lesion_weak", "fused_label_free"):
         np.testing.assert_allclose(merged[f"{name}_s"], merged[f"{name}_a"], rtol=1e-5, atol=1e-6)
     assert "p_lesion_weak" in json.loads((out / "score.json").read_text())["scores"]
+
+
+def test_weak_labels_without_lesion_masks_are_refused_before_training(
+    two_case_store: Path, tmp_path: Path, cli: Cli
+) -> None:
+    cases = PatchStore(two_case_store).cases
+    rows = [{"case_id": c["case_id"], "DWI": c["sources"]["DWI"]["path"]} for c in cases]
+    store = tmp_path / "unlabelled.h5"
+    manifest = str(write_manifest(tmp_path, rows))
+    extract = ["extract", "--layout", "csv", "--root", manifest, "--modality", "DWI"]
+    assert cli([*extract, "--out", str(store)])[0] == 0
+    run = tmp_path / "run"
+    code, _, err = cli(
+        ["train", "--patches", str(store), "--weak-labels", "5", "--val-cases", "2", "--quiet",
+         "--out", str(run)]
+    )  # fmt: skip
+    assert code != 0 and "weak_labels: no training patch has a label" in err
+    assert not run.exists()
+
+
+def test_the_report_says_labels_were_used_after_training(weak_run: Path) -> None:
+    from patchvae.report.html import build_report
+
+    page = build_report(weak_run).read_text()
+    assert "Labels were used after training" in page and "20 labelled training" in page
+    assert "p_lesion_weak" in page

@@ -323,6 +323,22 @@ def build_report(run: str | Path) -> Path:
             ) from None
 
 
+def _labels_note(settings: dict[str, Any]) -> str:
+    """What the report says of the labels a run used beside its images (empty: none)."""
+    if settings.get("weak_labels"):
+        return (
+            f"<p><b>Labels were used after training:</b> the weakly supervised score "
+            f"(p_lesion_weak) is fitted to {int(settings['weak_labels'])} labelled training "
+            "patches and to pseudo-labels from the label-free fusion; training used none.</p>"
+        )
+    if settings.get("label_budget"):
+        return (
+            f"<p><b>Labels were used in training:</b> the lesion classifier learnt from "
+            f"{int(settings['label_budget'])} labelled training patches.</p>"
+        )
+    return ""
+
+
 def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
     if isinstance(record, TrainingRecord):
         split = record.split
@@ -341,6 +357,7 @@ def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
                 if split.get("healthy_only")
                 else ""
             )
+            + _labels_note(record.settings)
         ]
     scores = record.scores()
     keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]

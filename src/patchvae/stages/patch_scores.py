@@ -26,6 +26,7 @@ from patchvae.analysis.fewlabel import (
     fit_weak_score,
     patch_descriptors,
 )
+from patchvae.errors import ConfigError
 from patchvae.splits import draw_labelled
 from patchvae.tables import latent_columns
 
@@ -196,6 +197,8 @@ def training_scores(
     if not weak_labels:
         return scores, None
     kept = draw_labelled(sub.label.to_numpy(), weak_labels, seed)
+    if not (kept >= 0).any():
+        raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
     features = weak_features(sub, latent_columns(sub, "mu"), patches, brain, scores, unsupervised)
     weak = fit_weak_score(features, scores[LABEL_FREE], kept)
     add_weak_score(scores, features, weak)

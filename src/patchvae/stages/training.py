@@ -55,6 +55,8 @@ def train_on_store(
     if config.healthy_only:
         split = split.without_lesion(table.label.to_numpy())
     y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
+    if config.weak_labels and not (table.label.to_numpy()[split.train_rows] >= 0).any():
+        raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
     out = Path(out)
     if resume:
         _check_same_store(out / CHECKPOINT_FILE, file_sha256(store.path))
