@@ -75,12 +75,9 @@ def test_the_weak_score_is_fitted_on_training_patches_only(
     embedding = pd.read_parquet(weak_run / f"embedding-{two_case_store.stem}.parquet")
     store = PatchStore(two_case_store)
     seen = embedding[embedding.seen_in_training]
-    rows = seen.index.to_numpy()
     reference = training_reference(seen, 0)
     train = seen.reset_index(drop=True)
-    _, weak = training_scores(
-        train, reference, store.patches(rows), store.masks("brain", rows), "mlp", False, 20, 1
-    )
+    weak = training_scores(seen, reference, store, "mlp", False, 20, 1).weak
     assert weak is not None
     kept = draw_labelled(train.label.to_numpy(), 20, 1)
     assert result["weak_labels"]["labelled"] == 20 == weak.n_labelled

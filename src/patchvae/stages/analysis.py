@@ -64,7 +64,6 @@ from patchvae.stages.patch_scores import (
     LABEL_FREE,
     SPOTS,
     SPOTS_CONTEXT,
-    THRESHOLD_PATCHES,
     WEAK,
     Reference,
     add_weak_score,
@@ -323,21 +322,17 @@ def _training_side(
     fitted on them). The latent scores of a training patch are measured against a reference
     that includes it, so they run a little low; the other scores are what they would be on
     new patches."""
-    sub = train_part.iloc[at_most(len(train_part), THRESHOLD_PATCHES, reference.seed)]
-    rows = sub.index.to_numpy()  # the embedding's rows are the store's
-    brain = training_store.masks("brain", rows)
-    scores, weak = training_scores(
-        sub.reset_index(drop=True),
+    found = training_scores(
+        train_part,
         reference,
-        training_store.patches(rows),
-        brain,
+        training_store,
         settings.model.architecture,
         bool(settings.model.classifier_classes),
         settings.weak_labels,
         settings.train.seed,
     )
-    positives, negatives = patch_voxels(training_store.masks("lesion", rows), brain)
-    return _TrainingSide(scores, sub.label.to_numpy(), positives, negatives, weak)
+    positives, negatives = patch_voxels(training_store.masks("lesion", found.rows), found.brain)
+    return _TrainingSide(found.scores, found.labels, positives, negatives, found.weak)
 
 
 def _fusion(training: _TrainingSide, scores: dict[str, np.ndarray]) -> dict[str, Any]:

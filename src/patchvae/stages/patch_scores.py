@@ -28,6 +28,7 @@ from patchvae.analysis.fewlabel import (
 )
 from patchvae.errors import ConfigError
 from patchvae.splits import draw_labelled
+from patchvae.store import PatchStore
 from patchvae.tables import latent_columns
 
 BASELINE = "intensity_p95"
@@ -41,13 +42,12 @@ WEAK = "p_lesion_weak"
 THRESHOLD_PATCHES = 20000
 
 
-def own_score(architecture: str, classifier: bool = False, weak: bool = False) -> str:
+def own_score(architecture: str, classifier: bool = False) -> str:
     """The score a model is read by, fixed in advance (the one its recipe names): a model
-    with a lesion classifier's probability, a run with weak labels (``weak_labels``) its
-    weakly supervised score, a denoising autoencoder's local residual (Kascenas et al. 2022),
-    any other VAE's negative ELBO (its own bound on how unlikely the patch is)."""
-    if weak:
-        return WEAK
+    with a lesion classifier's probability, a denoising autoencoder's local residual
+    (Kascenas et al. 2022), any other VAE's negative ELBO (its own bound on how unlikely the
+    patch is). A run with weak labels is read by its weakly supervised score, which
+    :func:`add_weak_score` adds after these."""
     if classifier:
         return "p_lesion"
     return "residual_p95" if architecture == "dae" else "neg_elbo"
@@ -177,29 +177,48 @@ def add_weak_score(scores: dict[str, np.ndarray], features: np.ndarray, weak: We
     scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[WEAK], 0.5)
 
 
+@dataclass
+class TrainingScores:
+    """The scores of (up to ``THRESHOLD_PATCHES`` of) a run's training patches: the store's
+    rows of those patches, their labels and brain masks, every score, and a run's weakly
+    supervised score fitted on them (None without weak labels)."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    brain: np.ndarray
+    scores: dict[str, np.ndarray]
+    weak: WeakScore | None
+
+
 def training_scores(
-    sub: pd.DataFrame,
+    seen: pd.DataFrame,
     reference: Reference,
-    patches: np.ndarray,
-    brain: np.ndarray,
+    store: PatchStore,
     architecture: str,
     classifier: bool,
     weak_labels: int | None,
     seed: int,
-) -> tuple[dict[str, np.ndarray], WeakScore | None]:
-    """Every score of training patches (``sub``: their embedding rows, ``patches`` and
-    ``brain`` their pixels), and, for a run with ``weak_labels``, the weakly supervised score
+) -> TrainingScores:
+    """Every score of the training patches (``seen``: their rows of the run's embedding of
+    its training ``store``; above ``THRESHOLD_PATCHES`` of them, a sample drawn with the
+    reference's seed), and, for a run with ``weak_labels``, the weakly supervised score
     fitted on them: ``weak_labels`` of their labels drawn with the run's ``seed``
     (:func:`draw_labelled`, as a classifier's are), and pseudo-labels from the label-free
     fusion of the count in context and the model's negative ELBO (or local residual)."""
+    sub = seen.iloc[at_most(len(seen), THRESHOLD_PATCHES, reference.seed)]
+    rows = sub.index.to_numpy()  # the embedding's rows are the store's
+    table = sub.reset_index(drop=True)
+    labels = table.label.to_numpy()
+    patches, brain = store.patches(rows), store.masks("brain", rows)
+    mu = latent_columns(table, "mu")
     unsupervised = own_score(architecture, classifier)
-    scores = patch_scores(sub, latent_columns(sub, "mu"), reference, patches, brain, unsupervised)
-    if not weak_labels:
-        return scores, None
-    kept = draw_labelled(sub.label.to_numpy(), weak_labels, seed)
-    if not (kept >= 0).any():
-        raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
-    features = weak_features(sub, latent_columns(sub, "mu"), patches, brain, scores, unsupervised)
-    weak = fit_weak_score(features, scores[LABEL_FREE], kept)
-    add_weak_score(scores, features, weak)
-    return scores, weak
+    scores = patch_scores(table, mu, reference, patches, brain, unsupervised)
+    weak = None
+    if weak_labels:
+        kept = draw_labelled(labels, weak_labels, seed)
+        if not (kept >= 0).any():
+            raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
+        features = weak_features(table, mu, patches, brain, scores, unsupervised)
+        weak = fit_weak_score(features, scores[LABEL_FREE], kept)
+        add_weak_score(scores, features, weak)
+    return TrainingScores(rows, labels, brain, scores, weak)

@@ -60,10 +60,8 @@ from patchvae.preprocess import NormalisedCase, load_case
 from patchvae.runtime import provenance
 from patchvae.stages.embedding import checkpoint_record, embed_store
 from patchvae.stages.patch_scores import (
-    THRESHOLD_PATCHES,
     Reference,
     add_weak_score,
-    at_most,
     own_score,
     patch_scores,
     training_reference,
@@ -121,8 +119,11 @@ def score_inputs(
     stride = stride or max(1, settings.patch_size // 4)
     cases = input_cases(inputs, settings.modalities)
     seed = int(record.settings.get("train", {}).get("seed", 0))
-    reference = _training_reference(run, record, seed)
-    weak = _weak_score(run, record, model.config.architecture, reference)
+    # the training patches' posteriors, for the latent scores, as the analysis takes them
+    frame = _training_frame(run, record)
+    seen = None if frame is None else frame[frame.seen_in_training]
+    reference = None if seen is None else training_reference(seen, seed)
+    weak = _weak_score(record, seen, reference, model.config.architecture, seed)
     case_records: list[dict[str, Any]] = []
     tables: list[pd.DataFrame] = []
     with atomic_folder(out) as folder:
@@ -219,46 +220,29 @@ def _training_frame(run: Path, record: TrainingRecord) -> pd.DataFrame | None:
     return None
 
 
-def _training_reference(run: Path, record: TrainingRecord, seed: int) -> Reference | None:
-    """The training patches' posteriors (the run's embedding of its training store), for the
-    latent scores, as the analysis takes them; None when the run holds no such table."""
-    frame = _training_frame(run, record)
-    if frame is None:
-        return None
-    return training_reference(frame[frame.seen_in_training], seed)
-
-
 def _weak_score(
-    run: Path, record: TrainingRecord, architecture: str, reference: Reference | None
+    record: TrainingRecord,
+    seen: pd.DataFrame | None,
+    reference: Reference | None,
+    architecture: str,
+    seed: int,
 ) -> WeakScore | None:
     """A run with weak labels: its weakly supervised score, fitted on its training patches
-    as the analysis fits it (the same patches, labels and pseudo-labels); None for others."""
+    (``seen``: their rows of the run's embedding of its training store) as the analysis fits
+    it (the same patches, labels and pseudo-labels); None for others."""
     budget = record.settings.get("weak_labels")
     if not budget:
         return None
     store_path = Path(record.store.path)
-    frame = _training_frame(run, record) if store_path.is_file() else None
-    if frame is None or reference is None:
+    if seen is None or reference is None or not store_path.is_file():
         raise DataError(
             store_path,
             "the run's weak score (weak_labels) is fitted on its training store, which is gone",
         )
-    seen = frame[frame.seen_in_training]
-    sub = seen.iloc[at_most(len(seen), THRESHOLD_PATCHES, reference.seed)]
-    rows = sub.index.to_numpy()
-    store = PatchStore(store_path)
-    seed = int(record.settings.get("train", {}).get("seed", 0))
-    _, weak = training_scores(
-        sub.reset_index(drop=True),
-        reference,
-        store.patches(rows),
-        store.masks("brain", rows),
-        architecture,
-        False,
-        int(budget),
-        seed,
+    found = training_scores(
+        seen, reference, PatchStore(store_path), architecture, False, int(budget), seed
     )
-    return weak
+    return found.weak
 
 
 def score_case(

@@ -54,8 +54,9 @@ def train_on_store(
     split = split_patches(table, config.val_cases, config.val_fraction, config.train.seed)
     if config.healthy_only:
         split = split.without_lesion(table.label.to_numpy())
-    y_train, labelled = _training_labels(config, table.label.to_numpy()[split.train_rows])
-    if config.weak_labels and not (table.label.to_numpy()[split.train_rows] >= 0).any():
+    train_labels = table.label.to_numpy()[split.train_rows]
+    y_train, labelled = _training_labels(config, train_labels)
+    if config.weak_labels and not (train_labels >= 0).any():
         raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
     out = Path(out)
     if resume:
