@@ -61,6 +61,7 @@ ROWS = [  # label, model (grid entry), score
         "fused_label_free",
     ),
     ("**lesion-20-labels-weak**: p_lesion_weak", "weak20", "p_lesion_weak"),
+    ("lesion-20-labels-weak: p_lesion_weak in context", "weak20", "p_lesion_weak_context"),
     (
         "lesion-20-labels-weak: the count in context + p_lesion_weak, equal rank weights "
         "(`fused_label_free`, the recipe's score)",

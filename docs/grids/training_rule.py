@@ -26,7 +26,13 @@ from patchvae.stages.analysis import _embeddings, _training_side
 from patchvae.stages.patch_scores import training_reference
 from patchvae.store import PatchStore
 
-SCORES = ("fused_label_free", "p_lesion", "p_lesion_weak", "intensity_spots_context")
+SCORES = (
+    "fused_label_free",
+    "p_lesion",
+    "p_lesion_weak",
+    "p_lesion_weak_context",
+    "intensity_spots_context",
+)
 BUDGET = 20
 
 

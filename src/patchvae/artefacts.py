@@ -76,6 +76,11 @@ SCORE_WORDS: dict[str, tuple[str, str]] = {
         "fitted to a few labelled training patches and to pseudo-labels from the label-free "
         "fusion",
     ),
+    "p_lesion_weak_context": (
+        "weakly supervised lesion probability in context",
+        "the weakly supervised probability's rank plus half the rank of the largest among "
+        "the 26 patches around it, read as the bright-spot count in context is",
+    ),
     "intensity_p95": (
         "intensity baseline",
         "the patch's 95th-percentile intensity: no learning at all, the level to beat",

@@ -52,9 +52,11 @@ def test_training_with_weak_labels_uses_no_label(
 def test_the_weak_score_is_fitted_on_training_patches_only(
     weak_run: Path, two_case_store: Path
 ) -> None:
+    from patchvae.analysis.anomaly import in_context
     from patchvae.stages.patch_scores import (
         add_weak_score,
         patch_scores,
+        surroundings,
         training_reference,
         training_scores,
         weak_features,
@@ -65,7 +67,13 @@ def test_the_weak_score_is_fitted_on_training_patches_only(
     result = json.loads((folder / "analysis.json").read_text())
     held = pd.read_parquet(folder / "patch-scores.parquet")
     assert result["patch_scores"]["p_lesion_weak"]["kind"] == "semi-supervised"
-    # the run's own score is the weak one: the label-free fusion takes it beside the count
+    # the run's own score is the weak one: the label-free fusion takes it beside the count;
+    # it is also read in context, as the count is
+    around = surroundings(held, 28)
+    assert around is not None and (around >= 0).any()
+    in_place = in_context(held.p_lesion_weak.to_numpy(), around)
+    np.testing.assert_allclose(held.p_lesion_weak_context, in_place)
+    assert result["patch_scores"]["p_lesion_weak_context"]["kind"] == "semi-supervised"
     np.testing.assert_allclose(
         held.fused_label_free,
         fuse_by_rank(held.intensity_spots_context.to_numpy(), held.p_lesion_weak.to_numpy(), 0.5),
@@ -87,8 +95,10 @@ def test_the_weak_score_is_fitted_on_training_patches_only(
     patches, brain = store.patches(out_rows), store.masks("brain", out_rows)
     mu = latent_columns(part, "mu")
     scores = patch_scores(part, mu, reference, patches, brain, "neg_elbo")
-    add_weak_score(scores, weak_features(part, mu, patches, brain, scores, "neg_elbo"), weak)
-    np.testing.assert_allclose(scores["p_lesion_weak"], held.p_lesion_weak, rtol=1e-6)
+    features = weak_features(part, mu, patches, brain, scores, "neg_elbo")
+    add_weak_score(scores, features, weak, surroundings(part, 28))
+    for name in ("p_lesion_weak", "p_lesion_weak_context", "fused_label_free"):
+        np.testing.assert_allclose(scores[name], held[name], rtol=1e-6)
 
 
 def test_score_fits_the_weak_score_as_the_analysis_does(
@@ -103,7 +113,7 @@ def test_score_fits_the_weak_score_as_the_analysis_does(
     scored = pd.read_parquet(out / "patch-scores.parquet")
     merged = held.merge(scored, on=["case_id", "slice", "row", "col"], suffixes=("_a", "_s"))
     assert len(merged) == len(held)
-    for name in ("p_lesion_weak", "fused_label_free"):
+    for name in ("p_lesion_weak", "p_lesion_weak_context", "fused_label_free"):
         np.testing.assert_allclose(merged[f"{name}_s"], merged[f"{name}_a"], rtol=1e-5, atol=1e-6)
     assert "p_lesion_weak" in json.loads((out / "score.json").read_text())["scores"]
 

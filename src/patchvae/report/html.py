@@ -329,7 +329,8 @@ def _labels_note(settings: dict[str, Any]) -> str:
         return (
             f"<p><b>Labels were used after training:</b> the weakly supervised score "
             f"(p_lesion_weak) is fitted to {int(settings['weak_labels'])} labelled training "
-            "patches and to pseudo-labels from the label-free fusion; training used none.</p>"
+            "patches and to pseudo-labels from the label-free fusion, and read in context "
+            "(p_lesion_weak_context); training used none.</p>"
         )
     if settings.get("label_budget"):
         return (

@@ -65,11 +65,13 @@ from patchvae.stages.patch_scores import (
     SPOTS,
     SPOTS_CONTEXT,
     WEAK,
+    WEAK_CONTEXT,
     Reference,
     add_weak_score,
     at_most,
     own_score,
     patch_scores,
+    surroundings,
     training_reference,
     training_scores,
     weak_features,
@@ -87,6 +89,7 @@ _KINDS = {
     SPOTS_CONTEXT: "baseline",
     "p_lesion": "semi-supervised",
     WEAK: "semi-supervised",
+    WEAK_CONTEXT: "semi-supervised",
     "fused": "fused",
     LABEL_FREE: "fused",
 }
@@ -197,7 +200,8 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     training = _training_side(train_part, reference, PatchStore(training_store), settings)
     if training.weak is not None:  # fitted on the training patches, applied here
         features = weak_features(part, mu, patches, masks_brain, scores, unsupervised)
-        add_weak_score(scores, features, training.weak)
+        around = surroundings(part, patches.shape[-1])
+        add_weak_score(scores, features, training.weak, around)
     fusion = _fusion(training, scores)
     thresholds = {
         name: best_threshold(s, training.positives, training.negatives)[1]

@@ -38,6 +38,7 @@ SPOTS_CONTEXT = "intensity_spots_context"
 ELBO_SCORES = ("recon_error", "kl", "neg_elbo")
 LABEL_FREE = "fused_label_free"
 WEAK = "p_lesion_weak"
+WEAK_CONTEXT = "p_lesion_weak_context"
 # training patches that Dice thresholds, fusion weights and the weak score are fitted on
 THRESHOLD_PATCHES = 20000
 
@@ -90,6 +91,16 @@ def training_reference(seen: pd.DataFrame, seed: int) -> Reference:
     return Reference(mu, latent_columns(trained, "logvar"), fit_gaussian(mu, seed), seed)
 
 
+def surroundings(table: pd.DataFrame, size: int) -> np.ndarray | None:
+    """The 26 patches around each of ``table``'s (:func:`surrounding_patches`, for patches of
+    ``size`` pixels), or None where the table does not say where its patches lie."""
+    if not {"slice", "row", "col"} <= set(table.columns):
+        return None
+    cases = table.case_id.to_numpy()
+    slices, rows, cols = (table[c].to_numpy() for c in ("slice", "row", "col"))
+    return surrounding_patches(cases, slices, rows, cols, size=size)
+
+
 def patch_scores(
     table: pd.DataFrame,
     mu: np.ndarray,
@@ -128,12 +139,12 @@ def patch_scores(
     scores[EQUALISED] = intensity_baseline(equalised)  # histogram_equalised_baseline
     # confirmed in the adjacent slices, and read in context, where the table says where
     # the patches lie
-    if {"slice", "row", "col"} <= set(table.columns):
+    around = surroundings(table, patches.shape[-1])
+    if around is not None:
         cases = table.case_id.to_numpy()
         slices, rows, cols = (table[c].to_numpy() for c in ("slice", "row", "col"))
         adjacent = adjacent_patches(cases, slices, rows, cols)
         scores[SPOTS] = count_bright_spots(equalised, brain, adjacent=adjacent)
-        around = surrounding_patches(cases, slices, rows, cols, size=patches.shape[-1])
         scores[SPOTS_CONTEXT] = in_context(scores[SPOTS], around)
     else:
         scores[SPOTS] = count_bright_spots(equalised, brain)
@@ -170,10 +181,21 @@ def weak_features(
     )
 
 
-def add_weak_score(scores: dict[str, np.ndarray], features: np.ndarray, weak: WeakScore) -> None:
-    """Add the weakly supervised score and make it the label-free fusion's partner (it is the
-    run's own score): ``fused_label_free`` becomes the count in context + ``p_lesion_weak``."""
+def add_weak_score(
+    scores: dict[str, np.ndarray],
+    features: np.ndarray,
+    weak: WeakScore,
+    around: np.ndarray | None,
+) -> None:
+    """Add the weakly supervised score, and make it the label-free fusion's partner (it is
+    the run's own score): ``fused_label_free`` becomes the count in context + ``p_lesion_weak``
+    with equal rank weights. Where the patches' places are known (``around``:
+    :func:`surroundings`), add it read in context too (:func:`in_context`, as the bright-spot
+    count is: ``p_lesion_weak_context``), a score beside the others that the recipe does not
+    read (docs/models.md, "The weak score read in context")."""
     scores[WEAK] = weak(features)
+    if around is not None:
+        scores[WEAK_CONTEXT] = in_context(scores[WEAK], around)
     scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[WEAK], 0.5)
 
 
@@ -220,5 +242,5 @@ def training_scores(
             raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
         features = weak_features(table, mu, patches, brain, scores, unsupervised)
         weak = fit_weak_score(features, scores[LABEL_FREE], kept)
-        add_weak_score(scores, features, weak)
+        add_weak_score(scores, features, weak, surroundings(table, patches.shape[-1]))
     return TrainingScores(rows, labels, brain, scores, weak)

@@ -64,6 +64,7 @@ from patchvae.stages.patch_scores import (
     add_weak_score,
     own_score,
     patch_scores,
+    surroundings,
     training_reference,
     training_scores,
     weak_features,
@@ -279,7 +280,7 @@ def score_case(
     scores = patch_scores(frame, found.mu, reference, batch.pixels, brain, unsupervised)
     if weak is not None:
         features = weak_features(frame, found.mu, batch.pixels, brain, scores, unsupervised)
-        add_weak_score(scores, features, weak)
+        add_weak_score(scores, features, weak, surroundings(frame, settings.patch_size))
     table = pd.DataFrame(
         {
             "case_id": case.case_id,
