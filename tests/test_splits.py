@@ -52,3 +52,28 @@ def test_single_case_split_by_slabs_shares_no_slice() -> None:
     assert len(ordered) % 8 == 0 and ordered[-1] - ordered[0] > len(ordered)
     seen = split.seen_in_training(t)
     assert not seen[split.val_rows].any() and seen[split.train_rows].all()
+
+
+def test_slab_folds_hold_out_every_slice_once() -> None:
+    from patchvae.splits import slab_folds
+
+    t = table({"only": 600}, slices=100)
+    folds = [split_patches(t, val_fraction=0.2, fold=k) for k in range(slab_folds(0.2))]
+    held = [set(t.slice.iloc[s.val_rows]) for s in folds]
+    assert len(folds) == 5 and all(held)
+    # disjoint, and together every slice of the case
+    assert sum(len(h) for h in held) == len(set().union(*held)) == 100
+    for split, slices in zip(folds, held, strict=True):
+        assert not set(t.slice.iloc[split.train_rows]) & slices
+    # the default is the middle fold: runs made before folds existed keep their split
+    default = split_patches(t, val_fraction=0.2)
+    assert default.val_slices == folds[2].val_slices
+    assert folds[0].val_slices != folds[2].val_slices
+
+
+def test_a_fold_is_refused_where_it_means_nothing() -> None:
+    one = table({"only": 400}, slices=60)
+    with pytest.raises(ConfigError, match="folds 0 to 4"):
+        split_patches(one, val_fraction=0.2, fold=5)
+    with pytest.raises(ConfigError, match="val_fold: for a store of one case"):
+        split_patches(table({"a": 5, "b": 5}), val_cases=["b"], fold=0)

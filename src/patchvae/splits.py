@@ -4,7 +4,9 @@ With two or more cases, whole cases go to validation (named, or a seeded fractio
 With a single case there is no case to hold out; the split is then by slabs of contiguous axial
 slices, interleaved (every k-th slab), so validation patches never share a slice with training
 patches. Neighbouring slabs still look alike: a single-case split is weaker evidence than a
-held-out case, and the split record says which one was used.
+held-out case, and the split record says which one was used. ``fold`` picks which of the
+interleaved sets of slabs is held out (folds 0 to k-1 hold out every slice once: slab
+cross-validation); by default the middle one.
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def split_patches(
     val_fraction: float = 0.2,
     seed: int = 0,
     slab: int = DEFAULT_SLAB,
+    fold: int | None = None,
 ) -> Split:
-    """Split the rows of a store's table into training and validation, by case.
+    """Split the rows of a store's table into training and validation, by case (one case:
+    by slabs, ``fold`` choosing which are held out; :func:`slab_folds`).
 
     Example
     -------
@@ -87,6 +91,11 @@ def split_patches(
     cases = sorted(table.case_id.unique().tolist())
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction: expected a value between 0 and 1, got {val_fraction}")
+    if fold is not None and (val_cases or len(cases) >= 2):
+        raise ConfigError(
+            f"val_fold: for a store of one case (a split by slabs); this one holds {len(cases)} "
+            "cases: hold cases out with val_cases"
+        )
     if val_cases:
         unknown = sorted(set(val_cases) - set(cases))
         if unknown:
@@ -99,7 +108,7 @@ def split_patches(
         n_val = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
         chosen = sorted(rng.choice(cases, size=n_val, replace=False).tolist())
         return _by_cases(table, cases, chosen, "case_fraction")
-    return _by_slabs(table, cases[0], val_fraction, slab)
+    return _by_slabs(table, cases[0], val_fraction, slab, fold)
 
 
 def _by_cases(table: pd.DataFrame, cases: list[str], val: list[str], method: str) -> Split:
@@ -108,11 +117,32 @@ def _by_cases(table: pd.DataFrame, cases: list[str], val: list[str], method: str
     return Split(method, np.flatnonzero(~is_val), np.flatnonzero(is_val), train, val)
 
 
-def _by_slabs(table: pd.DataFrame, case: str, val_fraction: float, slab: int) -> Split:
+def slab_folds(val_fraction: float) -> int:
+    """How many folds a split by slabs has: every k-th slab is held out, k = 1 / val_fraction
+    (at least 2), so folds 0 to k - 1 hold out each slab once.
+
+    Example
+    -------
+    >>> slab_folds(0.2), slab_folds(0.5)
+    (5, 2)
+    """
+    return max(2, round(1 / val_fraction))
+
+
+def _by_slabs(
+    table: pd.DataFrame, case: str, val_fraction: float, slab: int, fold: int | None
+) -> Split:
     slices = np.sort(table.slice.unique())
-    every = max(2, round(1 / val_fraction))
+    every = slab_folds(val_fraction)
+    if fold is None:
+        fold = every // 2  # interleaved, not at an edge
+    elif not 0 <= fold < every:
+        raise ConfigError(
+            f"val_fold: {fold} is not a fold of this split (val_fraction {val_fraction:g} "
+            f"makes folds 0 to {every - 1})"
+        )
     slab_of = (slices - slices.min()) // slab
-    val_slices = slices[slab_of % every == every // 2].tolist()  # interleaved, not at an edge
+    val_slices = slices[slab_of % every == fold].tolist()
     if not val_slices:
         raise ConfigError(f"case {case}: too few slices ({slices.size}) for a slab split of {slab}")
     is_val = table.slice.isin(val_slices).to_numpy()

@@ -185,6 +185,12 @@ def train(
         "--val-fraction",
         help="Fraction of cases held out (default 0.2); slabs of slices for one case.",
     ),
+    val_fold: int | None = typer.Option(
+        None,
+        "--val-fold",
+        help="One case: which interleaved slabs are held out, 0 to 1/val-fraction - 1 "
+        "(default the middle); run each for slab cross-validation.",
+    ),
     epochs: int | None = EPOCHS,
     batch_size: int | None = BATCH_SIZE,
     latent_dim: int | None = LATENT_DIM,
@@ -249,7 +255,7 @@ def train(
     overrides["model"]["input_shape"] = PatchStore(store_path).input_shape if given_store else None
     top: dict[str, Any] = {"patches": str(store_path), "val_cases": cases or None}
     top.update(val_fraction=val_fraction, label_budget=label_budget, healthy_only=healthy_only)
-    top.update(weak_labels=weak_labels)
+    top.update(weak_labels=weak_labels, val_fold=val_fold)
     config = build_settings(PatchTrainConfig, base, preset, overrides, top)
     record = train_on_store(config, out, resume=resume, progress=not quiet)
     from patchvae.runtime import ranks

@@ -127,6 +127,12 @@ def compare(
     epochs: int | None = typer.Option(
         None, "--epochs", help="Train every model this many epochs (a quick look)."
     ),
+    val_fold: int | None = typer.Option(
+        None,
+        "--val-fold",
+        help="A store of one case: hold out this fold's slabs instead of the grid's (slab "
+        "cross-validation: one grid folder per fold).",
+    ),
     reanalyse: bool = typer.Option(
         False,
         "--reanalyse",
@@ -143,7 +149,7 @@ def compare(
     for entry in grid["models"]:  # recipes are named relative to the grid file
         if entry.get("recipe"):
             entry["recipe"] = str((config_file.parent / entry["recipe"]).resolve())
-    given = {"seeds": seeds or None, "epochs": epochs}
+    given = {"seeds": seeds or None, "epochs": epochs, "val_fold": val_fold}
     config = build_config(
         CompareConfig, {**grid, **{k: v for k, v in given.items() if v is not None}}
     )

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -298,6 +299,9 @@ class PatchTrainConfig(BaseModel):
     patches: str
     val_cases: list[str] | None = None
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    # one case (a split by slabs): which interleaved set of slabs is held out, 0 to
+    # 1 / val_fraction - 1 (None: the middle one); slab cross-validation runs every fold
+    val_fold: NonNegativeInt | None = None
     preset: str | None = "keras2016"
     model: VAEConfig = Field(default_factory=VAEConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from patchvae.config import MAX_SEED, PLAIN_NAME
 
@@ -35,6 +35,7 @@ class CompareConfig(BaseModel):
     patches: str | None = None  # patches: the store
     val_cases: list[str] | None = None
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fold: NonNegativeInt | None = None  # one case: which slabs are held out (see train)
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
         default_factory=lambda: [0, 1, 2], min_length=1
     )

@@ -51,7 +51,9 @@ def train_on_store(
     config = config.model_copy(update={"patches": str(store.path.resolve())})
     select_device(config.train.device)  # refuse an unusable device before writing anything
     table = store.table()
-    split = split_patches(table, config.val_cases, config.val_fraction, config.train.seed)
+    split = split_patches(
+        table, config.val_cases, config.val_fraction, config.train.seed, fold=config.val_fold
+    )
     if config.healthy_only:
         split = split.without_lesion(table.label.to_numpy())
     train_labels = table.label.to_numpy()[split.train_rows]

@@ -97,6 +97,7 @@ def _study_settings(
         "patches": str(store.path.resolve()),
         "val_cases": config.val_cases,
         "val_fraction": config.val_fraction,
+        "val_fold": config.val_fold,
         "label_budget": entry.label_budget,
     }
     base = (
