@@ -220,6 +220,9 @@ def test_a_grid_entry_takes_a_recipe_as_it_is(two_case_store: Path, tmp_path: Pa
     assert settings.model == expected.model and settings.model.architecture == "dae"
     assert settings.train.trim_fraction == expected.train.trim_fraction == 0.2
     assert settings.train.seed == 4 and settings.val_cases == ["2"]
+    assert settings.val_fold is None  # a grid's fold reaches its runs (slab cross-validation)
+    folded = grid.model_copy(update={"val_cases": None, "val_fold": 3})
+    assert _study_settings(folded, folded.models[0], seed=4).val_fold == 3  # type: ignore[union-attr]
 
 
 def test_an_mnist_grid_takes_the_clusters_recipe_and_may_drop_the_reference() -> None:
