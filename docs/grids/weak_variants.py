@@ -34,12 +34,15 @@ SIZE = 28
 
 
 class Side:
-    """One side of a run (its training sample or its held-out patches): table, labels,
-    scores with no weak score, the weak score's features and the patches around each."""
+    """One side of a run (its training sample or its held-out patches): the embedding's rows
+    ``rows`` of the store, their labels, scores with no weak score, the weak score's features
+    and the patches around each."""
 
-    def __init__(self, table, mu, patches, brain, reference):  # type: ignore[no-untyped-def]
-        self.table = table
+    def __init__(self, frame, rows, store, reference):  # type: ignore[no-untyped-def]
+        self.table = table = frame.loc[rows].reset_index(drop=True)  # the store's rows
         self.labels = table.label.to_numpy()
+        mu = latent_columns(table, "mu")
+        patches, brain = store.patches(rows), store.masks("brain", rows)
         self.scores = ps.patch_scores(table, mu, reference, patches, brain, "neg_elbo")
         self.features = ps.weak_features(table, mu, patches, brain, self.scores, "neg_elbo")
         self.around = ps.surroundings(table, SIZE)
@@ -51,26 +54,10 @@ def sides(run: Path) -> tuple[Side, Side, int]:
     store = PatchStore(Path(settings.patches))
     frame, seen, _, _ = _embeddings(run, store, Path(settings.patches))
     reference = ps.training_reference(seen, 0)
-    rows = ps.at_most(len(seen), ps.THRESHOLD_PATCHES, 0)
-    train_rows = seen.index.to_numpy()[rows]
-    table = seen.iloc[rows].reset_index(drop=True)
-    train = Side(
-        table,
-        latent_columns(table, "mu"),
-        store.patches(train_rows),
-        store.masks("brain", train_rows),
-        reference,
-    )
+    train_rows = seen.index.to_numpy()[ps.at_most(len(seen), ps.THRESHOLD_PATCHES, 0)]
     held_rows = np.flatnonzero(~frame.seen_in_training.to_numpy())
-    part = frame.iloc[held_rows].reset_index(drop=True)
-    held = Side(
-        part,
-        latent_columns(part, "mu"),
-        store.patches(held_rows),
-        store.masks("brain", held_rows),
-        reference,
-    )
-    return train, held, settings.train.seed
+    train = Side(frame, train_rows, store, reference)
+    return train, Side(frame, held_rows, store, reference), settings.train.seed
 
 
 def proposed(train: Side, how: str) -> np.ndarray:
