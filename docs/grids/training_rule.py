@@ -53,7 +53,7 @@ def run_rows(grid: Path) -> list[dict[str, object]]:
         store = PatchStore(settings.patches)
         _, train_part, _, _ = _embeddings(run, store, Path(settings.patches))
         reference = training_reference(train_part, 0)
-        training = _training_side(train_part, reference, store, settings)
+        training = _training_side(run, train_part, reference, store, settings)
         labels = training.labels.copy()
         # the patches a 20-label run of this seed was given (one draw for both kinds)
         labels[draw_labelled(labels, BUDGET, settings.train.seed) >= 0] = -1

@@ -215,6 +215,8 @@ class TrainingRecord(Record):
     split: dict[str, Any]
     store: FileRef
     labelled_training_patches: int = 0
+    # the user's patch labels file (settings' patch_labels), as it was when training began
+    patch_labels: FileRef | None = None
     history: list[dict[str, float]]
     epochs: int
     train_seconds: float

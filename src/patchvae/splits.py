@@ -12,6 +12,7 @@ cross-validation); by default the middle one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,3 +179,71 @@ def draw_labelled(labels: np.ndarray, budget: int | None, seed: int) -> np.ndarr
     chosen += rng.choice(rest, size=max(0, budget - len(chosen)), replace=False).tolist()
     kept[chosen] = labels[chosen]
     return kept
+
+
+LABEL_COLUMNS = ("case_id", "slice", "row", "col", "label")
+
+
+def read_patch_labels(path: str | Path, table: pd.DataFrame) -> np.ndarray:
+    """A user's own patch labels, for runs on a store without lesion masks (or to label other
+    patches than the masks do): a CSV with the columns ``LABEL_COLUMNS`` (``label`` 1 for
+    lesion, 0 for healthy; the patch named by its case and its slice, row and col in the
+    store, as ``inspect``, ``analyze``'s patch table and the report give them). Returns one
+    label per row of the store's ``table``, -1 for the patches the file does not name.
+    Every problem is refused with the file's name and the line: a missing column, a label
+    other than 0 or 1, a patch the store does not hold, a patch named twice.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> t = pd.DataFrame({"case_id": ["a", "a"], "slice": [0, 0], "row": [0, 28], "col": [0, 0]})
+    >>> f = os.path.join(tempfile.mkdtemp(), "labels.csv")
+    >>> _ = open(f, "w").write("case_id,slice,row,col,label\\na,0,28,0,1\\n")
+    >>> read_patch_labels(f, t).tolist()
+    [-1, 1]
+    """
+    from patchvae.errors import DataError
+
+    path = Path(path)
+    try:
+        given = pd.read_csv(path, dtype={"case_id": str})
+    except FileNotFoundError:
+        raise DataError(path, "not found (the patch labels file)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not a readable CSV of patch labels ({exc})") from None
+    missing = [c for c in LABEL_COLUMNS if c not in given.columns]
+    if missing:
+        raise DataError(
+            path, f"no column {', '.join(missing)}: expected {', '.join(LABEL_COLUMNS)}"
+        )
+    if given.empty:
+        raise DataError(path, "holds no labelled patch")
+    where = {
+        (str(c), int(k), int(r), int(q)): i
+        for i, (c, k, r, q) in enumerate(
+            zip(table.case_id, table.slice, table.row, table.col, strict=True)
+        )
+    }
+    found = np.full(len(table), -1, dtype=np.int64)
+    for line, row in enumerate(given.itertuples(index=False), start=2):  # 1: the header
+        try:
+            key = (str(row.case_id), int(row.slice), int(row.row), int(row.col))
+            label = int(row.label)
+            if float(row.label) != label:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise DataError(
+                path, f"line {line}: slice, row, col and label must be whole numbers"
+            ) from None
+        if label not in (0, 1):
+            raise DataError(path, f"line {line}: label {label}; 1 is lesion, 0 healthy")
+        if key not in where:
+            raise DataError(
+                path,
+                f"line {line}: the store holds no patch of case {key[0]} at slice {key[1]}, "
+                f"row {key[2]}, col {key[3]}",
+            )
+        if found[where[key]] >= 0:
+            raise DataError(path, f"line {line}: named twice (that patch has a label above)")
+        found[where[key]] = label
+    return found

@@ -172,6 +172,12 @@ def train(
         help="Weak labels: after training, fit a linear lesion score (p_lesion_weak) to this "
         "many labelled training patches and pseudo-labels from the label-free fusion.",
     ),
+    patch_labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="Your own patch labels: a CSV of case_id, slice, row, col, label (1 lesion, 0 "
+        "healthy) for --weak-labels (or --label-budget), instead of labels from lesion masks.",
+    ),
     classifier_input: str | None = typer.Option(
         None,
         "--classifier-input",
@@ -256,6 +262,7 @@ def train(
     top: dict[str, Any] = {"patches": str(store_path), "val_cases": cases or None}
     top.update(val_fraction=val_fraction, label_budget=label_budget, healthy_only=healthy_only)
     top.update(weak_labels=weak_labels, val_fold=val_fold)
+    top.update(patch_labels=None if patch_labels is None else str(patch_labels))
     config = build_settings(PatchTrainConfig, base, preset, overrides, top)
     record = train_on_store(config, out, resume=resume, progress=not quiet)
     from patchvae.runtime import ranks

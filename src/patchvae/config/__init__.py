@@ -311,6 +311,10 @@ class PatchTrainConfig(BaseModel):
     # a linear score (``p_lesion_weak``) to this many labelled training patches and to
     # pseudo-labels from the label-free fusion; training itself uses no label
     weak_labels: PositiveInt | None = None
+    # a CSV of the user's own patch labels (case_id, slice, row, col, label) for the
+    # weak_labels or label_budget patches, instead of labels drawn from the store's lesion
+    # masks: at most that many, training patches only
+    patch_labels: str | None = None
     # train only on the training patches without lesion (needs lesion masks: labels are used,
     # and the report says so); validation keeps every patch
     healthy_only: bool = False
@@ -336,6 +340,15 @@ class PatchTrainConfig(BaseModel):
         elif model is None:
             values = {**values, "model": {"classifier_classes": 2}}
         return values
+
+    @model_validator(mode="after")
+    def _patch_labels_need_a_use(self) -> PatchTrainConfig:
+        if self.patch_labels and not (self.weak_labels or self.label_budget):
+            raise ValueError(
+                "patch_labels: give weak_labels (or label_budget) too: how many labelled "
+                "patches the run may use, and how (docs/recipes/lesion-20-labels-weak.yaml)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _weak_labels_without_a_classifier(self) -> PatchTrainConfig:

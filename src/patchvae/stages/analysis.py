@@ -71,6 +71,7 @@ from patchvae.stages.patch_scores import (
     at_most,
     own_score,
     patch_scores,
+    recorded_patch_labels,
     surroundings,
     training_reference,
     training_scores,
@@ -197,7 +198,7 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     classifier = bool(settings.model.classifier_classes)
     unsupervised = own_score(settings.model.architecture, classifier)
     scores = patch_scores(part, mu, reference, patches, masks_brain, unsupervised)
-    training = _training_side(train_part, reference, PatchStore(training_store), settings)
+    training = _training_side(run, train_part, reference, PatchStore(training_store), settings)
     if training.weak is not None:  # fitted on the training patches, applied here
         features = weak_features(part, mu, patches, masks_brain, scores, unsupervised)
         around = surroundings(part, patches.shape[-1])
@@ -317,6 +318,7 @@ class _TrainingSide:
 
 
 def _training_side(
+    run: Path,
     train_part: pd.DataFrame,
     reference: Reference,
     training_store: PatchStore,
@@ -334,6 +336,9 @@ def _training_side(
         bool(settings.model.classifier_classes),
         settings.weak_labels,
         settings.train.seed,
+        recorded_patch_labels(
+            read_record(TrainingRecord, run / TRAINING_FILE, "training record"), training_store
+        ),
     )
     positives, negatives = patch_voxels(training_store.masks("lesion", found.rows), found.brain)
     return _TrainingSide(found.scores, found.labels, positives, negatives, found.weak)

@@ -5,6 +5,7 @@ one function for the analysis stage and the scoring stage, so a score means the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,10 @@ from patchvae.analysis.fewlabel import (
     fit_weak_score,
     patch_descriptors,
 )
-from patchvae.errors import ConfigError
-from patchvae.splits import draw_labelled
-from patchvae.store import PatchStore
+from patchvae.artefacts import TrainingRecord
+from patchvae.errors import ConfigError, DataError
+from patchvae.splits import draw_labelled, read_patch_labels
+from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import latent_columns
 
 BASELINE = "intensity_p95"
@@ -199,6 +201,26 @@ def add_weak_score(
     scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[WEAK], 0.5)
 
 
+def recorded_patch_labels(record: TrainingRecord, store: PatchStore) -> np.ndarray | None:
+    """The user's patch labels a run trained with (``patch_labels``), one per row of its
+    training ``store`` (-1 where none), read from the file its training record names and
+    refused where that file is gone or has changed since; None for a run without one."""
+    ref = record.patch_labels
+    if ref is None:
+        return None
+    path = Path(ref.path)
+    if not path.is_file():
+        raise DataError(
+            path, "the run's patch labels (patch_labels) are gone; the weak score is fitted to them"
+        )
+    if file_sha256(path) != ref.sha256:
+        raise DataError(
+            path,
+            "changed since the run trained (SHA-256 differs); train a new run with the new labels",
+        )
+    return read_patch_labels(path, store.table())
+
+
 @dataclass
 class TrainingScores:
     """The scores of (up to ``THRESHOLD_PATCHES`` of) a run's training patches: the store's
@@ -220,14 +242,20 @@ def training_scores(
     classifier: bool,
     weak_labels: int | None,
     seed: int,
+    given: np.ndarray | None = None,
 ) -> TrainingScores:
     """Every score of the training patches (``seen``: their rows of the run's embedding of
     its training ``store``; above ``THRESHOLD_PATCHES`` of them, a sample drawn with the
     reference's seed), and, for a run with ``weak_labels``, the weakly supervised score
     fitted on them: ``weak_labels`` of their labels drawn with the run's ``seed``
     (:func:`draw_labelled`, as a classifier's are), and pseudo-labels from the label-free
-    fusion of the count in context and the model's negative ELBO (or local residual)."""
-    sub = seen.iloc[at_most(len(seen), THRESHOLD_PATCHES, reference.seed)]
+    fusion of the count in context and the model's negative ELBO (or local residual). With
+    ``given`` (the user's patch labels, one per row of the store: ``read_patch_labels``),
+    those labels instead, their patches always among the patches fitted on."""
+    pick = at_most(len(seen), THRESHOLD_PATCHES, reference.seed)
+    if given is not None and weak_labels:
+        pick = np.union1d(pick, np.flatnonzero(given[seen.index.to_numpy()] >= 0))
+    sub = seen.iloc[pick]
     rows = sub.index.to_numpy()  # the embedding's rows are the store's
     table = sub.reset_index(drop=True)
     labels = table.label.to_numpy()
@@ -237,7 +265,7 @@ def training_scores(
     scores = patch_scores(table, mu, reference, patches, brain, unsupervised)
     weak = None
     if weak_labels:
-        kept = draw_labelled(labels, weak_labels, seed)
+        kept = draw_labelled(labels, weak_labels, seed) if given is None else given[rows]
         if not (kept >= 0).any():
             raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
         features = weak_features(table, mu, patches, brain, scores, unsupervised)

@@ -64,6 +64,7 @@ from patchvae.stages.patch_scores import (
     add_weak_score,
     own_score,
     patch_scores,
+    recorded_patch_labels,
     surroundings,
     training_reference,
     training_scores,
@@ -240,9 +241,9 @@ def _weak_score(
             store_path,
             "the run's weak score (weak_labels) is fitted on its training store, which is gone",
         )
-    found = training_scores(
-        seen, reference, PatchStore(store_path), architecture, False, int(budget), seed
-    )
+    store = PatchStore(store_path)
+    given = recorded_patch_labels(record, store)
+    found = training_scores(seen, reference, store, architecture, False, int(budget), seed, given)
     return found.weak
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from patchvae.artefacts import (
@@ -26,7 +27,7 @@ from patchvae.feed import ArrayRows, Rows, StoreRows
 from patchvae.io import write_json_atomic
 from patchvae.rundir import open_run_dir
 from patchvae.runtime import provenance, ranks, select_device, start_distributed
-from patchvae.splits import Split, draw_labelled, split_patches
+from patchvae.splits import Split, draw_labelled, read_patch_labels, split_patches
 from patchvae.store import PatchStore, file_sha256
 from patchvae.train import fit
 
@@ -47,8 +48,12 @@ def train_on_store(
             f"model.input_shape: {tuple(config.model.input_shape)} does not match the store's "
             f"patches {expected}"
         )
-    # the run must find its store from any folder: record it absolute
+    # the run must find its store (and labels) from any folder: record them absolute
     config = config.model_copy(update={"patches": str(store.path.resolve())})
+    if config.patch_labels:
+        config = config.model_copy(
+            update={"patch_labels": str(Path(config.patch_labels).resolve())}
+        )
     select_device(config.train.device)  # refuse an unusable device before writing anything
     table = store.table()
     split = split_patches(
@@ -56,10 +61,16 @@ def train_on_store(
     )
     if config.healthy_only:
         split = split.without_lesion(table.label.to_numpy())
+    given = user_labels(config, table, split)
     train_labels = table.label.to_numpy()[split.train_rows]
-    y_train, labelled = _training_labels(config, train_labels)
-    if config.weak_labels and not (train_labels >= 0).any():
-        raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
+    y_train, labelled = _training_labels(
+        config, train_labels, None if given is None else given[split.train_rows]
+    )
+    if config.weak_labels and given is None and not (train_labels >= 0).any():
+        raise ConfigError(
+            "weak_labels: no training patch has a label (no lesion masks?); label some "
+            "yourself with patch_labels (--labels FILE.csv)"
+        )
     out = Path(out)
     if resume:
         _check_same_store(out / CHECKPOINT_FILE, file_sha256(store.path))
@@ -98,6 +109,10 @@ def _train(
     progress: bool,
 ) -> TrainingRecord:
     store_record = FileRef(path=str(store.path.resolve()), sha256=file_sha256(store.path))
+    labels_record = None
+    if config.patch_labels:
+        path = Path(config.patch_labels)
+        labels_record = FileRef(path=str(path), sha256=file_sha256(path))
     x_train, x_val = training_rows(store, split, config.train.in_memory_mb)
     result = fit(
         config.model,
@@ -114,6 +129,7 @@ def _train(
         split=split.record(),
         store=store_record,
         labelled_training_patches=labelled,
+        patch_labels=labels_record,
         history=result.history,
         epochs=len(result.history),
         train_seconds=round(result.train_seconds, 3),
@@ -149,15 +165,44 @@ def _check_same_store(checkpoint: Path, sha256: str) -> None:
         )
 
 
+def user_labels(config: PatchTrainConfig, table: pd.DataFrame, split: Split) -> np.ndarray | None:
+    """The user's patch labels (``patch_labels``), one per row of the store's ``table`` (-1
+    where none), checked against the run: training patches only (a labelled held-out patch
+    would be scored by a model that learnt its label), at most the run's budget, lesion and
+    healthy both; None without a file."""
+    if not config.patch_labels:
+        return None
+    path = config.patch_labels
+    found = read_patch_labels(path, table)
+    held = int((found[split.val_rows] >= 0).sum())
+    if held:
+        raise DataError(
+            path,
+            f"{held} labelled patch(es) lie in the held-out part of the split; label "
+            "training patches only (their scores would be read as unseen)",
+        )
+    budget = config.weak_labels or config.label_budget
+    n = int((found >= 0).sum())
+    if budget is not None and n > budget:
+        name = "weak_labels" if config.weak_labels else "label_budget"
+        raise DataError(path, f"{n} labelled patches, more than {name} ({budget}) allows")
+    if not {0, 1} <= set(found[found >= 0].tolist()):
+        raise DataError(path, "needs lesion (1) and healthy (0) patches, at least one of each")
+    return found
+
+
 def _training_labels(
-    config: PatchTrainConfig, labels: np.ndarray
+    config: PatchTrainConfig, labels: np.ndarray, given: np.ndarray | None = None
 ) -> tuple[torch.Tensor | None, int]:
-    """Labels for a semi-supervised model: the store's labels of ``label_budget`` training
-    patches drawn at random (at least one of each class), -1 for the others."""
+    """Labels for a semi-supervised model: the user's labels of the training patches
+    (``given``, from ``patch_labels``), else the store's labels of ``label_budget`` training
+    patches drawn at random (at least one of each class); -1 for the others."""
     if not config.model.classifier_classes:
         return None, 0
     if config.model.classifier_classes != 2:
         raise ConfigError("model.classifier_classes: patch labels are lesion/healthy; use 2")
+    if given is not None:
+        return torch.from_numpy(given.copy()), int((given >= 0).sum())
     kept = draw_labelled(labels, config.label_budget, config.train.seed)
     if (kept >= 0).sum() == 0:
         raise ConfigError("label_budget: no training patch has a label (no lesion masks?)")
