@@ -227,11 +227,12 @@ def read_patch_labels(path: str | Path, table: pd.DataFrame) -> np.ndarray:
     found = np.full(len(table), -1, dtype=np.int64)
     for line, row in enumerate(given.itertuples(index=False), start=2):  # 1: the header
         try:
-            key = (str(row.case_id), int(row.slice), int(row.row), int(row.col))
-            label = int(row.label)
-            if float(row.label) != label:
+            numbers = [float(v) for v in (row.slice, row.row, row.col, row.label)]
+            if any(v != int(v) for v in numbers):
                 raise ValueError
-        except (TypeError, ValueError):
+            slice_, row_, col, label = (int(v) for v in numbers)
+            key = (str(row.case_id), slice_, row_, col)
+        except (TypeError, ValueError, OverflowError):
             raise DataError(
                 path, f"line {line}: slice, row, col and label must be whole numbers"
             ) from None

@@ -125,6 +125,8 @@ def test_a_changed_labels_file_is_refused_after_training(
         ("case_id,slice,row,label\n1,3,0,1\n", "no column col"),
         ("case_id,slice,row,col,label\n1,{s},{r},{c},2\n", "line 2: label 2; 1 is lesion"),
         ("case_id,slice,row,col,label\n1,999,0,0,1\n", "line 2: the store holds no patch"),
+        ("case_id,slice,row,col,label\n1,{s}.5,{r},{c},1\n", "must be whole numbers"),
+        ("case_id,slice,row,col,label\n1,,{r},{c},1\n", "must be whole numbers"),
         ("case_id,slice,row,col,label\n1,{s},{r},{c},1\n1,{s},{r},{c},1\n", "line 3: named twice"),
         ("case_id,slice,row,col,label\n1,{s},{r},{c},1\n", "needs lesion (1) and healthy (0)"),
         ("case_id,slice,row,col,label\n2,{s2},{r2},{c2},1\n", "lie in the held-out part"),
