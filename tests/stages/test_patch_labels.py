@@ -113,6 +113,10 @@ def test_a_changed_labels_file_is_refused_after_training(
     assert code == 0, err
     result = json.loads((run / "analysis-siss" / "analysis.json").read_text())
     assert result["weak_labels"]["labelled"] == 8 and result["weak_labels"]["labelled_lesion"] == 3
+    from patchvae.report.html import build_report
+
+    page = build_report(run).read_text()  # the report names the file the labels came from
+    assert "fitted to the patches labelled in labels.csv" in page
     with labels.open("a") as f:
         f.write("1,0,0,0,0\n")
     code, _, err = cli(["analyze", str(run), "--patches", str(two_case_store)])

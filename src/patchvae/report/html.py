@@ -323,19 +323,30 @@ def build_report(run: str | Path) -> Path:
             ) from None
 
 
-def _labels_note(settings: dict[str, Any]) -> str:
-    """What the report says of the labels a run used beside its images (empty: none)."""
+def _labels_note(record: TrainingRecord) -> str:
+    """What the report says of the labels a run used beside its images (empty: none): how
+    many, and whether they came from the store's lesion masks or from the user's file."""
+    settings = record.settings
+    ref = record.patch_labels
+    if ref is not None:
+        source = (
+            f"the patches labelled in {html.escape(Path(ref.path).name)} (sha256 "
+            f"{ref.sha256[:16]}…)"
+        )
+    elif settings.get("weak_labels"):
+        source = f"{int(settings['weak_labels'])} labelled training patches (from the lesion masks)"
+    else:
+        source = f"{record.labelled_training_patches} labelled training patches"
     if settings.get("weak_labels"):
         return (
-            f"<p><b>Labels were used after training:</b> the weakly supervised score "
-            f"(p_lesion_weak) is fitted to {int(settings['weak_labels'])} labelled training "
-            "patches and to pseudo-labels from the label-free fusion, and read in context "
-            "(p_lesion_weak_context); training used none.</p>"
+            "<p><b>Labels were used after training:</b> the weakly supervised score "
+            f"(p_lesion_weak) is fitted to {source} and to pseudo-labels from the label-free "
+            "fusion, and read in context (p_lesion_weak_context); training used none.</p>"
         )
     if settings.get("label_budget"):
         return (
             f"<p><b>Labels were used in training:</b> the lesion classifier learnt from "
-            f"{int(settings['label_budget'])} labelled training patches.</p>"
+            f"{source}.</p>"
         )
     return ""
 
@@ -358,7 +369,7 @@ def _data_section(record: TrainingRecord | MnistRecord) -> list[str]:
                 if split.get("healthy_only")
                 else ""
             )
-            + _labels_note(record.settings)
+            + _labels_note(record)
         ]
     scores = record.scores()
     keys = ["kmeans_accuracy", "nmi", "ari", "silhouette", "logreg_accuracy", "test_loss"]
