@@ -30,7 +30,6 @@ from patchvae.store import PatchStore
 from patchvae.tables import latent_columns
 
 BUDGET = 20
-SIZE = 28
 
 
 class Side:
@@ -43,9 +42,8 @@ class Side:
         self.labels = table.label.to_numpy()
         mu = latent_columns(table, "mu")
         patches, brain = store.patches(rows), store.masks("brain", rows)
-        self.scores = ps.patch_scores(table, mu, reference, patches, brain, "neg_elbo")
-        self.features = ps.weak_features(table, mu, patches, brain, self.scores, "neg_elbo")
-        self.around = ps.surroundings(table, SIZE)
+        found = ps.scores_and_features(table, mu, reference, patches, brain, "neg_elbo", True)
+        self.scores, self.features, self.around = found.scores, found.features, found.around
         self.count = self.scores[ps.label_free_base(self.scores)]
 
 

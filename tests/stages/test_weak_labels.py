@@ -54,12 +54,10 @@ def test_the_weak_score_is_fitted_on_training_patches_only(
 ) -> None:
     from patchvae.analysis.anomaly import in_context
     from patchvae.stages.patch_scores import (
-        add_weak_score,
         patch_scores,
         surroundings,
         training_reference,
         training_scores,
-        weak_features,
     )
     from patchvae.tables import latent_columns
 
@@ -94,9 +92,7 @@ def test_the_weak_score_is_fitted_on_training_patches_only(
     part = embedding.iloc[out_rows].reset_index(drop=True)
     patches, brain = store.patches(out_rows), store.masks("brain", out_rows)
     mu = latent_columns(part, "mu")
-    scores = patch_scores(part, mu, reference, patches, brain, "neg_elbo")
-    features = weak_features(part, mu, patches, brain, scores, "neg_elbo")
-    add_weak_score(scores, features, weak, surroundings(part, 28))
+    scores = patch_scores(part, mu, reference, patches, brain, "neg_elbo", weak)
     for name in ("p_lesion_weak", "p_lesion_weak_context", "fused_label_free"):
         np.testing.assert_allclose(scores[name], held[name], rtol=1e-6)
 

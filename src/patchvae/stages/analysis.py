@@ -67,15 +67,12 @@ from patchvae.stages.patch_scores import (
     WEAK,
     WEAK_CONTEXT,
     Reference,
-    add_weak_score,
     at_most,
     own_score,
     patch_scores,
     recorded_patch_labels,
-    surroundings,
     training_reference,
     training_scores,
-    weak_features,
 )
 from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import latent_columns, read_embedding
@@ -197,12 +194,9 @@ def _analyze(run: Path, store: PatchStore, seed: int) -> AnalysisResult:
     masks_lesion, masks_brain = store.masks("lesion", rows), store.masks("brain", rows)
     classifier = bool(settings.model.classifier_classes)
     unsupervised = own_score(settings.model.architecture, classifier)
-    scores = patch_scores(part, mu, reference, patches, masks_brain, unsupervised)
     training = _training_side(run, train_part, reference, PatchStore(training_store), settings)
-    if training.weak is not None:  # fitted on the training patches, applied here
-        features = weak_features(part, mu, patches, masks_brain, scores, unsupervised)
-        around = surroundings(part, patches.shape[-1])
-        add_weak_score(scores, features, training.weak, around)
+    # a run's weak score is fitted on the training patches and applied here
+    scores = patch_scores(part, mu, reference, patches, masks_brain, unsupervised, training.weak)
     fusion = _fusion(training, scores)
     thresholds = {
         name: best_threshold(s, training.positives, training.negatives)[1]

@@ -110,6 +110,7 @@ def patch_scores(
     patches: np.ndarray,
     brain: np.ndarray,
     own: str | None = None,
+    weak: WeakScore | None = None,
 ) -> dict[str, np.ndarray]:
     """Every patch score: the ELBO terms and the local residual (columns of ``table``, an
     embedding's), the latent density under the training patches' aggregate posterior and the
@@ -122,7 +123,37 @@ def patch_scores(
     (:func:`own_score`), the label-free fusion of the two: the mean of the percentile ranks
     of the strongest score with no learning (:func:`label_free_base`) and of the model's
     score among the patches given, with equal weights and no label anywhere
-    (``fused_label_free``)."""
+    (``fused_label_free``); with ``weak`` (a run's weakly supervised score, fitted on its
+    training patches), that score too (:func:`add_weak_score`)."""
+    found = scores_and_features(table, mu, reference, patches, brain, own, weak is not None)
+    if weak is not None:
+        assert found.features is not None
+        add_weak_score(found.scores, found.features, weak, found.around)
+    return found.scores
+
+
+@dataclass
+class Scored:
+    """A table's patch scores, the weak score's features (None where not asked for) and the
+    26 patches around each (None where the table does not say where its patches lie)."""
+
+    scores: dict[str, np.ndarray]
+    features: np.ndarray | None
+    around: np.ndarray | None
+
+
+def scores_and_features(
+    table: pd.DataFrame,
+    mu: np.ndarray,
+    reference: Reference | None,
+    patches: np.ndarray,
+    brain: np.ndarray,
+    own: str | None,
+    features: bool,
+) -> Scored:
+    """:func:`patch_scores` without a weak score, and with ``features``, what a weak score
+    reads of each patch (:func:`weak_features`; ``own`` its partner): both from one
+    equalisation of the patches and one search for their neighbours."""
     scores = {name: table[name].to_numpy() for name in ELBO_SCORES}
     if "residual_p95" in table:  # embeddings made by patchvae 0.3 and later
         scores["residual_p95"] = table["residual_p95"].to_numpy()
@@ -136,7 +167,7 @@ def patch_scores(
     if "p_lesion" in table:
         scores["p_lesion"] = table["p_lesion"].to_numpy()  # semi-supervised classifier
     scores[BASELINE] = intensity_baseline(patches)
-    # one equalisation for both (volume-sized for a densely scored case)
+    # one equalisation for all (volume-sized for a densely scored case)
     equalised = equalise_by_case(patches, brain, table.case_id.astype(str).to_numpy())
     scores[EQUALISED] = intensity_baseline(equalised)  # histogram_equalised_baseline
     # confirmed in the adjacent slices, and read in context, where the table says where
@@ -150,28 +181,33 @@ def patch_scores(
         scores[SPOTS_CONTEXT] = in_context(scores[SPOTS], around)
     else:
         scores[SPOTS] = count_bright_spots(equalised, brain)
-    del equalised
     if own is not None and own in scores:
         scores[LABEL_FREE] = fuse_by_rank(scores[label_free_base(scores)], scores[own], 0.5)
-    return scores
+    read = None
+    if features:
+        if own is None:
+            raise ValueError("the weak score's features need the model's own score (own)")
+        read = weak_features(table, mu, equalised, brain, scores, own)
+    del equalised
+    return Scored(scores, read, around)
 
 
 def weak_features(
     table: pd.DataFrame,
     mu: np.ndarray,
-    patches: np.ndarray,
+    equalised: np.ndarray,
     brain: np.ndarray,
     scores: dict[str, np.ndarray],
     partner: str,
 ) -> np.ndarray:
     """What the weakly supervised score reads of each patch: its equalised intensities'
-    percentiles and brain fraction (:func:`patch_descriptors`), the percentile ranks among the
-    patches given of the score with no learning (:func:`label_free_base`) and of the model's
-    unsupervised score ``partner``, its latent mean and its KL."""
+    percentiles and brain fraction (:func:`patch_descriptors`; ``equalised``: the patches
+    after :func:`equalise_by_case`), the percentile ranks among the patches given of the
+    score with no learning (:func:`label_free_base`) and of the model's unsupervised score
+    ``partner``, its latent mean and its KL."""
     from scipy.stats import rankdata
 
     n = max(len(table), 1)
-    equalised = equalise_by_case(patches, brain, table.case_id.astype(str).to_numpy())
     return np.column_stack(
         [
             patch_descriptors(equalised, brain),
@@ -262,13 +298,15 @@ def training_scores(
     patches, brain = store.patches(rows), store.masks("brain", rows)
     mu = latent_columns(table, "mu")
     unsupervised = own_score(architecture, classifier)
-    scores = patch_scores(table, mu, reference, patches, brain, unsupervised)
+    found = scores_and_features(
+        table, mu, reference, patches, brain, unsupervised, bool(weak_labels)
+    )
     weak = None
     if weak_labels:
+        assert found.features is not None
         kept = draw_labelled(labels, weak_labels, seed) if given is None else given[rows]
         if not (kept >= 0).any():
             raise ConfigError("weak_labels: no training patch has a label (no lesion masks?)")
-        features = weak_features(table, mu, patches, brain, scores, unsupervised)
-        weak = fit_weak_score(features, scores[LABEL_FREE], kept)
-        add_weak_score(scores, features, weak, surroundings(table, patches.shape[-1]))
-    return TrainingScores(rows, labels, brain, scores, weak)
+        weak = fit_weak_score(found.features, found.scores[LABEL_FREE], kept)
+        add_weak_score(found.scores, found.features, weak, found.around)
+    return TrainingScores(rows, labels, brain, found.scores, weak)

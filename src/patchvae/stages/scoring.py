@@ -61,14 +61,11 @@ from patchvae.runtime import provenance
 from patchvae.stages.embedding import checkpoint_record, embed_store
 from patchvae.stages.patch_scores import (
     Reference,
-    add_weak_score,
     own_score,
     patch_scores,
     recorded_patch_labels,
-    surroundings,
     training_reference,
     training_scores,
-    weak_features,
 )
 from patchvae.store import PatchStore, file_sha256
 from patchvae.tables import read_embedding
@@ -278,10 +275,7 @@ def score_case(
     frame = pd.DataFrame(columns)
     unsupervised = own_score(model.config.architecture, bool(model.config.classifier_classes))
     brain = batch.brain_mask.astype(bool)
-    scores = patch_scores(frame, found.mu, reference, batch.pixels, brain, unsupervised)
-    if weak is not None:
-        features = weak_features(frame, found.mu, batch.pixels, brain, scores, unsupervised)
-        add_weak_score(scores, features, weak, surroundings(frame, settings.patch_size))
+    scores = patch_scores(frame, found.mu, reference, batch.pixels, brain, unsupervised, weak)
     table = pd.DataFrame(
         {
             "case_id": case.case_id,
